@@ -1,0 +1,60 @@
+# numamove: `make run` and `make test` set everything up on a fresh Debian/Ubuntu machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+APT_PKGS := libnuma1 libnuma-dev numactl qemu-system-x86 busybox-static
+CFLAGS_CHECK := -O2 -std=gnu11 -Wall -Wextra -Werror -pthread
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+deps: ## install the Debian packages numamove and its tests need (when root and missing)
+	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing: $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "missing Debian packages: $$missing (run as root, or: sudo apt-get install $$missing)" >&2; exit 1; fi; \
+	fi
+
+$(STAMP): setup.py csrc/numamove.c csrc/numamove.h csrc/build_ffi.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing numamove and its Python packages into $(VENV) (log: $(VENV)/pip.log)"
+	@$(PY) -m pip install -e '.[test,lint]' >$(VENV)/pip.log 2>&1 || { tail -30 $(VENV)/pip.log >&2; exit 1; }
+	@$(PY) -c 'import numamove._native' || { echo "build failed: see $(VENV)/pip.log" >&2; exit 1; }
+	@touch $@
+
+build: deps $(STAMP) ## create .venv, install numamove and build its C extension
+
+run: build ## the main job on a built-in default: numamove bench
+	$(VENV)/bin/numamove bench
+
+test: build ## every test: the host suite, then both NUMA guests (QEMU)
+	$(PY) -m pytest -q tests
+	$(PY) tests/vm/harness.py run --topology all
+
+test-host: build ## only the host tests (multi-node tests are skipped with the reason)
+	$(PY) -m pytest -q tests
+
+test-numa: build ## only the multi-node tests, inside the two QEMU guests
+	$(PY) tests/vm/harness.py run --topology all
+
+bench: build ## benchmarks: engine vs single-threaded memcpy on this machine
+	$(VENV)/bin/numamove bench --size 1G --threads 1,2,4 --policy push,pull --repeats 5
+
+lint: build ## ruff, mypy --strict on numamove/, and a -Werror build of the C
+	$(VENV)/bin/ruff check numamove tests csrc
+	$(VENV)/bin/mypy --strict numamove
+	gcc $(CFLAGS_CHECK) -fsyntax-only csrc/numamove.c
+
+clean: ## remove build outputs (keeps the guest kernel cache in .cache/)
+	rm -rf build *.egg-info numamove/_native_lib.* numamove/__pycache__ tests/__pycache__ .pytest_cache .mypy_cache .ruff_cache
+
+distclean: clean ## also remove .venv and the cached guest kernel
+	rm -rf $(VENV) .cache
+
+.PHONY: help deps build run test test-host test-numa bench lint clean distclean

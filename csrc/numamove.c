@@ -1,0 +1,317 @@
+// SPDX-License-Identifier: MIT
+/*
+ * numamove native core: pinned multi-threaded copy, move_pages and mbind wrappers.
+ * See numamove.h for the contract of each function.
+ */
+#define _GNU_SOURCE
+#include "numamove.h"
+
+#include <errno.h>
+#include <linux/mempolicy.h>
+#include <pthread.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NM_HUGE_SIZE (2UL << 20)
+#define NM_CHUNK_ALIGN 64UL /* chunk boundaries on cache lines */
+
+static int nm_fault_count;
+static int nm_fault_err;
+
+void nm_fault_inject_thread_create(int count, int err)
+{
+	__atomic_store_n(&nm_fault_err, err, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&nm_fault_count, count, __ATOMIC_SEQ_CST);
+}
+
+static uint64_t nm_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+int nm_current_cpu(void)
+{
+	int cpu = sched_getcpu();
+
+	return cpu < 0 ? -errno : cpu;
+}
+
+struct nm_work {
+	const nm_item *items;
+	size_t n_items;
+	int mode;
+	int index;   /* this worker's index */
+	int threads; /* total workers */
+	size_t first, count; /* NM_SPLIT_GROUP: items [first, first+count) */
+	nm_worker_result *res;
+};
+
+static int nm_pin_self(int cpu)
+{
+	cpu_set_t set;
+
+	if (cpu < 0 || cpu >= CPU_SETSIZE)
+		return EINVAL;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	return pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+/* Byte offset where chunk i of n starts inside an item of len bytes. */
+static size_t nm_chunk_start(size_t len, int i, int n)
+{
+	size_t off;
+
+	if (i >= n)
+		return len;
+	off = (size_t)(((unsigned __int128)len * (unsigned)i) / (unsigned)n);
+	off &= ~(NM_CHUNK_ALIGN - 1);
+	return off;
+}
+
+static void nm_do_work(struct nm_work *w)
+{
+	nm_worker_result *r = w->res;
+	uint64_t t0;
+	size_t k;
+
+	r->pin_err = r->cpu >= 0 ? nm_pin_self(r->cpu) : 0;
+	r->cpu_at_start = sched_getcpu();
+	t0 = nm_now_ns();
+	if (w->mode == NM_SPLIT_CHUNK) {
+		for (k = 0; k < w->n_items; k++) {
+			const nm_item *it = &w->items[k];
+			size_t a = nm_chunk_start(it->len, w->index, w->threads);
+			size_t b = nm_chunk_start(it->len, w->index + 1, w->threads);
+
+			if (b > a) {
+				memcpy((char *)it->dst + a, (const char *)it->src + a, b - a);
+				r->bytes += b - a;
+				r->pieces++;
+			}
+		}
+	} else {
+		size_t end = w->first + w->count;
+
+		for (k = w->first; k < end;) {
+			/*
+			 * Coalesce items that are contiguous in both source and
+			 * destination into one memcpy: a long copy lets libc switch
+			 * to non-temporal stores, which a page-sized one never does.
+			 */
+			char *d = w->items[k].dst;
+			const char *s = w->items[k].src;
+			size_t len = w->items[k].len;
+
+			for (k++; k < end && w->items[k].dst == d + len && w->items[k].src == s + len; k++) {
+				len += w->items[k].len;
+				r->pieces++;
+			}
+			memcpy(d, s, len);
+			r->bytes += len;
+			r->pieces++;
+		}
+	}
+	r->ns = nm_now_ns() - t0;
+	r->cpu_at_end = sched_getcpu();
+}
+
+static void *nm_worker(void *arg)
+{
+	nm_do_work(arg);
+	return NULL;
+}
+
+static int nm_thread_create(pthread_t *t, struct nm_work *w)
+{
+	int left = __atomic_load_n(&nm_fault_count, __ATOMIC_SEQ_CST);
+
+	if (left > 0) {
+		__atomic_store_n(&nm_fault_count, left - 1, __ATOMIC_SEQ_CST);
+		return __atomic_load_n(&nm_fault_err, __ATOMIC_SEQ_CST);
+	}
+	return pthread_create(t, NULL, nm_worker, w);
+}
+
+/* The calling thread does the whole copy, pinned for the call only. */
+static int nm_copy_inline(struct nm_work *w)
+{
+	cpu_set_t saved;
+	int have_saved;
+
+	have_saved = pthread_getaffinity_np(pthread_self(), sizeof(saved), &saved) == 0;
+	nm_do_work(w);
+	if (w->res->cpu >= 0 && have_saved)
+		pthread_setaffinity_np(pthread_self(), sizeof(saved), &saved);
+	return 0;
+}
+
+int nm_copy(const nm_item *items, size_t n_items, const int *cpus, int n_threads,
+	    int mode, nm_copy_report *report)
+{
+	struct nm_work work[NM_MAX_THREADS];
+	pthread_t tids[NM_MAX_THREADS];
+	size_t per, extra, next = 0;
+	uint64_t t0;
+	int i, started = 0, err = 0;
+
+	if (!report || (!items && n_items) || n_threads < 1 || n_threads > NM_MAX_THREADS)
+		return -EINVAL;
+	if (mode != NM_SPLIT_GROUP && mode != NM_SPLIT_CHUNK)
+		return -EINVAL;
+	memset(report, 0, sizeof(*report));
+	report->mode = mode;
+	per = n_items / (size_t)n_threads;
+	extra = n_items % (size_t)n_threads;
+	for (i = 0; i < n_threads; i++) {
+		work[i] = (struct nm_work){
+			.items = items, .n_items = n_items, .mode = mode,
+			.index = i, .threads = n_threads, .res = &report->workers[i],
+		};
+		work[i].first = next;
+		work[i].count = per + ((size_t)i < extra ? 1 : 0);
+		next += work[i].count;
+		report->workers[i].cpu = cpus ? cpus[i] : -1;
+		report->workers[i].cpu_at_start = -1;
+		report->workers[i].cpu_at_end = -1;
+	}
+	t0 = nm_now_ns();
+	if (n_threads == 1) {
+		nm_copy_inline(&work[0]);
+		report->threads = 1;
+		report->wall_ns = nm_now_ns() - t0;
+		return 0;
+	}
+	for (i = 0; i < n_threads; i++) {
+		err = nm_thread_create(&tids[i], &work[i]);
+		if (err)
+			break;
+		started++;
+	}
+	for (i = 0; i < started; i++)
+		pthread_join(tids[i], NULL);
+	report->wall_ns = nm_now_ns() - t0;
+	report->threads = started;
+	return err ? -err : 0;
+}
+
+long long nm_compare(const void *a, const void *b, size_t len)
+{
+	const char *x = a, *y = b;
+	size_t off = 0, step = 1UL << 16;
+
+	while (off < len) {
+		size_t n = len - off < step ? len - off : step;
+
+		if (memcmp(x + off, y + off, n) != 0) {
+			while (x[off] == y[off])
+				off++;
+			return (long long)off;
+		}
+		off += n;
+	}
+	return -1;
+}
+
+void nm_fill(void *dst, int byte, size_t len)
+{
+	memset(dst, byte, len);
+}
+
+uint64_t nm_memcpy_ns(void *dst, const void *src, size_t len)
+{
+	uint64_t t0 = nm_now_ns();
+
+	memcpy(dst, src, len);
+	return nm_now_ns() - t0;
+}
+
+int nm_map_on_node(size_t len, int node, int flags, void **out)
+{
+	unsigned long mask[16] = {0};
+	size_t align = (flags & NM_MAP_HUGE) ? NM_HUGE_SIZE : (size_t)sysconf(_SC_PAGESIZE);
+	size_t maplen, off, step, page = (size_t)sysconf(_SC_PAGESIZE);
+	char *raw, *addr;
+
+	if (!out || !len || node < 0 || node >= (int)(sizeof(mask) * 8))
+		return -EINVAL;
+	len = (len + align - 1) & ~(align - 1);
+	maplen = len + ((flags & NM_MAP_HUGE) ? align : 0);
+	raw = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (raw == MAP_FAILED)
+		return -errno;
+	addr = raw;
+	if (flags & NM_MAP_HUGE) {
+		/* trim to a 2 MiB aligned window so THPs can back all of it */
+		addr = (char *)(((uintptr_t)raw + align - 1) & ~(align - 1));
+		if (addr > raw)
+			munmap(raw, (size_t)(addr - raw));
+		if (raw + maplen > addr + len)
+			munmap(addr + len, (size_t)(raw + maplen - (addr + len)));
+		madvise(addr, len, MADV_HUGEPAGE);
+	}
+	mask[node / 64] = 1UL << (node % 64);
+	if (syscall(SYS_mbind, addr, len, MPOL_BIND, mask, sizeof(mask) * 8 + 1, 0) != 0) {
+		int e = errno;
+
+		munmap(addr, len);
+		return -e;
+	}
+	step = (flags & NM_MAP_HUGE) ? align : page;
+	for (off = 0; off < len; off += step)
+		((volatile char *)addr)[off] = 0;
+	if (flags & NM_MAP_HUGE) /* pages a THP could not back still need faulting */
+		for (off = 0; off < len; off += page)
+			((volatile char *)addr)[off] = 0;
+	*out = addr;
+	return 0;
+}
+
+int nm_unmap(void *addr, size_t len)
+{
+	return munmap(addr, len) ? -errno : 0;
+}
+
+size_t nm_fill_items(void *dst, const void *src, size_t len, size_t item_size,
+		     nm_item *items, size_t n)
+{
+	size_t i, off;
+
+	if (!item_size)
+		return 0;
+	for (i = 0, off = 0; i < n && off < len; i++, off += item_size) {
+		items[i].dst = (char *)dst + off;
+		items[i].src = (const char *)src + off;
+		items[i].len = len - off < item_size ? len - off : item_size;
+	}
+	return i;
+}
+
+size_t nm_fill_pages(void *start, size_t len, size_t page_size, void **pages, size_t n)
+{
+	size_t i, want;
+
+	if (!page_size)
+		return 0;
+	want = (len + page_size - 1) / page_size;
+	if (want > n)
+		want = n;
+	for (i = 0; i < want; i++)
+		pages[i] = (char *)start + i * page_size;
+	return want;
+}
+
+long nm_move_pages(int pid, unsigned long count, void **pages, const int *nodes,
+		   int *status, int flags)
+{
+	long rc = syscall(SYS_move_pages, pid, count, pages, nodes, status, flags);
+
+	return rc < 0 ? -errno : rc;
+}

@@ -1,0 +1,213 @@
+"""`numamove bench`: the engine against a single-threaded memcpy of the same regions.
+
+Both regions are real anonymous mappings bound to their nodes and faulted in
+before timing, so only the copy is measured.  Every configuration is run
+``repeats`` times, interleaved with the baseline, and the medians are compared:
+these machines are shared and noisy, so only ratios from one run are reported.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _native
+from .engine import run_plan
+from .errors import InvalidNodeError, UsageError, VerificationError
+from .nodelist import format_bytes, format_list
+from .plan import BASE_PAGE, HUGE_PAGE, Plan, base_pages_of, make_plan
+from .topology import Topology, current_node
+
+
+@dataclass
+class Measurement:
+    plan: Plan
+    policy: str
+    limit: int
+    engine_ns: list[int] = field(default_factory=list)
+    call_ns: list[int] = field(default_factory=list)
+    fallback: str | None = None
+    pin_errors: list[str] = field(default_factory=list)
+    cpus_seen: set[int] = field(default_factory=set)
+
+    def gbps(self, nbytes: int) -> float:
+        return nbytes / statistics.median(self.engine_ns)
+
+    def overhead(self) -> float:
+        """Python planning and dispatch as a fraction of the copy's time (medians)."""
+        eng = statistics.median(self.engine_ns)
+        return max(0.0, statistics.median(self.call_ns) - eng) / eng
+
+
+@dataclass
+class BenchResult:
+    src: int
+    dst: int
+    size: int
+    item_size: int
+    repeats: int
+    machine: dict[str, Any]
+    baseline_ns: list[int]
+    runs: list[Measurement]
+    notes: list[str]
+
+    @property
+    def baseline_gbps(self) -> float:
+        return self.size / statistics.median(self.baseline_ns)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "src": self.src,
+            "dst": self.dst,
+            "size_bytes": self.size,
+            "item_bytes": self.item_size,
+            "repeats": self.repeats,
+            "machine": self.machine,
+            "baseline": {"what": "single-threaded memcpy of the same regions",
+                         "gbps": self.baseline_gbps,
+                         "seconds": [n / 1e9 for n in self.baseline_ns]},
+            "runs": [
+                {"policy": m.policy, "limit": m.limit, "threads": m.plan.threads,
+                 "direction": m.plan.direction, "cpu_node": m.plan.cpu_node,
+                 "cpus": list(m.plan.cpus), "cpus_seen": sorted(m.cpus_seen),
+                 "gbps": m.gbps(self.size),
+                 "ratio_to_baseline": m.gbps(self.size) / self.baseline_gbps,
+                 "dispatch_overhead": m.overhead(),
+                 "seconds": [n / 1e9 for n in m.engine_ns],
+                 "fallback": m.fallback, "pin_errors": m.pin_errors,
+                 "plan": m.plan.to_json()}
+                for m in self.runs
+            ],
+            "verified": True,
+            "notes": self.notes,
+        }
+
+
+def machine_info(topo: Topology) -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "nodes": len(topo.ids), "kernel": os.uname().release}
+
+
+def default_pair(topo: Topology) -> tuple[int, int, list[str]]:
+    a, b = topo.most_distant_pair()
+    notes = []
+    if a == b:
+        notes.append(f"this machine has one memory node: copying node {a} to node {a}")
+    return a, b, notes
+
+
+def plan_bench(topo: Topology, src: int, dst: int, size: int, limits: list[int],
+               policies: list[str], item_size: int, here: int,
+               allowed: frozenset[int]) -> list[tuple[str, int, Plan]]:
+    """The plans bench would run, validated (nodes must have memory)."""
+    topo.require(src, "--from", memory=True)
+    topo.require(dst, "--to", memory=True)
+    if size < BASE_PAGE:
+        raise UsageError(f"--size must be at least {BASE_PAGE} bytes")
+    for n in {src, dst}:
+        need = size * (2 if src == dst else 1)
+        free = topo.node(n).mem_free
+        if free and need > free:
+            raise InvalidNodeError(f"node {n} has {format_bytes(free)} free, the benchmark needs "
+                                   f"{format_bytes(need)} there: use a smaller --size")
+    items = -(-size // item_size)
+    pages = base_pages_of([size])
+    return [(p, t, make_plan(topo, src, dst, items, pages, t, p, here, allowed))
+            for p in policies for t in limits]
+
+
+def run_bench(topo: Topology, src: int, dst: int, size: int, limits: list[int],
+              policies: list[str], repeats: int = 3, huge: bool = True,
+              notes: list[str] | None = None) -> BenchResult:
+    """Measure the engine for each policy and thread limit against memcpy.
+
+    Raises:
+        VerificationError: a copy's bytes differ from the source.
+        InvalidNodeError, UsageError: bad nodes or sizes.
+        NativeError: the regions could not be mapped.
+    """
+    item_size = HUGE_PAGE if huge else BASE_PAGE
+    here = current_node(topo)
+    allowed = frozenset(os.sched_getaffinity(0))
+    plans = plan_bench(topo, src, dst, size, limits, policies, item_size, here, allowed)
+    if repeats < 1:
+        raise UsageError("--repeats must be at least 1")
+    runs = [Measurement(p, pol, lim) for pol, lim, p in plans]
+    baseline: list[int] = []
+    with _native.Region(size, src, huge) as s, _native.Region(size, dst, huge) as d:
+        _fill_pattern(s)
+        pages = base_pages_of([size])
+
+        def one_baseline() -> None:
+            baseline.append(_native.memcpy_ns(d.addr, s.addr, size))
+            _verify(s, d, "baseline memcpy")
+
+        def one_run(m: Measurement) -> None:
+            t0 = time.perf_counter_ns()
+            # what numamove.copy() pays per call: planning, building items, dispatch
+            p = make_plan(topo, src, dst, -(-size // item_size), pages, m.limit, m.policy,
+                          here, allowed)
+            report, fallback = run_plan(p, _native.Items.ranges(d.addr, s.addr, size, item_size))
+            m.call_ns.append(time.perf_counter_ns() - t0)
+            m.engine_ns.append(report.wall_ns)
+            m.fallback = m.fallback or fallback
+            for i, w in enumerate(report.workers):
+                m.cpus_seen.update({w.cpu_at_start, w.cpu_at_end})
+                if w.pin_err:
+                    m.pin_errors.append(f"worker {i} not pinned to CPU {w.cpu}: {os.strerror(w.pin_err)}")
+            _verify(s, d, f"{m.policy} with {m.plan.threads} thread(s)")
+
+        steps = [one_baseline] + [functools.partial(one_run, m) for m in runs]
+        for r in range(repeats):
+            # rotate the order each round so no configuration always runs first or last
+            k = r % len(steps)
+            for step in steps[k:] + steps[:k]:
+                _native.fill(d.addr, 0, size)
+                step()
+    return BenchResult(src, dst, size, item_size, repeats, machine_info(topo), baseline, runs,
+                       list(notes or []))
+
+
+def _fill_pattern(r: _native.Region) -> None:
+    """Non-repeating-per-page content, so a misplaced chunk cannot verify by accident."""
+    view = r.view()
+    block = bytearray(os.urandom(1 << 16))
+    n = len(block)
+    for off in range(0, r.length, n):
+        view[off:off + n] = block[: min(n, r.length - off)]
+        block[:8] = (off // n).to_bytes(8, "little")
+    view.release()
+
+
+def _verify(s: _native.Region, d: _native.Region, what: str) -> None:
+    off = _native.compare(s.addr, d.addr, s.length)
+    if off >= 0:
+        raise VerificationError(f"{what}: destination differs from source at byte {off}")
+
+
+def render(res: BenchResult) -> list[str]:
+    """Human-readable lines for a bench result."""
+    m = res.machine
+    lines = [f"note: {n}" for n in res.notes]
+    lines += [
+        f"numamove bench: node {res.src} -> node {res.dst}, {format_bytes(res.size)}, "
+        f"{format_bytes(res.item_size)} items, median of {res.repeats}",
+        f"machine: {m['cpus']} CPUs, {m['nodes']} NUMA node(s), Linux {m['kernel']}",
+        f"baseline (single-threaded memcpy, same regions): {res.baseline_gbps:.2f} GB/s",
+        f"{'policy':<7}{'threads':>8}  {'CPUs':<10}{'GB/s':>8}{'vs memcpy':>11}{'dispatch':>10}",
+    ]
+    for r in res.runs:
+        lines.append(
+            f"{r.policy:<7}{r.plan.threads:>8}  {format_list(r.plan.cpus):<10}"
+            f"{r.gbps(res.size):>8.2f}{r.gbps(res.size) / res.baseline_gbps:>10.2f}x"
+            f"{r.overhead() * 100:>9.2f}%"
+        )
+        if r.fallback:
+            lines.append(f"  fallback: {r.fallback}")
+        for e in r.pin_errors[:3]:
+            lines.append(f"  warning: {e}")
+    lines.append("verified: every copy matched its source byte for byte")
+    return lines

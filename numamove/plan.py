@@ -1,0 +1,230 @@
+"""The seed patch's heuristics as pure functions: pages -> threads, CPUs, split mode.
+
+Rules (shared/reference/seed-rfc-mt-page-copy.txt, mm/copy_pages.c and its review):
+
+* more than 32 base pages in the batch: multi-threaded; otherwise one thread.
+  A 2 MiB huge page counts as 512 base pages;
+* threads = min(limit, CPUs of the chosen node), never above 32; limit defaults to 4;
+* push (patch 5/5's default) uses the source node's CPUs, pull the destination's;
+* a CPU-less chosen node falls back to the other node, and where both are
+  CPU-less, to the node of the CPU running numamove: never zero threads;
+* fewer items than threads: every item is cut into one chunk per thread;
+  otherwise items are dealt out in contiguous groups of n/t, the first n%t one more.
+
+Nothing here touches the machine: the topology, the allowed CPUs and the node
+numamove runs on are arguments, so every rule is tested on made-up machines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import UsageError
+from .nodelist import format_list
+from .topology import Topology
+
+BASE_PAGE = 4096
+HUGE_PAGE = 2 << 20
+MT_THRESHOLD_PAGES = 32
+DEFAULT_LIMIT = 4
+MAX_THREADS = 32
+POLICIES = ("push", "pull", "auto")
+CHUNK_ALIGN = 64  # the C engine starts chunks on cache lines
+
+SPLIT_GROUP = "group"
+SPLIT_CHUNK = "chunk"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one batch is copied, and why."""
+
+    src: int
+    dst: int
+    policy: str  # as asked: push, pull or auto
+    direction: str  # what was applied: push or pull
+    cpu_node: int  # node whose CPUs run the copy
+    cpus: tuple[int, ...]  # one per thread
+    split: str
+    items: int
+    base_pages: int
+    limit: int
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def threads(self) -> int:
+        return len(self.cpus)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "src": self.src,
+            "dst": self.dst,
+            "policy": self.policy,
+            "direction": self.direction,
+            "cpu_node": self.cpu_node,
+            "threads": self.threads,
+            "cpus": list(self.cpus),
+            "split": self.split,
+            "items": self.items,
+            "base_pages": self.base_pages,
+            "limit": self.limit,
+            "reasons": dict(self.reasons),
+        }
+
+    def describe(self) -> list[str]:
+        """Human lines: the choice and its reason, one line each."""
+        return [
+            f"node {self.src} -> node {self.dst}: {self.items} item(s), {self.base_pages} base page(s)",
+            f"direction: {self.direction} on node {self.cpu_node}'s CPUs ({self.reasons['cpus']})",
+            f"threads: {self.threads} on CPU(s) {format_list(self.cpus)} ({self.reasons['threads']})",
+            f"split: {self.split} ({self.reasons['split']})",
+        ]
+
+
+def base_pages_of(sizes: Iterable[int]) -> int:
+    """Base (4 KiB) pages covered by items of these byte sizes; a 2 MiB page is 512."""
+    return sum(-(-s // BASE_PAGE) for s in sizes)
+
+
+def validate_limit(limit: int) -> int:
+    """The thread limit, 1..32, or UsageError."""
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_THREADS:
+        raise UsageError(f"thread count must be an integer from 1 to {MAX_THREADS}, not {limit!r}")
+    return limit
+
+
+def validate_policy(policy: str) -> str:
+    if policy not in POLICIES:
+        raise UsageError(f"unknown policy '{policy}' (choose from {', '.join(POLICIES)})")
+    return policy
+
+
+def choose_cpu_node(
+    topo: Topology, src: int, dst: int, policy: str, running_node: int,
+    allowed: frozenset[int] | None = None,
+) -> tuple[int, str, str]:
+    """The node whose CPUs copy, the direction applied, and why.
+
+    A node counts as CPU-less here when none of its CPUs is allowed to us: pinning
+    there would fail just as surely.
+    """
+    validate_policy(policy)
+    direction = "pull" if policy == "pull" else "push"
+    why = "policy auto: push until a calibration says otherwise" if policy == "auto" else f"policy {policy}"
+    first, other = (dst, src) if direction == "pull" else (src, dst)
+
+    def usable(n: int) -> bool:
+        return bool(_usable_cpus(topo, n, allowed))
+
+    if usable(first):
+        return first, direction, f"{why}: node {first}'s CPUs"
+    if usable(other):
+        return other, direction, f"{why}, but node {first} has no usable CPU: node {other}'s CPUs"
+    return (running_node, direction,
+            f"{why}, but nodes {src} and {dst} have no usable CPU: "
+            f"node {running_node}, where numamove runs")
+
+
+def _usable_cpus(topo: Topology, node: int, allowed: frozenset[int] | None) -> list[int]:
+    cpus = topo.node(node).cpus
+    return [c for c in cpus if allowed is None or c in allowed]
+
+
+def make_plan(
+    topo: Topology,
+    src: int,
+    dst: int,
+    items: int,
+    base_pages: int,
+    limit: int = DEFAULT_LIMIT,
+    policy: str = "auto",
+    running_node: int | None = None,
+    allowed: frozenset[int] | None = None,
+) -> Plan:
+    """Plan one batch of ``items`` items covering ``base_pages`` 4 KiB pages.
+
+    Args:
+        topo: the machine.
+        src, dst: source and destination nodes (validated against topo).
+        items: how many items (pages, folios or regions) the batch holds.
+        base_pages: their size in base pages (a 2 MiB page is 512).
+        limit: the thread limit (the patch's limit_mt_num), 1..32.
+        policy: push, pull or auto.
+        running_node: the node numamove runs on (the last CPU-less fallback);
+            defaults to the lowest node with CPUs.
+        allowed: CPUs this process may run on (None: all).
+
+    Returns:
+        The plan; never zero threads.
+
+    Raises:
+        InvalidNodeError: src or dst is not a node of topo.
+        UsageError: bad limit, policy or counts.
+    """
+    topo.node(src)
+    topo.node(dst)
+    validate_limit(limit)
+    if items < 0 or base_pages < 0:
+        raise UsageError("item and page counts cannot be negative")
+    if running_node is None:
+        running_node = next((n for n in topo.ids if topo.nodes[n].has_cpu), topo.ids[0])
+    reasons: dict[str, str] = {}
+    node, direction, reasons["cpus"] = choose_cpu_node(topo, src, dst, policy, running_node, allowed)
+    cpus = _usable_cpus(topo, node, allowed) or sorted(allowed or ()) or [0]
+
+    if base_pages <= MT_THRESHOLD_PAGES:
+        threads = 1
+        reasons["threads"] = f"{base_pages} base pages <= {MT_THRESHOLD_PAGES}: one thread"
+    else:
+        threads = min(limit, len(cpus), MAX_THREADS)
+        bound = "the limit" if threads == limit else f"node {node}'s {len(cpus)} usable CPU(s)"
+        reasons["threads"] = f"{base_pages} base pages > {MT_THRESHOLD_PAGES}: bounded by {bound}"
+    if items < threads:
+        split = SPLIT_CHUNK
+        reasons["split"] = f"{items} item(s) < {threads} threads: each item cut into {threads} chunks"
+    else:
+        split = SPLIT_GROUP
+        reasons["split"] = (f"{items} items dealt out in contiguous groups of "
+                            f"{items // threads}, the first {items % threads} one more")
+    return Plan(src, dst, policy, direction, node, tuple(cpus[:threads]), split, items,
+                base_pages, limit, reasons)
+
+
+def group_ranges(items: int, threads: int) -> list[tuple[int, int]]:
+    """(first, count) of the items each thread copies in group mode."""
+    per, extra = divmod(items, threads)
+    out = []
+    first = 0
+    for t in range(threads):
+        count = per + (1 if t < extra else 0)
+        out.append((first, count))
+        first += count
+    return out
+
+
+def chunk_bounds(length: int, threads: int) -> list[tuple[int, int]]:
+    """(start, end) byte offsets of each thread's chunk of one item in chunk mode.
+
+    Boundaries fall on cache lines; together the chunks cover the item exactly once.
+    """
+    def start(i: int) -> int:
+        return length if i >= threads else (length * i // threads) & ~(CHUNK_ALIGN - 1)
+
+    return [(start(i), start(i + 1)) for i in range(threads)]
+
+
+def parse_threads(text: str) -> list[int]:
+    """A --threads list like "1,2,4": each 1..32."""
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit():
+            raise UsageError(f"invalid thread count '{part}' in '{text}': use integers from 1 to {MAX_THREADS}")
+        out.append(validate_limit(int(part)))
+    return out
+
+
+def parse_policies(text: str) -> list[str]:
+    return [validate_policy(p.strip()) for p in text.split(",")]

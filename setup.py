@@ -1,0 +1,22 @@
+"""numamove: move memory between NUMA nodes fast (metadata lives here, the C in csrc/)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="numamove",
+    version="0.1.0",
+    description="Move memory between NUMA nodes with pinned multi-threaded copies",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.9",
+    packages=find_packages(include=["numamove", "numamove.*"]),
+    package_data={"numamove": ["py.typed", "_native_lib.pyi"]},
+    setup_requires=["cffi>=1.15"],
+    install_requires=["cffi>=1.15", "click>=8.0", "psutil>=5.9", "py-libnuma>=1.2"],
+    extras_require={"test": ["pytest>=7", "hypothesis>=6"], "lint": ["ruff", "mypy"]},
+    cffi_modules=["csrc/build_ffi.py:ffibuilder"],
+    entry_points={"console_scripts": ["numamove=numamove.cli:main"]},
+    classifiers=["Operating System :: POSIX :: Linux", "Programming Language :: C",
+                 "Programming Language :: Python :: 3"],
+)

@@ -1,0 +1,137 @@
+"""The CLI through click's CliRunner (in-process) and once as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from numamove.cli import main
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    """Run numamove's entry point (error mapping included) with CliRunner's isolation."""
+    runner = CliRunner()
+    with runner.isolation() as (out, err, _):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        return code, out.getvalue().decode(), err.getvalue().decode()
+
+
+def test_help_lists_commands_examples_and_exit_codes() -> None:
+    """--help explains the commands, shows examples and documents the exit codes."""
+    code, out, _ = run("--help")
+    assert code == 0
+    for word in ("nodes", "bench", "Examples:", "Exit codes:", "partly done"):
+        assert word in out
+
+
+@pytest.mark.parametrize("cmd", ["nodes", "bench"])
+def test_command_help(cmd: str) -> None:
+    """Every command has --help with examples."""
+    code, out, _ = run(cmd, "--help")
+    assert code == 0 and "Examples:" in out
+
+
+def test_version() -> None:
+    """--version prints the version."""
+    code, out, _ = run("--version")
+    assert code == 0 and out.startswith("numamove, version ")
+
+
+def test_nodes_text_and_json_agree() -> None:
+    """`nodes` and `nodes --json` report the same nodes, CPUs and distance matrix."""
+    code, out, _ = run("nodes")
+    assert code == 0 and "distances:" in out
+    code, out_json, _ = run("nodes", "--json")
+    doc = json.loads(out_json)
+    assert code == 0
+    from numamove.topology import read_topology
+
+    t = read_topology()
+    assert [n["node"] for n in doc["nodes"]] == t.ids
+    assert all(isinstance(n["has_cpu"], bool) and n["cpu_count"] >= 0 for n in doc["nodes"])
+    assert doc["distances"][str(t.ids[0])][str(t.ids[0])] == 10
+
+
+def test_bench_small_json() -> None:
+    """bench --json measures the engine and the memcpy baseline in one run and verifies."""
+    code, out, err = run("bench", "--size", "8M", "--threads", "1,2", "--policy", "push",
+                         "--repeats", "1", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["verified"] is True and doc["size_bytes"] == 8 << 20
+    assert doc["baseline"]["gbps"] > 0
+    assert [r["limit"] for r in doc["runs"]] == [1, 2]
+    assert all(r["ratio_to_baseline"] > 0 for r in doc["runs"])
+    assert all(set(r["cpus_seen"]) <= set(r["cpus"]) for r in doc["runs"])
+
+
+def test_bench_text_mentions_one_node() -> None:
+    """On a one-node machine the default pair is node 0 to itself, and bench says so."""
+    from numamove.topology import read_topology
+
+    code, out, _ = run("bench", "--size", "4M", "--threads", "2", "--policy", "pull", "--repeats", "1",
+                       "--page-size", "4k")
+    assert code == 0
+    assert "vs memcpy" in out and "verified" in out
+    if len(read_topology().memory_nodes()) == 1:
+        assert "one memory node" in out
+
+
+def test_bench_dry_run_copies_nothing_and_shows_reasons() -> None:
+    """--dry-run prints each plan with its reasons and does not benchmark."""
+    code, out, _ = run("bench", "--dry-run", "--size", "1G", "--threads", "1,4")
+    assert code == 0
+    assert "plan (policy push, limit 4)" in out and "base pages" in out
+    assert "GB/s" not in out
+    code, out, _ = run("bench", "--dry-run", "--json", "--size", "64K", "--threads", "4")
+    doc = json.loads(out)
+    assert doc["dry_run"] is True and doc["plans"][0]["threads"] == 1  # 16 pages <= 32
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["bench", "--from", "99"], "node 99 does not exist"),
+    (["bench", "--to", "1-"], "invalid node list '1-'"),
+    (["bench", "--from", "-1"], "invalid node list '-1'"),
+    (["bench", "--from", "a"], "invalid node list 'a'"),
+    (["bench", "--from", "0,1"], "give exactly one"),
+    (["bench", "--threads", "0"], "thread count must be an integer from 1 to 32"),
+    (["bench", "--threads", "33"], "thread count must be an integer from 1 to 32"),
+    (["bench", "--threads", "abc"], "invalid thread count 'abc'"),
+    (["bench", "--size", "0"], "invalid size '0'"),
+    (["bench", "--size", "-5"], "invalid size '-5'"),
+    (["bench", "--size", "1Q"], "invalid size '1Q'"),
+    (["bench", "--policy", "sideways"], "unknown policy 'sideways'"),
+    (["bench", "--repeats", "0"], "--repeats"),
+    (["bench", "--page-size", "1g"], "--page-size"),
+    (["frobnicate"], "No such command 'frobnicate'"),
+    (["nodes", "--bogus"], "--bogus"),
+])
+def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str) -> None:
+    """Bad input: exit 2, one line on stderr naming the problem, nothing on stdout, no traceback."""
+    code, out, err = run(*args)
+    assert code == 2
+    assert needle in err
+    assert err.count("\n") == 1 and err.startswith("numamove: error: ")
+    assert "Traceback" not in err and out == ""
+
+
+def test_bench_too_large_for_the_node() -> None:
+    """A size larger than the node's free memory is refused before mapping anything."""
+    code, _, err = run("bench", "--size", "64T", "--repeats", "1")
+    assert code == 2 and "free" in err and err.count("\n") == 1
+
+
+def test_real_process_bad_node_no_traceback() -> None:
+    """The installed entry point (python -m numamove) maps errors too."""
+    p = subprocess.run([sys.executable, "-m", "numamove", "bench", "--from", "99"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    assert p.stderr.strip().startswith("numamove: error: node 99 does not exist")
+    assert "Traceback" not in p.stderr

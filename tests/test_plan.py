@@ -1,0 +1,150 @@
+"""The seed patch's heuristics in numamove.plan, rule by rule."""
+
+from __future__ import annotations
+
+import pytest
+from fakes import topo
+
+from numamove.errors import InvalidNodeError, UsageError
+from numamove.plan import (
+    SPLIT_CHUNK,
+    SPLIT_GROUP,
+    chunk_bounds,
+    group_ranges,
+    make_plan,
+    parse_policies,
+    parse_threads,
+    validate_limit,
+)
+
+BIG = topo({0: list(range(0, 16)), 1: list(range(16, 32)), 2: list(range(32, 72))})
+ONE_CPU = topo({0: [0], 1: [1]})
+CXL = topo({0: [0, 1, 2, 3], 1: [4, 5, 6, 7], 2: [], 3: []}, {(0, 2): 30, (1, 2): 30})
+
+
+@pytest.mark.parametrize(
+    "items, pages, limit, policy, want_threads, want_split",
+    [
+        (0, 0, 4, "push", 1, SPLIT_CHUNK),       # nothing to copy: one thread, never zero
+        (1, 1, 4, "push", 1, SPLIT_GROUP),       # one page
+        (32, 32, 4, "push", 1, SPLIT_GROUP),     # the threshold itself stays single-threaded
+        (33, 33, 4, "push", 4, SPLIT_GROUP),     # one above: multi-threaded, limit 4
+        (512, 512, 4, "push", 4, SPLIT_GROUP),
+        (1, 512, 4, "push", 4, SPLIT_CHUNK),     # one 2 MiB huge page = 512 base pages, cut in 4
+        (3, 1536, 4, "pull", 4, SPLIT_CHUNK),    # threads > items: every item cut per thread
+        (4, 2048, 4, "push", 4, SPLIT_GROUP),    # items == threads: groups of one
+        (1000, 1000, 1, "push", 1, SPLIT_GROUP),  # limit 1
+        (1000, 1000, 32, "push", 16, SPLIT_GROUP),  # limit 32 bounded by node 0's 16 CPUs
+        (1000, 1000, 32, "pull", 16, SPLIT_GROUP),  # node 1 also has 16
+    ],
+)
+def test_threads_and_split(items: int, pages: int, limit: int, policy: str, want_threads: int,
+                           want_split: str) -> None:
+    """Thread count follows the >32-page threshold and min(limit, node CPUs); split follows items < threads."""
+    p = make_plan(BIG, 0, 1, items, pages, limit, policy, running_node=0)
+    assert p.threads == want_threads
+    assert p.split == want_split
+    assert len(p.cpus) == p.threads
+
+
+def test_limit_32_caps_at_32_on_a_large_node() -> None:
+    """Never more than 32 threads, even on a 40-CPU node."""
+    p = make_plan(BIG, 2, 0, 10_000, 10_000, 32, "push", running_node=0)
+    assert p.threads == 32
+    assert p.cpus == tuple(range(32, 64))
+
+
+def test_push_uses_source_cpus_and_pull_destination_cpus() -> None:
+    """push = CPUs of the source node (patch 5/5 default), pull = the destination's."""
+    push = make_plan(BIG, 0, 1, 100, 100, 4, "push", running_node=0)
+    pull = make_plan(BIG, 0, 1, 100, 100, 4, "pull", running_node=0)
+    assert (push.cpu_node, push.cpus, push.direction) == (0, (0, 1, 2, 3), "push")
+    assert (pull.cpu_node, pull.cpus, pull.direction) == (1, (16, 17, 18, 19), "pull")
+
+
+def test_auto_is_push_until_calibration_exists() -> None:
+    """auto applies push and says why."""
+    p = make_plan(BIG, 1, 0, 100, 100, 4, "auto", running_node=0)
+    assert p.direction == "push" and p.cpu_node == 1
+    assert "auto" in p.reasons["cpus"]
+
+
+def test_single_cpu_nodes_get_one_thread() -> None:
+    """min(limit, CPUs): a one-CPU node copies on one thread however large the batch."""
+    p = make_plan(ONE_CPU, 0, 1, 4096, 4096, 4, "pull", running_node=0)
+    assert p.threads == 1 and p.cpus == (1,)
+
+
+@pytest.mark.parametrize(
+    "src, dst, policy, want_node, want_cpus",
+    [
+        (0, 2, "pull", 0, (0, 1, 2, 3)),   # CPU-less destination: fall back to the source
+        (2, 1, "push", 1, (4, 5, 6, 7)),   # CPU-less source: fall back to the destination
+        (2, 3, "push", 1, (4, 5, 6, 7)),   # both CPU-less: the node numamove runs on (1)
+        (2, 3, "pull", 1, (4, 5, 6, 7)),
+    ],
+)
+def test_cpuless_fallback(src: int, dst: int, policy: str, want_node: int, want_cpus: tuple[int, ...]) -> None:
+    """A CPU-less chosen node never leaves zero threads."""
+    p = make_plan(CXL, src, dst, 512, 512, 4, policy, running_node=1)
+    assert p.cpu_node == want_node
+    assert p.cpus == want_cpus
+    assert p.threads >= 1
+    assert "no usable CPU" in p.reasons["cpus"]
+
+
+def test_cpus_outside_our_affinity_count_as_missing() -> None:
+    """Only CPUs this process may run on are planned; a node with none allowed falls back."""
+    p = make_plan(CXL, 0, 1, 512, 512, 4, "push", running_node=0, allowed=frozenset({1, 2, 5}))
+    assert p.cpus == (1, 2)
+    q = make_plan(CXL, 0, 1, 512, 512, 4, "push", running_node=0, allowed=frozenset({5, 6}))
+    assert q.cpu_node == 1 and q.cpus == (5, 6)
+
+
+def test_unknown_nodes_and_bad_limits_are_usage_errors() -> None:
+    """Out-of-range nodes, limits 0/33, and unknown policies are refused before anything runs."""
+    with pytest.raises(InvalidNodeError, match="node 9 does not exist"):
+        make_plan(ONE_CPU, 0, 9, 1, 1)
+    for bad in (0, 33, -1):
+        with pytest.raises(UsageError):
+            validate_limit(bad)
+    with pytest.raises(UsageError, match="unknown policy"):
+        make_plan(ONE_CPU, 0, 1, 1, 1, 4, "sideways")
+
+
+@pytest.mark.parametrize("text, want", [("1", [1]), ("1,2,4", [1, 2, 4]), ("32", [32])])
+def test_parse_threads_ok(text: str, want: list[int]) -> None:
+    """--threads accepts comma lists of 1..32."""
+    assert parse_threads(text) == want
+
+
+@pytest.mark.parametrize("text", ["0", "33", "abc", "", "1,,2", "-1", "2.5"])
+def test_parse_threads_rejects(text: str) -> None:
+    """--threads rejects 0, 33, words, blanks and negatives."""
+    with pytest.raises(UsageError):
+        parse_threads(text)
+
+
+def test_parse_policies() -> None:
+    """--policy takes push, pull, auto."""
+    assert parse_policies("push,pull") == ["push", "pull"]
+    with pytest.raises(UsageError):
+        parse_policies("push,up")
+
+
+@pytest.mark.parametrize("n, t", [(0, 1), (1, 1), (7, 3), (10, 4), (512, 4), (33, 32), (5, 5)])
+def test_group_ranges_deal_contiguous_groups(n: int, t: int) -> None:
+    """n/t items each, the first n%t threads one more, contiguous and covering every item once."""
+    ranges = group_ranges(n, t)
+    assert [c for _, c in ranges] == [n // t + (1 if i < n % t else 0) for i in range(t)]
+    covered = [i for first, count in ranges for i in range(first, first + count)]
+    assert covered == list(range(n))
+
+
+@pytest.mark.parametrize("length, t", [(4096, 4), (2 << 20, 3), (4097, 4), (100, 7), (1, 2), (0, 3)])
+def test_chunk_bounds_cover_the_item_exactly(length: int, t: int) -> None:
+    """Chunks tile the item exactly (the patch only warned about remainders)."""
+    b = chunk_bounds(length, t)
+    assert b[0][0] == 0 and b[-1][1] == length
+    assert all(b[i][1] == b[i + 1][0] for i in range(t - 1))
+    assert all(s <= e for s, e in b)

@@ -1,0 +1,485 @@
+#!/usr/bin/env python3
+"""Boot real multi-node NUMA kernels in QEMU and run the multi-node tests inside them.
+
+The host has one NUMA node, so every behaviour that matters to numamove (pages on
+another node, threads pinned to another node's CPUs, CPU-less memory nodes) is
+tested in a guest.  The guest runs Debian's own kernel under TCG, sees the host's
+root read-only over 9p and runs the project's virtual environment from it; results
+come back through a second, writable 9p share.
+
+Usage:
+    python3 tests/vm/harness.py run [--topology two|five|all] [-k EXPR]
+    python3 tests/vm/harness.py shell --topology two     # interactive guest shell
+    python3 tests/vm/harness.py prepare                  # fetch and cache only
+
+Everything fetched is cached under .cache/vm/ (git-ignored); a second run reuses it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import lzma
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CACHE = ROOT / ".cache" / "vm"
+MODULES_WANTED = ["virtio_pci", "9pnet_virtio", "9p"]
+BOOT_TIMEOUT_S = int(os.environ.get("NUMAMOVE_VM_TIMEOUT", "900"))
+
+
+class HarnessError(Exception):
+    """A guest could not be prepared or started."""
+
+
+# --------------------------------------------------------------------------- topologies
+
+
+@dataclass(frozen=True)
+class GuestNode:
+    node: int
+    cpus: tuple[int, ...]
+    mem_mib: int
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str
+    nodes: tuple[GuestNode, ...]
+    distances: dict[tuple[int, int], int] = field(default_factory=dict)
+
+    @property
+    def ncpus(self) -> int:
+        return sum(len(n.cpus) for n in self.nodes)
+
+    @property
+    def mem_mib(self) -> int:
+        return sum(n.mem_mib for n in self.nodes)
+
+    def distance(self, a: int, b: int) -> int:
+        if a == b:
+            return 10
+        return self.distances.get((a, b), self.distances.get((b, a), 20))
+
+    def to_json(self) -> dict[str, object]:
+        ids = [n.node for n in self.nodes]
+        return {
+            "name": self.name,
+            "nodes": [
+                {"node": n.node, "cpus": list(n.cpus), "mem_mib": n.mem_mib,
+                 "has_cpu": bool(n.cpus)}
+                for n in self.nodes
+            ],
+            "distances": [[self.distance(a, b) for b in ids] for a in ids],
+        }
+
+
+def _two() -> Topology:
+    return Topology("two", (GuestNode(0, (0,), 512), GuestNode(1, (1,), 512)), {(0, 1): 20})
+
+
+def _five() -> Topology:
+    nodes = tuple(GuestNode(i, (i,), 256) for i in range(4)) + (GuestNode(4, (), 256),)
+    dist: dict[tuple[int, int], int] = {}
+    for a in range(5):
+        for b in range(a + 1, 5):
+            dist[(a, b)] = 30 if b == 4 else 20
+    return Topology("five", nodes, dist)
+
+
+TOPOLOGIES = {"two": _two(), "five": _five()}
+
+
+# --------------------------------------------------------------------------- fetching
+
+
+def _run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)  # type: ignore[call-overload,no-any-return]
+    except FileNotFoundError as exc:
+        raise HarnessError(f"{cmd[0]} not found: run 'make deps' (installs Debian's packages)") from exc
+    except subprocess.CalledProcessError as exc:
+        raise HarnessError(f"{' '.join(cmd)} failed: {exc.stderr.strip()[-500:]}") from exc
+
+
+def kernel_package() -> str:
+    """Name of the kernel package that linux-image-amd64 currently depends on."""
+    out = _run(["apt-cache", "depends", "linux-image-amd64"]).stdout
+    m = re.search(r"Depends:\s*(linux-image-\S+)", out)
+    if not m:
+        raise HarnessError("apt-cache depends linux-image-amd64 named no kernel (run apt-get update)")
+    return m.group(1)
+
+
+def fetch_kernel() -> tuple[Path, Path]:
+    """Download and unpack Debian's kernel package once; return (vmlinux, modules dir)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    pinned = CACHE / "kernel-package"
+    pkg = pinned.read_text().strip() if pinned.exists() else kernel_package()
+    kdir = CACHE / pkg
+    vmlinux = kdir / "vmlinux"
+    if not vmlinux.exists():
+        debdir = CACHE / "debs"
+        debdir.mkdir(exist_ok=True)
+        debs = list(debdir.glob(f"{pkg}_*.deb"))
+        if not debs:
+            _run(["apt-get", "download", pkg], cwd=debdir)
+            debs = list(debdir.glob(f"{pkg}_*.deb"))
+        if not debs:
+            raise HarnessError(f"apt-get download {pkg} produced no .deb")
+        tmp = Path(tempfile.mkdtemp(dir=CACHE))
+        _run(["dpkg-deb", "-x", str(debs[0]), str(tmp)])
+        vmlinuz = next(tmp.glob("boot/vmlinuz-*"))
+        (tmp / "vmlinux").write_bytes(extract_vmlinux(vmlinuz.read_bytes()))
+        if kdir.exists():
+            shutil.rmtree(kdir)
+        tmp.rename(kdir)
+    pinned.write_text(pkg + "\n")
+    moddir = next((kdir / "lib" / "modules").iterdir())
+    return vmlinux, moddir
+
+
+def extract_vmlinux(bzimage: bytes) -> bytes:
+    """The uncompressed ELF kernel inside a bzImage (xz payload): boots faster under TCG."""
+    off = bzimage.find(b"\xfd7zXZ\x00")
+    while off >= 0:
+        dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        try:
+            data = dec.decompress(bzimage[off:])
+            if data[:4] == b"\x7fELF":
+                return data
+        except lzma.LZMAError:
+            pass
+        off = bzimage.find(b"\xfd7zXZ\x00", off + 1)
+    raise HarnessError("no xz-compressed ELF kernel found in the bzImage")
+
+
+def _modinfo_depends(data: bytes) -> list[str]:
+    m = re.search(rb"(?:^|\x00)depends=([^\x00]*)\x00", data)
+    if not m or not m.group(1):
+        return []
+    return m.group(1).decode().split(",")
+
+
+def resolve_modules(moddir: Path, wanted: list[str]) -> list[tuple[str, bytes]]:
+    """Modules in load order (dependencies first), decompressed."""
+    index: dict[str, Path] = {}
+    for p in moddir.rglob("*.ko*"):
+        name = p.name.split(".ko")[0]
+        index[name.replace("-", "_")] = p
+    order: list[tuple[str, bytes]] = []
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        key = name.replace("-", "_")
+        if key in seen:
+            return
+        seen.add(key)
+        path = index.get(key)
+        if path is None:
+            raise HarnessError(f"kernel module {name} not in {moddir}")
+        raw = path.read_bytes()
+        if path.name.endswith(".xz"):
+            raw = lzma.decompress(raw)
+        elif path.name.endswith(".gz"):
+            raw = gzip.decompress(raw)
+        elif path.name.endswith(".zst"):
+            raw = _run_bytes(["zstd", "-dc", str(path)])
+        for dep in _modinfo_depends(raw):
+            visit(dep)
+        order.append((key, raw))
+
+    for w in wanted:
+        visit(w)
+    return order
+
+
+def _run_bytes(cmd: list[str]) -> bytes:
+    return subprocess.run(cmd, check=True, capture_output=True).stdout
+
+
+def find_busybox() -> Path:
+    for cand in ("/bin/busybox", "/usr/bin/busybox"):
+        p = Path(cand)
+        if p.exists():
+            out = subprocess.run(["file", "-L", str(p)], capture_output=True, text=True).stdout \
+                if shutil.which("file") else "statically"
+            if "dynamically" not in out:
+                return p
+    raise HarnessError("a static busybox is needed: run 'make deps' (apt-get install busybox-static)")
+
+
+INIT = r"""#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in $(cat /modules.order); do insmod /lib/modules/$m.ko || echo "numamove-guest: insmod $m failed"; done
+mkdir -p /newroot
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 hostroot /newroot || { echo "numamove-guest: cannot mount host root"; poweroff -f; }
+mount -t proc proc /newroot/proc
+mount -t sysfs sys /newroot/sys
+mount -t devtmpfs dev /newroot/dev
+mount -t tmpfs -o size=60% tmpfs /newroot/tmp
+mkdir -p /newroot/dev/shm /newroot/dev/pts /newroot/tmp/results
+mount -t tmpfs tmpfs /newroot/dev/shm
+mount -t devpts devpts /newroot/dev/pts
+mount -t 9p -o trans=virtio,version=9p2000.L,cache=none,msize=262144 results /newroot/tmp/results
+mount -t hugetlbfs none /newroot/dev/hugepages 2>/dev/null
+echo "numamove-guest: up"
+if [ -f /newroot/tmp/results/interactive ]; then
+  chroot /newroot /bin/bash -l
+else
+  chroot /newroot /bin/sh /tmp/results/run.sh > /newroot/tmp/results/guest.log 2>&1
+  echo $? > /newroot/tmp/results/rc
+fi
+sync
+echo "numamove-guest: done"
+poweroff -f
+"""
+
+
+def _cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
+    """A newc cpio archive of (name, mode, data); directories have empty data."""
+    out = io.BytesIO()
+    ino = 1
+    for name, mode, data in entries + [("TRAILER!!!", 0, b"")]:
+        nb = name.encode() + b"\x00"
+        nlink = 2 if stat.S_ISDIR(mode) else 1
+        hdr = "070701" + "".join(f"{v:08x}" for v in (
+            ino, mode, 0, 0, nlink, 0, len(data), 0, 0, 0, 0, len(nb), 0))
+        out.write(hdr.encode() + nb)
+        out.write(b"\x00" * ((4 - (110 + len(nb)) % 4) % 4))
+        out.write(data)
+        out.write(b"\x00" * ((4 - len(data) % 4) % 4))
+        ino += 1
+    return out.getvalue()
+
+
+def build_initramfs(moddir: Path) -> Path:
+    """A busybox initramfs carrying the kernel's own virtio and 9p modules."""
+    target = CACHE / f"initramfs-{moddir.name}.cpio"
+    mods = resolve_modules(moddir, MODULES_WANTED)
+    entries: list[tuple[str, int, bytes]] = []
+    for d in ("bin", "proc", "sys", "dev", "newroot", "lib", "lib/modules"):
+        entries.append((d, stat.S_IFDIR | 0o755, b""))
+    entries.append(("bin/busybox", stat.S_IFREG | 0o755, find_busybox().read_bytes()))
+    entries.append(("init", stat.S_IFREG | 0o755, INIT.encode()))
+    entries.append(("modules.order", stat.S_IFREG | 0o644, "\n".join(n for n, _ in mods).encode() + b"\n"))
+    for name, raw in mods:
+        entries.append((f"lib/modules/{name}.ko", stat.S_IFREG | 0o644, raw))
+    blob = _cpio_newc(entries)
+    if not target.exists() or target.read_bytes() != blob:
+        target.write_bytes(blob)
+    return target
+
+
+def prepare() -> tuple[Path, Path]:
+    if shutil.which("qemu-system-x86_64") is None:
+        raise HarnessError("qemu-system-x86_64 not found: run 'make deps' (apt-get install qemu-system-x86)")
+    vmlinux, moddir = fetch_kernel()
+    return vmlinux, build_initramfs(moddir)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def qemu_command(topo: Topology, vmlinux: Path, initrd: Path, results: Path) -> list[str]:
+    cmd = [
+        "qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max", "-machine", "q35",
+        "-m", f"{topo.mem_mib}M", "-smp", str(topo.ncpus),
+        "-display", "none", "-no-reboot", "-monitor", "none",
+        "-kernel", str(vmlinux), "-initrd", str(initrd),
+        "-append", "console=ttyS0 rdinit=/init numa_balancing=disable panic=-1 loglevel=4 "
+                   "transparent_hugepage=madvise",
+        "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
+        "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
+        "-fsdev", f"local,id=results,path={results},security_model=none",
+        "-device", "virtio-9p-pci,fsdev=results,mount_tag=results",
+    ]
+    for n in topo.nodes:
+        cmd += ["-object", f"memory-backend-ram,id=m{n.node},size={n.mem_mib}M"]
+        spec = f"node,nodeid={n.node},memdev=m{n.node}"
+        for c in n.cpus:
+            spec += f",cpus={c}"
+        cmd += ["-numa", spec]
+    ids = [n.node for n in topo.nodes]
+    for a in ids:
+        for b in ids:
+            if a < b:
+                cmd += ["-numa", f"dist,src={a},dst={b},val={topo.distance(a, b)}"]
+    return cmd
+
+
+@dataclass
+class GuestResult:
+    topology: str
+    rc: int | None
+    tests: int
+    failures: int
+    errors: int
+    skipped: int
+    ran: list[str]
+    seconds: float
+    console: Path
+    log: Path
+
+
+def run_guest(topo: Topology, pytest_args: list[str], interactive: bool = False,
+              keep: Path | None = None) -> GuestResult:
+    vmlinux, initrd = prepare()
+    out_root = keep or (CACHE / "runs")
+    out_root.mkdir(parents=True, exist_ok=True)
+    results = Path(tempfile.mkdtemp(prefix=f"{topo.name}-", dir=out_root))
+    results.chmod(0o777)
+    (results / "topology.json").write_text(json.dumps(topo.to_json(), indent=1))
+    py = ROOT / ".venv" / "bin" / "python"
+    if not py.exists():
+        raise HarnessError(f"{py} missing: run 'make build' first")
+    env = {
+        "PATH": f"{ROOT / '.venv' / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": "/tmp",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "NUMAMOVE_GUEST_TOPOLOGY": "/tmp/results/topology.json",
+        "NUMAMOVE_GUEST": topo.name,
+        "LANG": "C.UTF-8",
+    }
+    exports = "".join(f"export {k}='{v}'\n" for k, v in env.items())
+    args = " ".join(_shq(a) for a in pytest_args)
+    script = (
+        f"{exports}cd {_shq(str(ROOT))}\n"
+        f"exec {_shq(str(py))} -m pytest -p no:cacheprovider -m numa "
+        f"--junitxml=/tmp/results/junit.xml -o junit_family=xunit1 -rs {args}\n"
+    )
+    (results / "run.sh").write_text(script)
+    if interactive:
+        (results / "interactive").write_text("1")
+        (results / "profile.sh").write_text(exports + f"cd {_shq(str(ROOT))}\n")
+    console = results / "console.log"
+    cmd = qemu_command(topo, vmlinux, initrd, results)
+    t0 = time.monotonic()
+    if interactive:
+        cmd = [c for c in cmd if c not in ("-display", "none")]
+        i = cmd.index("-monitor")
+        del cmd[i:i + 2]
+        subprocess.run(cmd + ["-nographic"])
+        return GuestResult(topo.name, None, 0, 0, 0, 0, [], time.monotonic() - t0, console, results)
+    with open(console, "wb") as con:
+        proc = subprocess.Popen(cmd + ["-serial", "stdio"], stdout=con, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            proc.wait(timeout=BOOT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            (results / "timeout").write_text(f"killed after {BOOT_TIMEOUT_S}s\n")
+    secs = time.monotonic() - t0
+    rc_file = results / "rc"
+    rc = int(rc_file.read_text().strip()) if rc_file.exists() else None
+    tests = failures = errors = skipped = 0
+    ran: list[str] = []
+    junit = results / "junit.xml"
+    if junit.exists():
+        tree = ET.parse(junit)
+        for suite in tree.iter("testsuite"):
+            tests += int(suite.get("tests", 0))
+            failures += int(suite.get("failures", 0))
+            errors += int(suite.get("errors", 0))
+            skipped += int(suite.get("skipped", 0))
+        for case in tree.iter("testcase"):
+            if case.find("skipped") is None:
+                ran.append(f"{case.get('file') or case.get('classname')}::{case.get('name')}")
+    return GuestResult(topo.name, rc, tests, failures, errors, skipped, ran, secs, console,
+                       results / "guest.log")
+
+
+def _shq(s: str) -> str:
+    return "'" + s.replace("'", "'\\''") + "'"
+
+
+def _tail(path: Path, n: int = 60) -> str:
+    if not path.exists():
+        return f"({path} missing)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+
+
+def cmd_run(ns: argparse.Namespace) -> int:
+    names = list(TOPOLOGIES) if ns.topology == "all" else [ns.topology]
+    ok = True
+    for name in names:
+        extra = ["-k", ns.k] if ns.k else []
+        try:
+            res = run_guest(TOPOLOGIES[name], extra + ns.pytest_args)
+        except HarnessError as exc:
+            print(f"numa guest '{name}': cannot start: {exc}", file=sys.stderr)
+            if os.environ.get("CI", "").lower() == "true" or not ns.allow_skip:
+                return 1
+            print(f"numa guest '{name}': SKIPPED (not CI and --allow-skip)", file=sys.stderr)
+            continue
+        print(_tail(res.log, 400))
+        verdict = (res.rc == 0 and res.tests > 0 and res.failures == 0 and res.errors == 0
+                   and res.skipped == 0)
+        summary = (f"numa guest '{name}': rc={res.rc} tests={res.tests} failures={res.failures} "
+                   f"errors={res.errors} skipped={res.skipped} in {res.seconds:.0f}s")
+        print(summary, file=sys.stderr)
+        if not verdict:
+            ok = False
+            why = []
+            if res.rc is None:
+                why.append("the guest never reported a result (boot failure or timeout)")
+            if res.skipped:
+                why.append("a multi-node test was skipped inside the guest")
+            if res.tests == 0:
+                why.append("no test ran")
+            print(f"numa guest '{name}': FAILED: {'; '.join(why) or 'test failures'}", file=sys.stderr)
+            print(f"--- serial console tail ({res.console}) ---", file=sys.stderr)
+            print(_tail(res.console), file=sys.stderr)
+        else:
+            shutil.rmtree(res.log.parent, ignore_errors=True)
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="boot guest(s) and run the multi-node tests")
+    r.add_argument("--topology", choices=[*TOPOLOGIES, "all"], default="all")
+    r.add_argument("-k", help="pytest -k expression")
+    r.add_argument("--allow-skip", action="store_true",
+                   help="outside CI, report a guest that cannot start as skipped instead of failed")
+    r.add_argument("pytest_args", nargs="*")
+    s = sub.add_parser("shell", help="boot one guest with an interactive shell on this terminal")
+    s.add_argument("--topology", choices=list(TOPOLOGIES), default="two")
+    sub.add_parser("prepare", help="fetch the kernel and build the initramfs (cached)")
+    ns = ap.parse_args(argv)
+    try:
+        if ns.cmd == "prepare":
+            vmlinux, initrd = prepare()
+            print(f"kernel {vmlinux}\ninitramfs {initrd}")
+            return 0
+        if ns.cmd == "shell":
+            run_guest(TOPOLOGIES[ns.topology], [], interactive=True)
+            return 0
+        return cmd_run(ns)
+    except HarnessError as exc:
+        print(f"harness: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
