@@ -418,9 +418,24 @@ def _tail(path: Path, n: int = 60) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
 
 
+def numa_test_ids() -> set[str]:
+    """Every test marked numa, as the host collects it ("tests/x.py::test[param]")."""
+    py = ROOT / ".venv" / "bin" / "python"
+    out = subprocess.run([str(py), "-m", "pytest", "--collect-only", "-q", "-m", "numa",
+                          "-p", "no:cacheprovider", "tests"], cwd=ROOT, capture_output=True, text=True)
+    return {line.strip() for line in out.stdout.splitlines() if "::" in line}
+
+
+def _junit_id(ran: str) -> str:
+    """xunit1 "tests.test_x::name" -> "tests/test_x.py::name"."""
+    cls, name = ran.split("::", 1)
+    return cls.replace(".", "/") + ".py::" + name
+
+
 def cmd_run(ns: argparse.Namespace) -> int:
     names = list(TOPOLOGIES) if ns.topology == "all" else [ns.topology]
     ok = True
+    ran: set[str] = set()
     for name in names:
         extra = ["-k", ns.k] if ns.k else []
         try:
@@ -451,6 +466,17 @@ def cmd_run(ns: argparse.Namespace) -> int:
             print(_tail(res.console), file=sys.stderr)
         else:
             shutil.rmtree(res.log.parent, ignore_errors=True)
+        ran.update(_junit_id(r) for r in res.ran)
+    if ok and ns.topology == "all" and not ns.k and not ns.pytest_args:
+        missing = sorted(numa_test_ids() - ran)
+        if missing:
+            ok = False
+            print(f"numa guests: {len(missing)} multi-node test(s) ran in no guest "
+                  f"(their requirements fit neither topology):", file=sys.stderr)
+            for m in missing:
+                print(f"  {m}", file=sys.stderr)
+        else:
+            print("numa guests: every multi-node test ran in a guest", file=sys.stderr)
     return 0 if ok else 1
 
 
