@@ -240,6 +240,10 @@ mount -t tmpfs tmpfs /newroot/dev/shm
 mount -t devpts devpts /newroot/dev/pts
 mount -t 9p -o trans=virtio,version=9p2000.L,cache=none,msize=262144 results /newroot/tmp/results
 mount -t hugetlbfs none /newroot/dev/hugepages 2>/dev/null
+# the project itself, at its own path: visible even where it lives under the guest's fresh /tmp
+proj=$(sed -n 's/.*numamove.project=\([^ ]*\).*/\1/p' /proc/cmdline)
+mkdir -p "/newroot$proj" 2>/dev/null
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 project "/newroot$proj" || echo "numamove-guest: cannot mount the project"
 echo "numamove-guest: up"
 if [ -f /newroot/tmp/results/interactive ]; then
   chroot /newroot /bin/bash -l
@@ -305,9 +309,11 @@ def qemu_command(topo: Topology, vmlinux: Path, initrd: Path, results: Path) -> 
         "-display", "none", "-no-reboot", "-monitor", "none",
         "-kernel", str(vmlinux), "-initrd", str(initrd),
         "-append", "console=ttyS0 rdinit=/init numa_balancing=disable panic=-1 loglevel=4 "
-                   "transparent_hugepage=madvise",
+                   f"transparent_hugepage=madvise numamove.project={ROOT}",
         "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
         "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
+        "-fsdev", f"local,id=project,path={ROOT},security_model=none,readonly=on,multidevs=remap",
+        "-device", "virtio-9p-pci,fsdev=project,mount_tag=project",
         "-fsdev", f"local,id=results,path={results},security_model=none",
         "-device", "virtio-9p-pci,fsdev=results,mount_tag=results",
     ]
