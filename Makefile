@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-APT_PKGS := libnuma1 libnuma-dev numactl qemu-system-x86 busybox-static
+APT_PKGS := libnuma1 libnuma-dev numactl qemu-system-x86 busybox-static cpio
 CFLAGS_CHECK := -O2 -std=gnu11 -Wall -Wextra -Werror -pthread
 
 help: ## list the targets
@@ -46,10 +46,16 @@ test-numa: build ## only the multi-node tests, inside the two QEMU guests
 bench: build ## benchmarks: engine vs single-threaded memcpy on this machine
 	$(VENV)/bin/numamove bench --size 1G --threads 1,2,4 --policy push,pull --repeats 5
 
+nmbench: build/nmbench ## the C engine alone vs memcpy, no Python (build/nmbench SIZE_MIB THREADS...)
+
+build/nmbench: csrc/nmbench.c csrc/numamove.c csrc/numamove.h
+	@mkdir -p build
+	gcc $(CFLAGS_CHECK) -Icsrc -o $@ csrc/nmbench.c csrc/numamove.c
+
 lint: build ## ruff, mypy --strict on numamove/, and a -Werror build of the C
 	$(VENV)/bin/ruff check numamove tests csrc
 	$(VENV)/bin/mypy --strict numamove
-	gcc $(CFLAGS_CHECK) -fsyntax-only csrc/numamove.c
+	gcc $(CFLAGS_CHECK) -Icsrc -fsyntax-only csrc/numamove.c csrc/nmbench.c
 
 clean: ## remove build outputs (keeps the guest kernel cache in .cache/)
 	rm -rf build *.egg-info numamove/_native_lib.* numamove/__pycache__ tests/__pycache__ .pytest_cache .mypy_cache .ruff_cache
@@ -57,4 +63,4 @@ clean: ## remove build outputs (keeps the guest kernel cache in .cache/)
 distclean: clean ## also remove .venv and the cached guest kernel
 	rm -rf $(VENV) .cache
 
-.PHONY: help deps build run test test-host test-numa bench lint clean distclean
+.PHONY: help deps build run test test-host test-numa bench nmbench lint clean distclean

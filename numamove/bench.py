@@ -197,11 +197,11 @@ def render(res: BenchResult) -> list[str]:
         f"{format_bytes(res.item_size)} items, median of {res.repeats}",
         f"machine: {m['cpus']} CPUs, {m['nodes']} NUMA node(s), Linux {m['kernel']}",
         f"baseline (single-threaded memcpy, same regions): {res.baseline_gbps:.2f} GB/s",
-        f"{'policy':<7}{'threads':>8}  {'CPUs':<10}{'GB/s':>8}{'vs memcpy':>11}{'dispatch':>10}",
+        f"{'policy':<7}{'limit':>6}{'threads':>8}  {'CPUs':<10}{'GB/s':>8}{'vs memcpy':>11}{'dispatch':>10}",
     ]
     for r in res.runs:
         lines.append(
-            f"{r.policy:<7}{r.plan.threads:>8}  {format_list(r.plan.cpus):<10}"
+            f"{r.policy:<7}{r.limit:>6}{r.plan.threads:>8}  {format_list(r.plan.cpus):<10}"
             f"{r.gbps(res.size):>8.2f}{r.gbps(res.size) / res.baseline_gbps:>10.2f}x"
             f"{r.overhead() * 100:>9.2f}%"
         )

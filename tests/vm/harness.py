@@ -433,9 +433,11 @@ def numa_test_ids() -> set[str]:
 
 
 def _junit_id(ran: str) -> str:
-    """xunit1 "tests.test_x::name" -> "tests/test_x.py::name"."""
-    cls, name = ran.split("::", 1)
-    return cls.replace(".", "/") + ".py::" + name
+    """JUnit's "tests/test_x.py::name" (file) or "tests.test_x::name" (classname) -> pytest's id."""
+    where, name = ran.split("::", 1)
+    if not where.endswith(".py"):
+        where = where.replace(".", "/") + ".py"
+    return f"{where}::{name}"
 
 
 def cmd_run(ns: argparse.Namespace) -> int:

@@ -1,0 +1,83 @@
+"""The QEMU NUMA harness's pure parts: topologies to QEMU options, modules, initramfs, ids."""
+
+from __future__ import annotations
+
+import lzma
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "vm"))
+import harness  # noqa: E402
+
+
+def test_two_node_topology_options() -> None:
+    """Two nodes, one CPU each, distance 20, backends adding up to -m."""
+    t = harness.TOPOLOGIES["two"]
+    cmd = harness.qemu_command(t, Path("/k"), Path("/i"), Path("/r"))
+    numa = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-numa"]
+    assert numa == ["node,nodeid=0,memdev=m0,cpus=0", "node,nodeid=1,memdev=m1,cpus=1",
+                    "dist,src=0,dst=1,val=20"]
+    assert cmd[cmd.index("-m") + 1] == "1024M" and cmd[cmd.index("-smp") + 1] == "2"
+    assert "numa_balancing=disable" in cmd[cmd.index("-append") + 1]
+
+
+def test_five_node_topology_has_a_cpuless_node_at_30() -> None:
+    """Node 4 gets memory and no cpus=, at distance 30 from every other node."""
+    t = harness.TOPOLOGIES["five"]
+    cmd = harness.qemu_command(t, Path("/k"), Path("/i"), Path("/r"))
+    numa = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-numa"]
+    assert "node,nodeid=4,memdev=m4" in numa
+    assert [d for d in numa if d.endswith("val=30")] == [f"dist,src={a},dst=4,val=30" for a in range(4)]
+    assert cmd[cmd.index("-smp") + 1] == "4"
+    truth = t.to_json()
+    assert truth["distances"][4] == [30, 30, 30, 30, 10]
+    assert [n["has_cpu"] for n in truth["nodes"]] == [True] * 4 + [False]  # type: ignore[index]
+
+
+def test_modules_resolve_dependencies_first(tmp_path: Path) -> None:
+    """Dependencies named in .modinfo load before the modules that need them; .xz is unpacked."""
+    d = tmp_path / "kernel"
+    d.mkdir()
+    (d / "a.ko").write_bytes(b"\x7fELF...\x00depends=b,c\x00name=a\x00")
+    (d / "b.ko.xz").write_bytes(lzma.compress(b"\x7fELF\x00depends=c\x00name=b\x00"))
+    (d / "c.ko").write_bytes(b"\x7fELF\x00depends=\x00name=c\x00")
+    order = harness.resolve_modules(tmp_path, ["a"])
+    assert [n for n, _ in order] == ["c", "b", "a"]
+    assert order[1][1].startswith(b"\x7fELF")
+    with pytest.raises(harness.HarnessError, match="kernel module nope"):
+        harness.resolve_modules(tmp_path, ["nope"])
+
+
+def test_cpio_is_readable_by_cpio(tmp_path: Path) -> None:
+    """The initramfs archive is valid newc: GNU cpio lists what was put in."""
+    import shutil
+    import stat
+
+    if shutil.which("cpio") is None:
+        pytest.skip("GNU cpio not installed")
+    blob = harness._cpio_newc([("bin", stat.S_IFDIR | 0o755, b""),
+                               ("bin/x", stat.S_IFREG | 0o755, b"hello")])
+    out = subprocess.run(["cpio", "-t"], input=blob, capture_output=True, check=True).stdout.decode()
+    assert out.split() == ["bin", "bin/x"]
+
+
+def test_extract_vmlinux_finds_the_elf_payload() -> None:
+    """The xz stream holding an ELF is found even after a decoy stream."""
+    decoy = lzma.compress(b"not a kernel", format=lzma.FORMAT_XZ)
+    elf = b"\x7fELF" + b"k" * 100
+    blob = b"MZ" + b"\0" * 50 + decoy + b"pad" + lzma.compress(elf, format=lzma.FORMAT_XZ) + b"trailer"
+    assert harness.extract_vmlinux(blob) == elf
+    with pytest.raises(harness.HarnessError):
+        harness.extract_vmlinux(b"nothing here")
+
+
+@pytest.mark.parametrize("ran, want", [
+    ("tests/test_x.py::test_a[1-2]", "tests/test_x.py::test_a[1-2]"),
+    ("tests.test_x::test_a", "tests/test_x.py::test_a"),
+])
+def test_junit_ids_match_pytest_ids(ran: str, want: str) -> None:
+    """Ids from the guests' JUnit files compare equal to the host's collected ids."""
+    assert harness._junit_id(ran) == want
