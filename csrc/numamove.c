@@ -123,13 +123,22 @@ static void nm_do_work(struct nm_work *w)
 	r->cpu_at_end = sched_getcpu();
 }
 
-static void *nm_worker(void *arg)
+typedef void (*nm_work_fn)(void *);
+
+struct nm_thread_arg {
+	nm_work_fn fn;
+	void *work;
+};
+
+static void *nm_thread_main(void *p)
 {
-	nm_do_work(arg);
+	struct nm_thread_arg *a = p;
+
+	a->fn(a->work);
 	return NULL;
 }
 
-static int nm_thread_create(pthread_t *t, struct nm_work *w)
+static int nm_thread_create(pthread_t *t, struct nm_thread_arg *a)
 {
 	int left = __atomic_load_n(&nm_fault_count, __ATOMIC_SEQ_CST);
 
@@ -137,30 +146,56 @@ static int nm_thread_create(pthread_t *t, struct nm_work *w)
 		__atomic_store_n(&nm_fault_count, left - 1, __ATOMIC_SEQ_CST);
 		return __atomic_load_n(&nm_fault_err, __ATOMIC_SEQ_CST);
 	}
-	return pthread_create(t, NULL, nm_worker, w);
+	return pthread_create(t, NULL, nm_thread_main, a);
 }
 
-/* The calling thread does the whole copy, pinned for the call only. */
-static int nm_copy_inline(struct nm_work *w)
+/*
+ * Run fn over n works (each `size` bytes apart in `works`).  One work runs on
+ * the calling thread, whose affinity is saved and restored around it, so a
+ * single-threaded retry never needs a new thread.  Returns the number of works
+ * that ran in *started, and 0 or -errno of the first failed creation.
+ */
+static int nm_run(nm_work_fn fn, void *works, size_t size, int n, int *started)
 {
-	cpu_set_t saved;
-	int have_saved;
+	struct nm_thread_arg args[NM_MAX_THREADS];
+	pthread_t tids[NM_MAX_THREADS];
+	int i, err = 0;
 
-	have_saved = pthread_getaffinity_np(pthread_self(), sizeof(saved), &saved) == 0;
+	*started = 0;
+	if (n == 1) {
+		cpu_set_t saved;
+		int have = pthread_getaffinity_np(pthread_self(), sizeof(saved), &saved) == 0;
+
+		fn(works);
+		if (have)
+			pthread_setaffinity_np(pthread_self(), sizeof(saved), &saved);
+		*started = 1;
+		return 0;
+	}
+	for (i = 0; i < n; i++) {
+		args[i] = (struct nm_thread_arg){ fn, (char *)works + (size_t)i * size };
+		err = nm_thread_create(&tids[i], &args[i]);
+		if (err)
+			break;
+		(*started)++;
+	}
+	for (i = 0; i < *started; i++)
+		pthread_join(tids[i], NULL);
+	return -err;
+}
+
+static void nm_copy_work(void *w)
+{
 	nm_do_work(w);
-	if (w->res->cpu >= 0 && have_saved)
-		pthread_setaffinity_np(pthread_self(), sizeof(saved), &saved);
-	return 0;
 }
 
 int nm_copy(const nm_item *items, size_t n_items, const int *cpus, int n_threads,
 	    int mode, nm_copy_report *report)
 {
 	struct nm_work work[NM_MAX_THREADS];
-	pthread_t tids[NM_MAX_THREADS];
 	size_t per, extra, next = 0;
 	uint64_t t0;
-	int i, started = 0, err = 0;
+	int i, err;
 
 	if (!report || (!items && n_items) || n_threads < 1 || n_threads > NM_MAX_THREADS)
 		return -EINVAL;
@@ -183,23 +218,86 @@ int nm_copy(const nm_item *items, size_t n_items, const int *cpus, int n_threads
 		report->workers[i].cpu_at_end = -1;
 	}
 	t0 = nm_now_ns();
-	if (n_threads == 1) {
-		nm_copy_inline(&work[0]);
-		report->threads = 1;
-		report->wall_ns = nm_now_ns() - t0;
-		return 0;
-	}
-	for (i = 0; i < n_threads; i++) {
-		err = nm_thread_create(&tids[i], &work[i]);
-		if (err)
-			break;
-		started++;
-	}
-	for (i = 0; i < started; i++)
-		pthread_join(tids[i], NULL);
+	err = nm_run(nm_copy_work, work, sizeof(work[0]), n_threads, &report->threads);
 	report->wall_ns = nm_now_ns() - t0;
-	report->threads = started;
-	return err ? -err : 0;
+	return err;
+}
+
+struct nm_move_work {
+	int pid, flags;
+	void **pages;
+	const int *nodes;
+	int *status;
+	size_t batch;
+	nm_move_worker *res;
+};
+
+static void nm_move_do(void *p)
+{
+	struct nm_move_work *w = p;
+	nm_move_worker *r = w->res;
+	size_t off = r->first, end = r->first + r->count;
+
+	r->pin_err = r->cpu >= 0 ? nm_pin_self(r->cpu) : 0;
+	r->cpu_at_start = sched_getcpu();
+	while (off < end) {
+		size_t n = end - off < w->batch ? end - off : w->batch;
+		uint64_t t0 = nm_now_ns(), dt;
+		long rc = syscall(SYS_move_pages, w->pid, (unsigned long)n, w->pages + off,
+				  w->nodes + off, w->status + off, w->flags);
+
+		dt = nm_now_ns() - t0;
+		r->ns += dt;
+		if (dt > r->max_call_ns)
+			r->max_call_ns = dt;
+		r->calls++;
+		if (rc < 0) {
+			r->err = -errno;
+			break;
+		}
+		r->not_migrated += rc;
+		r->done += n;
+		off += n;
+	}
+	r->cpu_at_end = sched_getcpu();
+}
+
+int nm_move(int pid, void **pages, const int *nodes, int *status, size_t count, int flags,
+	    const int *cpus, int n_threads, size_t batch, nm_move_report *report)
+{
+	struct nm_move_work work[NM_MAX_THREADS];
+	size_t per, extra, next = 0;
+	uint64_t t0;
+	int i, err;
+
+	if (!report || (count && (!pages || !nodes || !status)) || n_threads < 1 ||
+	    n_threads > NM_MAX_THREADS || batch < 1)
+		return -EINVAL;
+	memset(report, 0, sizeof(*report));
+	per = count / (size_t)n_threads;
+	extra = count % (size_t)n_threads;
+	for (i = 0; i < n_threads; i++) {
+		nm_move_worker *r = &report->workers[i];
+
+		work[i] = (struct nm_move_work){ pid, flags, pages, nodes, status, batch, r };
+		r->cpu = cpus ? cpus[i] : -1;
+		r->cpu_at_start = r->cpu_at_end = -1;
+		r->first = next;
+		r->count = per + ((size_t)i < extra ? 1 : 0);
+		next += r->count;
+	}
+	t0 = nm_now_ns();
+	err = nm_run(nm_move_do, work, sizeof(work[0]), n_threads, &report->threads);
+	report->wall_ns = nm_now_ns() - t0;
+	return err;
+}
+
+void nm_fill_int(int *arr, size_t n, int value)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		arr[i] = value;
 }
 
 long long nm_compare(const void *a, const void *b, size_t len)
@@ -314,4 +412,34 @@ long nm_move_pages(int pid, unsigned long count, void **pages, const int *nodes,
 	long rc = syscall(SYS_move_pages, pid, count, pages, nodes, status, flags);
 
 	return rc < 0 ? -errno : rc;
+}
+
+size_t nm_collect_pages(unsigned long start, size_t len, size_t page_size,
+			const uint64_t *pagemap, void **out, size_t cap)
+{
+	size_t off, k = 0, stride = page_size / 4096;
+
+	if (!page_size || page_size % 4096)
+		return 0;
+	for (off = 0; off < len && k < cap; off += page_size) {
+		if (pagemap && !(pagemap[(off / page_size) * stride] >> 63))
+			continue;
+		out[k++] = (void *)(start + off);
+	}
+	return k;
+}
+
+size_t nm_select_node(void **pages, const int *status, size_t n, int node, void **out,
+		      size_t *idx)
+{
+	size_t i, k = 0;
+
+	for (i = 0; i < n; i++) {
+		if (status[i] == node) {
+			out[k] = pages[i];
+			idx[k] = i;
+			k++;
+		}
+	}
+	return k;
 }

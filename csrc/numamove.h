@@ -53,6 +53,27 @@ typedef struct nm_copy_report {
 	nm_worker_result workers[NM_MAX_THREADS];
 } nm_copy_report;
 
+typedef struct nm_move_worker {
+	int cpu;            /* CPU the worker was asked to run on (-1: not pinned) */
+	int cpu_at_start;   /* sched_getcpu() before the first move_pages call */
+	int cpu_at_end;     /* sched_getcpu() after the last */
+	int pin_err;        /* 0, or the errno of pthread_setaffinity_np */
+	int err;            /* 0, or -errno of the first move_pages call that failed whole */
+	size_t first;       /* entries [first, first+count) were this worker's */
+	size_t count;
+	size_t done;        /* entries passed to calls that returned >= 0 */
+	size_t calls;       /* move_pages calls made */
+	long not_migrated;  /* sum of the calls' positive returns */
+	uint64_t ns;        /* time in move_pages */
+	uint64_t max_call_ns; /* the longest single call: the workload's worst pause */
+} nm_move_worker;
+
+typedef struct nm_move_report {
+	int threads;
+	uint64_t wall_ns;
+	nm_move_worker workers[NM_MAX_THREADS];
+} nm_move_report;
+
 /*
  * Copy items on n_threads threads, worker i pinned to cpus[i] (cpus may be
  * NULL: no pinning).  n_threads == 1 runs on the calling thread, pinned for
@@ -97,6 +118,40 @@ size_t nm_fill_pages(void *start, size_t len, size_t page_size, void **pages, si
  */
 long nm_move_pages(int pid, unsigned long count, void **pages, const int *nodes,
 		   int *status, int flags);
+
+/*
+ * move_pages(2) of pages[0..count) to nodes[0..count) for pid, on n_threads
+ * threads pinned to cpus[] (NULL: unpinned): the kernel copies on the calling
+ * thread's CPU, so the pinning decides push or pull.  Each worker takes a
+ * contiguous slice (n/t, the first n%t one more) and calls move_pages on it
+ * in batches of at most `batch` entries.  A call that fails whole stops that
+ * worker (its err says why; the status of entries it did not reach is left as
+ * the caller pre-filled it).  n_threads == 1 runs on the calling thread.
+ * Returns 0, -EINVAL, or -EAGAIN/-ENOMEM when workers could not be created
+ * (started workers finish first; the caller can retry single-threaded: a
+ * repeated move_pages of a page already on its node is a no-op).
+ */
+int nm_move(int pid, void **pages, const int *nodes, int *status, size_t count, int flags,
+	    const int *cpus, int n_threads, size_t batch, nm_move_report *report);
+
+/*
+ * Page addresses of [start, start+len) in steps of page_size into out[0..cap).
+ * pagemap (may be NULL: take every page) holds one /proc/PID/pagemap entry per
+ * 4 KiB page of the range; a page is taken when the entry of its first 4 KiB
+ * is present (bit 63).  Returns the number written.
+ */
+size_t nm_collect_pages(unsigned long start, size_t len, size_t page_size,
+			const uint64_t *pagemap, void **out, size_t cap);
+
+/*
+ * Copy the entries of pages[0..n) whose status equals `node` into out, in
+ * order; idx[k] receives the index in pages of out[k].  Returns the count.
+ */
+size_t nm_select_node(void **pages, const int *status, size_t n, int node, void **out,
+		      size_t *idx);
+
+/* arr[0..n) = value (the per-page target node array for move_pages). */
+void nm_fill_int(int *arr, size_t n, int value);
 
 /* Test hook: the next `count` worker creations fail with err (0 clears). */
 void nm_fault_inject_thread_create(int count, int err);

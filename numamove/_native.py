@@ -173,3 +173,98 @@ def current_cpu() -> int:
 def fault_inject_thread_create(count: int, err: int = _errno.EAGAIN) -> None:
     """Test hook: the next ``count`` worker creations fail with ``err``."""
     lib.nm_fault_inject_thread_create(count, err)
+
+
+class PageArray:
+    """A caller-owned void*[] of page addresses with a pre-filled int status[] beside it."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.count = 0
+        self.pages = ffi.new("void *[]", max(capacity, 1))
+
+    def add_range(self, start: int, length: int, page_size: int, pagemap: bytes | None) -> int:
+        """Append the pages of a range (only present ones when pagemap is given); returns how many."""
+        pm = ffi.from_buffer("uint64_t[]", pagemap) if pagemap is not None else ffi.NULL
+        n = lib.nm_collect_pages(start, length, page_size, pm, self.pages + self.count,
+                                 self.capacity - self.count)
+        self.count += n
+        return int(n)
+
+
+def query_nodes(pid: int, pages: Any, count: int) -> list[int]:
+    """Where each page is (nodes=NULL): a node or -errno per entry."""
+    if count == 0:
+        return []
+    status = ffi.new("int[]", [-_errno.EINPROGRESS] * count)
+    _check(lib.nm_move_pages(pid, count, pages, ffi.NULL, status, 0), "move_pages",
+           f"querying {count} pages of PID {pid}")
+    return list(status)
+
+
+@dataclass(frozen=True)
+class MoveWorker:
+    cpu: int
+    cpu_at_start: int
+    cpu_at_end: int
+    pin_err: int
+    err: int
+    done: int
+    calls: int
+    not_migrated: int
+    ns: int
+    max_call_ns: int
+
+
+@dataclass(frozen=True)
+class MoveBatch:
+    """One nm_move call: per-entry status and what each worker did."""
+
+    status: list[int]
+    wall_ns: int
+    workers: tuple[MoveWorker, ...]
+
+
+def select_node(pages: Any, status: list[int], count: int, node: int) -> tuple[Any, Any, int]:
+    """(pages on `node`, their indices in `pages`, how many), built in C."""
+    st = ffi.new("int[]", status)
+    out = ffi.new("void *[]", max(count, 1))
+    idx = ffi.new("size_t[]", max(count, 1))
+    n = lib.nm_select_node(pages, st, count, node, out, idx)
+    return out, idx, int(n)
+
+
+def move(pid: int, pages: Any, count: int, node: int, flags: int, cpus: tuple[int, ...],
+         threads: int, batch: int) -> MoveBatch:
+    """nm_move: move_pages of pages[0..count) to node on pinned threads.
+
+    Raises:
+        NativeError: bad arguments, or EAGAIN/ENOMEM when workers could not start.
+    """
+    nodes = ffi.new("int[]", max(count, 1))
+    lib.nm_fill_int(nodes, count, node)
+    status = ffi.new("int[]", max(count, 1))
+    lib.nm_fill_int(status, count, -_errno.EINPROGRESS)
+    rep = ffi.new("nm_move_report *")
+    cpu_arr = ffi.new("int[]", list(cpus)) if cpus else ffi.NULL
+    rc = lib.nm_move(pid, pages, nodes, status, count, flags, cpu_arr, threads, batch, rep)
+    _check(rc, "nm_move", f"starting {threads} migration threads")
+    workers = tuple(
+        MoveWorker(w.cpu, w.cpu_at_start, w.cpu_at_end, w.pin_err, w.err, w.done, w.calls,
+                   w.not_migrated, w.ns, w.max_call_ns)
+        for w in (rep.workers[i] for i in range(rep.threads)))
+    return MoveBatch(list(ffi.unpack(status, count)) if count else [], rep.wall_ns, workers)
+
+
+def page_list(addrs: list[Any]) -> Any:
+    """A new void*[] holding these page addresses."""
+    return ffi.new("void *[]", addrs)
+
+
+def offset(pages: Any, k: int) -> Any:
+    """pages + k, for passing a slice of a C array without copying it."""
+    return pages + k
+
+
+MPOL_MF_MOVE = 1 << 1
+MPOL_MF_MOVE_ALL = 1 << 2

@@ -13,7 +13,8 @@ from typing import Any, NoReturn
 import click
 
 from . import __version__
-from .errors import EXIT_FAILURE, EXIT_USAGE, NumamoveError
+from .errors import EXIT_FAILURE, EXIT_PARTIAL, EXIT_USAGE, InvalidNodeError, NumamoveError
+from .maps import parse_range
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -175,6 +176,176 @@ def bench(src_text: str | None, dst_text: str | None, size_text: str, threads_te
     else:
         for line in render(res):
             click.echo(line)
+
+
+def _parse_pids(pids: tuple[str, ...]) -> list[int]:
+    out = []
+    for p in pids:
+        if not p.isdigit() or int(p) <= 0:
+            raise click.BadParameter(f"'{p}' is not a PID", param_hint="PID")
+        out.append(int(p))
+    return out
+
+
+@cli.command()
+@click.argument("pids", metavar="[PID]...", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def show(pids: tuple[str, ...], as_json: bool) -> None:
+    """Show where each process's memory lives: per node, per kind of mapping, huge pages apart.
+
+    Like numastat -p, with --json. Kinds: anon, heap, stack, file, shm.
+
+    \b
+    Examples:
+      numamove show 1234
+      numamove show $(pidof postgres) --json
+    """
+    from .nodelist import format_bytes
+    from .proc import collect, resolve_targets, tally, where
+
+    if not pids:
+        raise click.UsageError("give at least one PID")
+    docs = []
+    for t in resolve_targets(_parse_pids(pids)):
+        ps = collect(t.pid)
+        counts = tally(ps, where(ps))
+        nodes = sorted({st for st, _, _ in counts if st >= 0})
+        rows: dict[str, dict[int, int]] = {}
+        absent: dict[str, int] = {}
+        for (st, kind, huge), (_pages, nbytes) in counts.items():
+            label = f"{kind} (huge)" if huge else kind
+            if st >= 0:
+                rows.setdefault(label, {})[st] = rows.setdefault(label, {}).get(st, 0) + nbytes
+            else:
+                absent[label] = absent.get(label, 0) + nbytes
+        total = {n: sum(r.get(n, 0) for r in rows.values()) for n in nodes}
+        docs.append({"pid": t.pid, "name": t.name, "cmdline": t.cmdline,
+                     "nodes": {str(n): total[n] for n in nodes},
+                     "by_kind": {k: {str(n): v.get(n, 0) for n in nodes} for k, v in sorted(rows.items())},
+                     "not_on_a_node": absent, "skipped_mappings": ps.skipped})
+        if not as_json:
+            click.echo(f"PID {t.pid} ({t.name}): {format_bytes(sum(total.values()))} resident")
+            click.echo(f"  {'kind':<14}" + "".join(f"{'node ' + str(n):>14}" for n in nodes))
+            for k, v in sorted(rows.items()):
+                click.echo(f"  {k:<14}" + "".join(f"{format_bytes(v.get(n, 0)):>14}" for n in nodes))
+            click.echo(f"  {'total':<14}" + "".join(f"{format_bytes(total[n]):>14}" for n in nodes))
+    if as_json:
+        _emit_json({"processes": docs})
+
+
+@cli.command()
+@click.argument("pids", metavar="[PID]...", nargs=-1)
+@click.option("--to", "to_text", required=True, metavar="NODE|cpus",
+              help="Destination node, or 'cpus': the node of the CPUs each process may run on.")
+@click.option("--from", "from_text", metavar="NODES", help="Only move pages now on these nodes (e.g. 0,2-3).")
+@click.option("--name", metavar="REGEX", help="Also select processes whose name or command line matches.")
+@click.option("--range", "ranges", metavar="START-END", multiple=True,
+              help="Only this address range (hex, END exclusive); repeatable.")
+@click.option("--only", metavar="KINDS", help="Only these kinds of mapping: anon,heap,stack,file,shm.")
+@click.option("--all", "move_all", is_flag=True,
+              help="Also move pages other processes map (MPOL_MF_MOVE_ALL; needs CAP_SYS_NICE).")
+@click.option("--threads", "threads_text", default="4", show_default=True, metavar="N",
+              help="Thread limit, 1..32 (the plan may use fewer: node CPUs, small batches).")
+@click.option("--policy", type=click.Choice(["push", "pull", "auto"]), default="auto", show_default=True,
+              help="Which node's CPUs run move_pages: push = source, pull = destination.")
+@click.option("--batch", type=click.IntRange(1, 1 << 20), default=8192, show_default=True,
+              help="Pages per move_pages call.")
+@click.option("--max-pause", "max_pause", type=click.FloatRange(0.1, 60000), metavar="MS",
+              help="Bound the time of one move_pages call (measured on a first small call).")
+@click.option("--wait", is_flag=True, help="Wait for another numamove migrating the same process.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and move nothing.")
+@click.option("-v", "--verbose", is_flag=True, help="Show the plans and the reason for each choice.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no warnings on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def proc(pids: tuple[str, ...], to_text: str, from_text: str | None, name: str | None,
+         ranges: tuple[str, ...], only: str | None, move_all: bool, threads_text: str, policy: str,
+         batch: int, max_pause: float | None, wait: bool, dry_run: bool, verbose: bool, quiet: bool,
+         as_json: bool) -> None:
+    """Move the pages of running processes to a node, while they run.
+
+    The multi-threaded replacement for numactl's migratepages: move_pages(2)
+    runs in batches on threads pinned to the source node's CPUs (push) or the
+    destination's (pull), as the seed patch plans its copy threads. Threads of
+    one process share an address space, which is migrated once. Pages other
+    processes map too (shared libraries, shared memory) are skipped unless --all.
+
+    \b
+    Exit codes: 0 every requested page moved (or already there), 3 some pages
+    could not be moved, 1 nothing could be done, 2 usage, 4 another numamove
+    is migrating the process (see --wait).
+
+    \b
+    Examples:
+      numamove proc 1234 --to 1
+      numamove proc --name 'postgres' --to 1 --from 0 --json
+      numamove proc 1234 --to cpus --only anon,heap --dry-run
+      numamove proc 1234 --to 1 --max-pause 20      # latency-sensitive workload
+    """
+    import os
+
+    from .maps import parse_only
+    from .migrate import MoveOptions, migrate, progress_printer
+    from .plan import parse_threads
+    from .proc import TargetLock, environment_warnings, mems_allowed, resolve_targets
+    from .topology import current_node, read_topology
+
+    limit = parse_threads(threads_text)
+    if len(limit) != 1:
+        raise click.BadParameter("give one thread limit", param_hint="--threads")
+    range_list = [parse_range(r) for r in ranges] if ranges else None
+    kinds = parse_only(only) if only else None
+    pid_list = _parse_pids(pids)
+    if not pid_list and name is None:
+        raise click.UsageError("give at least one PID or --name REGEX")
+    topo = read_topology()
+    from_nodes = frozenset(topo.parse_nodes(from_text)) if from_text else None
+    to_cpus = to_text.strip() == "cpus"
+    fixed_to = None if to_cpus else _node_option(to_text, topo, "--to")
+    if fixed_to is not None:
+        topo.require(fixed_to, "--to", memory=True)
+    targets = resolve_targets(pid_list, name)
+    if not quiet:
+        for w in environment_warnings():
+            click.echo(f"numamove: warning: {w}", err=True)
+    here = current_node(topo)
+    allowed = frozenset(os.sched_getaffinity(0))
+    reports = []
+    for t in targets:
+        to = fixed_to if fixed_to is not None else _node_of_cpus(t.pid, topo)
+        if to not in mems_allowed(t.pid):
+            raise InvalidNodeError(f"node {to} is outside the cpuset of PID {t.pid} "
+                                   f"(Mems_allowed: {','.join(map(str, mems_allowed(t.pid)))})")
+        opts = MoveOptions(to, from_nodes, move_all, limit[0], policy, batch, max_pause, dry_run)
+        with TargetLock(t.pid, wait=wait):
+            rep = migrate(t, topo, opts, range_list, kinds, here, allowed, progress_printer(quiet or as_json))
+        reports.append(rep)
+        if verbose and not as_json:
+            for p in rep.plans:
+                click.echo("plan: " + "; ".join(p.describe()), err=True)
+    if as_json:
+        _emit_json({"dry_run": dry_run, "processes": [r.to_json() for r in reports]})
+    else:
+        from .report import render_migration
+
+        for r in reports:
+            for line in render_migration(r):
+                click.echo(line)
+    if any(r.partial for r in reports):
+        sys.exit(EXIT_PARTIAL)
+
+
+def _node_of_cpus(pid: int, topo: Any) -> int:
+    import psutil
+
+    try:
+        cpus = psutil.Process(pid).cpu_affinity() or []
+    except psutil.NoSuchProcess:
+        raise NumamoveError(f"no process with PID {pid}") from None
+    nodes = sorted({n for c in cpus if (n := topo.node_of_cpu(c)) is not None})
+    if len(nodes) != 1:
+        raise click.UsageError(f"PID {pid} may run on CPUs of nodes {','.join(map(str, nodes))}: "
+                               "name one with --to NODE")
+    return int(nodes[0])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -135,3 +135,45 @@ def test_real_process_bad_node_no_traceback() -> None:
     assert p.returncode == 2
     assert p.stderr.strip().startswith("numamove: error: node 99 does not exist")
     assert "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("args, code, needle", [
+    (["proc", "--to", "0"], 2, "give at least one PID or --name"),
+    (["proc", "abc", "--to", "0"], 2, "'abc' is not a PID"),
+    (["proc", "1"], 2, "Missing option '--to'"),
+    (["proc", "1", "--to", "99"], 2, "node 99 does not exist"),
+    (["proc", "1", "--to", "0", "--threads", "0"], 2, "thread count"),
+    (["proc", "1", "--to", "0", "--range", "zz"], 2, "invalid range 'zz'"),
+    (["proc", "1", "--to", "0", "--only", "dogs"], 2, "invalid --only 'dogs'"),
+    (["proc", "1", "--to", "0", "--policy", "up"], 2, "--policy"),
+    (["proc", "1", "--to", "0", "--from", "1-"], 2, "invalid node list '1-'"),
+    (["proc", "1", "--to", "0", "--name", "("], 2, "invalid --name regex"),
+    (["proc", "999999", "--to", "0"], 1, "no process with PID 999999"),
+    (["proc", "2", "--to", "0"], 1, "PID 2 is a kernel thread"),
+    (["proc", "--name", "no-such-process-xyzzy", "--to", "0"], 1, "no process matches"),
+    (["show"], 2, "give at least one PID"),
+    (["show", "999999"], 1, "no process with PID 999999"),
+])
+def test_proc_and_show_bad_input(args: list[str], code: int, needle: str) -> None:
+    """proc/show: bad input and impossible targets get one line and their exit code."""
+    got, out, err = run(*args)
+    assert got == code, err
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_proc_and_show_on_a_live_process() -> None:
+    """On this machine: show a workload, and moving it to the node it is on exits 0 with nothing failed."""
+    from workload_helper import Workload
+
+    from numamove.topology import read_topology
+
+    node = read_topology().memory_nodes()[0]
+    with Workload("--size", "8M", "--huge", "4M") as w:
+        code, out, _ = run("show", str(w.pid), "--json")
+        doc = json.loads(out)["processes"][0]
+        assert code == 0 and doc["pid"] == w.pid and "anon" in doc["by_kind"]
+        code, out, err = run("proc", str(w.pid), "--to", str(node), "--json", "-q")
+        assert code == 0, err
+        p = json.loads(out)["processes"][0]
+        assert p["failed"] == {} and p["already_there"]["pages"] > 0
+        assert w.check()[0]

@@ -1,0 +1,299 @@
+"""Processes as migration targets: selecting them, their pages, where those pages are, and locking.
+
+Threads of one process share one address space, so targets are thread-group
+leaders (Tgid): `numamove proc 1234 1235` with two threads of one process
+migrates that address space once.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _native
+from .errors import NativeError, NumamoveError, UsageError
+from .maps import BASE, Mapping, PageFlags, Segment, clip, read_smaps, segments_of
+
+PF_KTHREAD = 0x00200000
+EXIT_BUSY = 4
+
+
+class ProcessError(NumamoveError):
+    """A target process cannot be migrated (gone, a kernel thread, not permitted)."""
+
+
+class NoSuchProcessError(ProcessError, ProcessLookupError):
+    """No process with that PID (or it exited)."""
+
+
+class KernelThreadError(ProcessError):
+    """A kernel thread has no user address space."""
+
+
+class AccessError(ProcessError, PermissionError):
+    """Not allowed to read or move that process's pages."""
+
+
+class BusyError(NumamoveError):
+    """Another numamove is migrating the same process."""
+
+    exit_code = EXIT_BUSY
+
+
+@dataclass(frozen=True)
+class Target:
+    pid: int  # the thread-group leader
+    name: str
+    cmdline: str
+    asked: tuple[int, ...]  # the PIDs/TIDs the user named that share this address space
+
+
+def _status_field(pid: int, key: str) -> str:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return line.split(":", 1)[1].strip()
+    except FileNotFoundError:
+        raise NoSuchProcessError(f"no process with PID {pid}") from None
+    except PermissionError:
+        raise AccessError(f"not allowed to read /proc/{pid}/status") from None
+    raise NoSuchProcessError(f"PID {pid}: /proc/{pid}/status has no {key}")
+
+
+def is_kernel_thread(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            stat = fh.read()
+    except FileNotFoundError:
+        raise NoSuchProcessError(f"no process with PID {pid}") from None
+    fields = stat.rsplit(")", 1)[1].split()
+    return bool(int(fields[6]) & PF_KTHREAD)
+
+
+def resolve_targets(pids: list[int], name: str | None = None) -> list[Target]:
+    """PIDs and a --name regex to thread-group leaders, each once, in the order given.
+
+    Raises:
+        NoSuchProcessError, KernelThreadError: a named PID that cannot be a target.
+        UsageError: a bad regex; NoSuchProcessError: a regex that matches nothing.
+    """
+    asked: dict[int, list[int]] = {}
+    for pid in pids:
+        if pid <= 0:
+            raise UsageError(f"invalid PID {pid}")
+        if is_kernel_thread(pid):
+            raise KernelThreadError(f"PID {pid} is a kernel thread: it has no user memory to move")
+        tgid = int(_status_field(pid, "Tgid"))
+        asked.setdefault(tgid, []).append(pid)
+    if name is not None:
+        import psutil
+
+        try:
+            rx = re.compile(name)
+        except re.error as exc:
+            raise UsageError(f"invalid --name regex '{name}': {exc}") from None
+        me = os.getpid()
+        found = 0
+        for p in psutil.process_iter(["pid", "name", "cmdline"]):
+            info: dict[str, Any] = p.info
+            if info["pid"] == me or not info.get("cmdline"):
+                continue  # numamove itself, kernel threads and zombies have no cmdline
+            if rx.search(info["name"] or "") or rx.search(" ".join(info["cmdline"])):
+                asked.setdefault(info["pid"], []).append(info["pid"])
+                found += 1
+        if not found and not pids:
+            raise NoSuchProcessError(f"no process matches --name '{name}'")
+    out = []
+    for tgid, given in asked.items():
+        out.append(Target(tgid, _comm(tgid), _cmdline(tgid), tuple(given)))
+    return out
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as fh:
+            return fh.read().strip()
+    except OSError:
+        return "?"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def mems_allowed(pid: int) -> list[int]:
+    from .nodelist import parse_list
+
+    return parse_list(_status_field(pid, "Mems_allowed_list"), None, "node")
+
+
+@dataclass
+class PageSet:
+    """The selected pages of one process, in a C array, with the segments they came from."""
+
+    pid: int
+    pages: _native.PageArray
+    segments: list[tuple[Segment, int, int]]  # (segment, first index, count)
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> mappings
+
+    @property
+    def count(self) -> int:
+        return self.pages.count
+
+    def entry_sizes(self) -> list[int]:
+        out: list[int] = []
+        for seg, _, n in self.segments:
+            out.extend([seg.page_size] * n)
+        return out
+
+
+def collect(pid: int, ranges: list[tuple[int, int]] | None = None,
+            only: frozenset[str] | None = None) -> PageSet:
+    """Every present, migratable page of pid in the selection, one entry per (huge) page.
+
+    Raises:
+        NoSuchProcessError, AccessError.
+    """
+    try:
+        maps = read_smaps(pid)
+        pf = PageFlags(pid)
+    except FileNotFoundError:
+        raise NoSuchProcessError(f"no process with PID {pid} (it may have exited)") from None
+    except PermissionError:
+        raise AccessError(f"not allowed to read the memory map of PID {pid}: run as its owner or root") from None
+    try:
+        skipped: Counter[str] = Counter()
+        plan: list[tuple[Mapping, Segment]] = []
+        for m in maps:
+            why = m.skip_reason()
+            if why:
+                if m.rss:
+                    skipped[why] += 1
+                continue
+            if only is not None and m.kind not in only:
+                continue
+            for lo, hi in clip(m, ranges):
+                plan.extend((m, s) for s in segments_of(m, lo, hi, pf))
+        cap = sum(s.length // s.page_size + 1 for _, s in plan)
+        arr = _native.PageArray(cap)
+        segs: list[tuple[Segment, int, int]] = []
+        for _, s in plan:
+            first = arr.count
+            try:
+                pm = None if s.thp else pf.entries(s.start, s.length)
+            except OSError as exc:
+                if exc.errno == errno.ESRCH:
+                    raise NoSuchProcessError(f"PID {pid} exited") from None
+                raise
+            n = arr.add_range(s.start, s.length, s.page_size, pm)
+            if n:
+                segs.append((s, first, n))
+        return PageSet(pid, arr, segs, dict(skipped))
+    finally:
+        pf.close()
+
+
+def where(ps: PageSet) -> list[int]:
+    """Node (or -errno) of every selected page, queried with move_pages(nodes=NULL)."""
+    try:
+        return _native.query_nodes(ps.pid, ps.pages.pages, ps.count)
+    except NativeError as exc:
+        if exc.errno == errno.ESRCH:
+            raise NoSuchProcessError(f"PID {ps.pid} exited") from None
+        if exc.errno == errno.EPERM:
+            raise AccessError(f"not allowed to query the pages of PID {ps.pid}: run as its owner or root") from None
+        raise
+
+
+def tally(ps: PageSet, status: list[int]) -> dict[tuple[int, str, bool], tuple[int, int]]:
+    """(node or -errno, kind, huge) -> (pages, bytes)."""
+    out: dict[tuple[int, str, bool], list[int]] = {}
+    for seg, first, n in ps.segments:
+        for st, c in Counter(status[first:first + n]).items():
+            acc = out.setdefault((st, seg.kind, seg.huge), [0, 0])
+            acc[0] += c
+            acc[1] += c * seg.page_size
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+def lock_dir() -> str:
+    if os.geteuid() == 0:
+        return "/run/numamove" if os.path.isdir("/run") else "/tmp/numamove-0"
+    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/numamove-{os.getuid()}"
+    return os.path.join(base, "numamove") if "XDG_RUNTIME_DIR" in os.environ else base
+
+
+class TargetLock:
+    """An flock on a file per target process (PID + start time); released when numamove dies."""
+
+    def __init__(self, pid: int, wait: bool = False, timeout: float | None = None) -> None:
+        d = lock_dir()
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        start = _status_start_time(pid)
+        self.path = os.path.join(d, f"{pid}-{start}.lock")
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not wait or (deadline is not None and time.monotonic() > deadline):
+                    os.close(self.fd)
+                    raise BusyError(f"another numamove is migrating PID {pid} "
+                                    f"(lock {self.path}); use --wait to wait for it") from None
+                time.sleep(0.1)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> TargetLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _status_start_time(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except FileNotFoundError:
+        raise NoSuchProcessError(f"no process with PID {pid}") from None
+
+
+def environment_warnings() -> list[str]:
+    """Things that can move pages back after numamove has moved them."""
+    out = []
+    try:
+        with open("/proc/sys/kernel/numa_balancing") as fh:
+            if fh.read().strip() not in ("0", ""):
+                out.append("automatic NUMA balancing is on (kernel.numa_balancing): "
+                           "the kernel may move pages back")
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        if any(p.info["name"] == "numad" for p in psutil.process_iter(["name"])):
+            out.append("numad is running: it may move pages back")
+    except Exception:  # noqa: BLE001 - a warning must never stop a migration
+        pass
+    return out
+
+
+__all__ = ["BASE", "PageSet", "Target", "TargetLock", "collect", "resolve_targets", "tally", "where"]

@@ -1,0 +1,38 @@
+"""Human-readable reports of migrations (JSON comes from the report objects themselves)."""
+
+from __future__ import annotations
+
+from .migrate import TargetReport
+from .nodelist import format_bytes, format_list
+
+
+def _nodes(d: dict[int, list[int]]) -> str:
+    return ", ".join(f"node {n} {format_bytes(v[1])}" for n, v in sorted(d.items())) or "nothing resident"
+
+
+def render_migration(r: TargetReport) -> list[str]:
+    t = r.target
+    head = f"PID {t.pid} ({t.name}) -> node {r.to}"
+    lines: list[str] = []
+    if r.dry_run:
+        lines.append(f"{head}: dry run, nothing moved")
+        lines.append(f"  would move: {r.requested[0]} pages ({format_bytes(r.requested[1])})")
+        lines.append(f"  now: {_nodes(r.before)}")
+        for p in r.plans:
+            lines.append(f"  from node {p.src}: {p.items} pages, {p.direction} on node {p.cpu_node}'s CPUs, "
+                         f"{p.threads} thread(s) on CPU(s) {format_list(p.cpus)}")
+        lines.append(f"  move_pages calls: about {r.batches}")
+    else:
+        lines.append(f"{head}: moved {r.moved[0]} pages ({format_bytes(r.moved[1])}, {r.huge_moved} huge) "
+                     f"in {r.seconds:.3f} s, {r.gbps:.2f} GB/s")
+        lines.append(f"  before: {_nodes(r.before)}")
+        lines.append(f"  after:  {_nodes(r.after)}")
+    if r.already[0]:
+        lines.append(f"  already on node {r.to}: {r.already[0]} pages ({format_bytes(r.already[1])})")
+    for why, (pages, nbytes) in sorted(r.skipped.items()):
+        lines.append(f"  skipped: {pages} pages ({format_bytes(nbytes)}): {why}")
+    for why, (pages, nbytes) in sorted(r.failed.items()):
+        lines.append(f"  FAILED: {pages} pages ({format_bytes(nbytes)}): {why}")
+    for note in r.notes:
+        lines.append(f"  note: {note}")
+    return lines

@@ -1,0 +1,114 @@
+"""A sample workload for the demo (`make run`) and the migration tests.
+
+It holds anonymous memory (part of it in transparent huge pages) and optionally a
+shared-memory file, fills it with a known pattern, and keeps reading it on a
+background thread while it waits for commands on stdin, one per line:
+
+    check   -> "ok <crc> <reads>" if every byte is intact, else "bad <crc>"
+    quit    -> exits
+
+Its first line on stdout is "ready <pid> <anon_start> <anon_len> <huge_start> <huge_len>"
+(addresses in hex).  Run it as ``python -m numamove.workload --size 64M --huge 32M``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import mmap
+import os
+import sys
+import threading
+import zlib
+
+HUGE = 2 << 20
+
+
+def _address(m: mmap.mmap) -> int:
+    return ctypes.addressof(ctypes.c_char.from_buffer(m))
+
+
+def _fill(m: mmap.mmap, seed: int) -> None:
+    block = bytes((i * 131 + seed + (i >> 8)) & 0xFF for i in range(65537))
+    for off in range(0, len(m), len(block)):
+        n = min(len(block), len(m) - off)
+        m[off:off + n] = block[:n]
+
+
+class Workload:
+    def __init__(self, size: int, huge: int, shm: str | None, node: int | None) -> None:
+        if node is not None:
+            import numa  # type: ignore[import-untyped]  # py-libnuma: bind before touching memory
+
+            numa.memory.set_membind_nodes(node)
+        private = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS  # Python's default for -1 is MAP_SHARED
+        self.anon = mmap.mmap(-1, size, flags=private) if size else None
+        # THP needs 2 MiB aligned ranges: over-allocate and advise the aligned interior
+        self.huge_raw = mmap.mmap(-1, huge + HUGE, flags=private) if huge else None
+        self.huge_off = 0
+        if self.huge_raw is not None:
+            base = _address(self.huge_raw)
+            self.huge_off = (-base) % HUGE
+            self.huge_raw.madvise(mmap.MADV_HUGEPAGE)
+        self.huge_len = huge
+        self.shm = None
+        if shm:
+            fd = os.open(shm, os.O_RDWR | os.O_CREAT, 0o600)
+            os.ftruncate(fd, size or HUGE)
+            self.shm = mmap.mmap(fd, size or HUGE, mmap.MAP_SHARED)
+            os.close(fd)
+        self.regions = [r for r in (self.anon, self.huge_raw, self.shm) if r is not None]
+        for i, r in enumerate(self.regions):
+            _fill(r, i + 1)
+        self.crc = self.checksum()
+        self.reads = 0
+        self.stop = False
+        self.reader = threading.Thread(target=self._read_forever, daemon=True)
+        self.reader.start()
+
+    def checksum(self) -> int:
+        crc = 0
+        for r in self.regions:
+            crc = zlib.crc32(r, crc)
+        return crc
+
+    def _read_forever(self) -> None:
+        # keep touching the memory so the test sees the workload run during the migration
+        while not self.stop:
+            for r in self.regions:
+                for off in range(0, len(r), 1 << 20):
+                    _ = r[off]
+            self.reads += 1
+
+    def ready_line(self) -> str:
+        a = _address(self.anon) if self.anon is not None else 0
+        h = _address(self.huge_raw) + self.huge_off if self.huge_raw is not None else 0
+        return f"ready {os.getpid()} {a:x} {len(self.anon) if self.anon else 0:x} {h:x} {self.huge_len:x}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .nodelist import parse_size
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", default="64M", help="anonymous memory in 4 KiB pages (default 64M)")
+    ap.add_argument("--huge", default="0", help="anonymous memory advised for THP (default 0)")
+    ap.add_argument("--shm", help="also map this file MAP_SHARED (e.g. /dev/shm/x)")
+    ap.add_argument("--node", type=int, help="allocate on this node (py-libnuma membind)")
+    ns = ap.parse_args(argv)
+    size = parse_size(ns.size) if ns.size != "0" else 0
+    huge = parse_size(ns.huge) if ns.huge != "0" else 0
+    w = Workload(size, huge, ns.shm, ns.node)
+    print(w.ready_line(), flush=True)
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "check":
+            crc = w.checksum()
+            print(f"{'ok' if crc == w.crc else 'bad'} {crc:x} {w.reads}", flush=True)
+        elif cmd == "quit":
+            break
+    w.stop = True
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""`numamove proc` and `show` on live processes, inside the QEMU NUMA guests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+from test_cli import run
+from workload_helper import Workload
+
+from numamove import _native
+from numamove.proc import TargetLock
+
+MIB = 1 << 20
+
+
+def where_range(pid: int, start: int, length: int, page: int = 4096) -> set[int]:
+    """Nodes of the pages of [start, start+length) in pid (move_pages, nodes=NULL)."""
+    arr = _native.PageArray(length // page)
+    arr.add_range(start, length, page, None)
+    return set(_native.query_nodes(pid, arr.pages, arr.count))
+
+
+def proc_json(*args: str) -> tuple[int, dict[str, Any], str]:
+    code, out, err = run("proc", *args, "--json", "-q")
+    return code, (json.loads(out) if out.strip() else {}), err
+
+
+@pytest.mark.numa(nodes=2)
+def test_workload_moved_to_node_1_intact_and_running() -> None:
+    """Every anonymous page of a running workload ends on node 1, its checksum holds, and it kept reading."""
+    with Workload("--size", "24M", "--huge", "8M", "--node", "0") as w:
+        assert where_range(w.pid, *w.anon) == {0}
+        ok, reads0 = w.check()
+        assert ok
+        code, doc, err = proc_json(str(w.pid), "--to", "1")
+        assert code == 0, err
+        p = doc["processes"][0]
+        assert p["moved"]["bytes"] >= 32 * MIB and not p["failed"]
+        assert where_range(w.pid, *w.anon) == {1}
+        assert where_range(w.pid, *w.huge) == {1}
+        time.sleep(0.5)
+        ok, reads1 = w.check()
+        assert ok and reads1 > reads0
+        assert p["after"].get("0", {"bytes": 0})["bytes"] < p["before"]["0"]["bytes"]
+
+
+@pytest.mark.numa(nodes=2)
+def test_huge_pages_move_as_huge_pages() -> None:
+    """THP-backed memory is passed one address per 2 MiB page and lands whole on the destination."""
+    with Workload("--size", "0", "--huge", "16M", "--node", "0") as w:
+        code, doc, err = proc_json(str(w.pid), "--to", "1", "--only", "anon")
+        assert code == 0, err
+        p = doc["processes"][0]
+        assert p["huge_pages_moved"] >= 4  # at least half of the 8 blocks were THPs
+        assert where_range(w.pid, *w.huge) == {1}
+        assert w.check()[0]
+
+
+@pytest.mark.numa(nodes=2)
+def test_dry_run_moves_nothing() -> None:
+    """--dry-run reports the plan and the pages it would move, and every page stays put."""
+    with Workload("--size", "8M", "--node", "0") as w:
+        code, doc, _ = proc_json(str(w.pid), "--to", "1", "--dry-run")
+        assert code == 0
+        p = doc["processes"][0]
+        assert p["dry_run"] and p["requested"]["bytes"] >= 8 * MIB and p["moved"]["bytes"] == 0
+        assert p["plans"] and p["plans"][0]["src"] == 0 and p["plans"][0]["dst"] == 1
+        assert where_range(w.pid, *w.anon) == {0}
+
+
+@pytest.mark.numa(nodes=2)
+def test_range_and_only_restrict_the_move() -> None:
+    """--range moves only that range; --only heap leaves the anonymous regions alone."""
+    with Workload("--size", "8M", "--node", "0") as w:
+        start, length = w.anon
+        half = f"{start:x}-{start + length // 2:x}"
+        code, _, err = proc_json(str(w.pid), "--to", "1", "--range", half)
+        assert code == 0, err
+        assert where_range(w.pid, start, length // 2) == {1}
+        assert where_range(w.pid, start + length // 2, length // 2) == {0}
+        code, _, _ = proc_json(str(w.pid), "--to", "1", "--only", "heap")
+        assert code == 0
+        assert where_range(w.pid, start + length // 2, length // 2) == {0}
+
+
+@pytest.mark.numa(nodes=2)
+def test_from_filters_source_nodes_and_several_pids() -> None:
+    """Two processes at once; --from 1 moves nothing from node 0."""
+    with Workload("--size", "4M", "--node", "0") as a, Workload("--size", "4M", "--node", "0") as b:
+        code, doc, _ = proc_json(str(a.pid), str(b.pid), "--to", "1", "--from", "1")
+        assert code == 0 and all(p["moved"]["pages"] == 0 for p in doc["processes"])
+        assert where_range(a.pid, *a.anon) == {0}
+        code, doc, _ = proc_json(str(a.pid), str(b.pid), "--to", "1", "--from", "0")
+        assert code == 0 and len(doc["processes"]) == 2
+        assert where_range(a.pid, *a.anon) == {1} and where_range(b.pid, *b.anon) == {1}
+
+
+@pytest.mark.numa(nodes=2)
+def test_threads_of_one_process_are_one_target() -> None:
+    """Naming a process twice (PID and PID) migrates its address space once."""
+    with Workload("--size", "4M", "--node", "0") as w:
+        code, doc, _ = proc_json(str(w.pid), str(w.pid), "--to", "1")
+        assert code == 0 and len(doc["processes"]) == 1
+
+
+@pytest.mark.numa(nodes=2)
+def test_shared_memory_needs_all() -> None:
+    """A shm page mapped by two processes is skipped (exit 0, with the hint) without --all, moved with it."""
+    path = "/dev/shm/numamove-test-shared"
+    with Workload("--size", "4M", "--shm", path, "--node", "0") as a, \
+            Workload("--size", "0", "--shm", path, "--node", "0") as b:
+        code, doc, err = proc_json(str(a.pid), "--to", "1", "--only", "shm")
+        assert code == 0, err
+        p = doc["processes"][0]
+        assert any("--all" in k for k in p["skipped"]), p["skipped"]
+        assert p["moved"]["pages"] == 0
+        code, doc, err = proc_json(str(a.pid), "--to", "1", "--only", "shm", "--all")
+        assert code == 0, err
+        assert doc["processes"][0]["moved"]["pages"] > 0
+        code, out, _ = run("show", str(b.pid), "--json")
+        shm = json.loads(out)["processes"][0]["by_kind"]["shm"]
+        assert shm.get("1", 0) > 0 and shm.get("0", 0) == 0
+        assert a.check()[0] and b.check()[0]
+    os.unlink(path)
+
+
+@pytest.mark.numa(nodes=2)
+def test_to_cpus_uses_the_node_of_the_process_cpus() -> None:
+    """--to cpus moves memory to the node of the CPUs the process may run on; two nodes' CPUs is an error."""
+    with Workload("--size", "4M", "--node", "0") as w:
+        os.sched_setaffinity(w.pid, {1})
+        code, doc, err = proc_json(str(w.pid), "--to", "cpus")
+        assert code == 0, err
+        assert doc["processes"][0]["to"] == 1 and where_range(w.pid, *w.anon) == {1}
+        os.sched_setaffinity(w.pid, {0, 1})
+        code, _, err = run("proc", str(w.pid), "--to", "cpus")
+        assert code == 2 and "nodes 0,1" in err
+
+
+@pytest.mark.numa(nodes=2)
+def test_show_reports_per_node_and_kind() -> None:
+    """`show --json` puts the workload's anonymous memory on the node it was bound to."""
+    with Workload("--size", "8M", "--huge", "4M", "--node", "1") as w:
+        code, out, _ = run("show", str(w.pid), "--json")
+        doc = json.loads(out)["processes"][0]
+        assert code == 0 and doc["pid"] == w.pid
+        anon = sum(v.get("1", 0) for k, v in doc["by_kind"].items() if k.startswith("anon"))
+        assert anon >= 12 * MIB
+        code, text, _ = run("show", str(w.pid))
+        assert "node 1" in text and "anon" in text
+
+
+@pytest.mark.numa(nodes=2)
+def test_bad_targets_get_one_line_and_the_right_code() -> None:
+    """No such PID, a kernel thread, node 99: one line each, codes 1, 1 and 2."""
+    code, _, err = run("proc", "999999", "--to", "1")
+    assert code == 1 and "no process with PID 999999" in err and err.count("\n") == 1
+    code, _, err = run("proc", "2", "--to", "1")
+    assert code == 1 and "kernel thread" in err
+    with Workload("--size", "1M") as w:
+        code, _, err = run("proc", str(w.pid), "--to", "99")
+        assert code == 2 and "node 99 does not exist" in err
+
+
+@pytest.mark.numa(nodes=2)
+def test_unprivileged_user_cannot_move_pid_1() -> None:
+    """As nobody, moving PID 1 is refused with a one-line permission error and exit 1."""
+    target = 1
+    # Real and effective IDs become nobody's: move_pages checks those (PTRACE_MODE_READ_REALCREDS).
+    # The file-system ID stays root's (the saved ID permits it) only so that the interpreter,
+    # which lives under /root (mode 700), can still load its modules.
+    script = (
+        "import ctypes, os, sys\n"
+        "os.setgroups([]); os.setresgid(65534, 65534, 0); os.setresuid(65534, 65534, 0)\n"
+        "ctypes.CDLL(None).setfsuid(0)\n"
+        "assert os.getuid() == os.geteuid() == 65534\n"
+        "from numamove.cli import main\n"
+        f"sys.exit(main(['proc', '1', '--to', '{target}', '-q']))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "XDG_RUNTIME_DIR": "/tmp"})
+    assert p.returncode == 1, p.stderr
+    assert "not allowed" in p.stderr and "Traceback" not in p.stderr
+    assert p.stderr.count("\n") == 1
+
+
+@pytest.mark.numa(nodes=2)
+def test_second_numamove_on_the_same_pid_is_refused_or_waits() -> None:
+    """A held lock: exit 4 with a message; --wait proceeds once it is released."""
+    with Workload("--size", "4M", "--node", "0") as w:
+        lock = TargetLock(w.pid)
+        code, _, err = run("proc", str(w.pid), "--to", "1")
+        assert code == 4 and "another numamove is migrating" in err
+        threading.Timer(1.0, lock.release).start()
+        code, _, err = run("proc", str(w.pid), "--to", "1", "--wait", "-q")
+        assert code == 0, err
+        assert where_range(w.pid, *w.anon) == {1}
+
+
+@pytest.mark.numa(nodes=2)
+def test_process_exiting_before_the_move_is_reported() -> None:
+    """A target that exits after its pages were listed: NoSuchProcessError, exit code 1."""
+    from numamove.migrate import MoveOptions, migrate
+    from numamove.proc import NoSuchProcessError, resolve_targets
+    from numamove.topology import read_topology
+
+    w = Workload("--size", "4M", "--node", "0")
+    t = resolve_targets([w.pid])[0]
+    w.close()
+    with pytest.raises(NoSuchProcessError) as exc:
+        migrate(t, read_topology(), MoveOptions(1), None, None, 0, frozenset({0, 1}))
+    assert exc.value.exit_code == 1
+
+
+@pytest.mark.numa(nodes=5, cpuless=True)
+@pytest.mark.parametrize("policy", ["push", "pull"])
+def test_move_to_the_cpuless_node(policy: str, guest_truth: dict[str, Any]) -> None:
+    """To the CPU-less node: pages land there; pull falls back to the source node's CPUs."""
+    cxl = next(n["node"] for n in guest_truth["nodes"] if not n["has_cpu"])
+    with Workload("--size", "8M", "--node", "1") as w:
+        code, doc, err = proc_json(str(w.pid), "--to", str(cxl), "--policy", policy)
+        assert code == 0, err
+        p = doc["processes"][0]
+        assert all(pl["cpu_node"] == 1 for pl in p["plans"])
+        assert all(wk["cpu_at_start"] == 1 for wk in p["workers"])
+        assert where_range(w.pid, *w.anon) == {cxl}
+        assert w.check()[0]

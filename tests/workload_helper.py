@@ -1,0 +1,40 @@
+"""Start and talk to numamove.workload processes in tests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from types import TracebackType
+
+
+class Workload:
+    """A running numamove.workload child; `check()` asks it to verify its own bytes."""
+
+    def __init__(self, *args: str) -> None:
+        self.p = subprocess.Popen([sys.executable, "-m", "numamove.workload", *args],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.p.stdout is not None
+        line = self.p.stdout.readline().split()
+        assert line and line[0] == "ready", f"workload did not start: {line}"
+        self.pid = int(line[1])
+        self.anon = (int(line[2], 16), int(line[3], 16))
+        self.huge = (int(line[4], 16), int(line[5], 16))
+
+    def check(self) -> tuple[bool, int]:
+        """(data intact, how many read passes it has made so far)."""
+        assert self.p.stdin is not None and self.p.stdout is not None
+        self.p.stdin.write("check\n")
+        self.p.stdin.flush()
+        word, _crc, reads = self.p.stdout.readline().split()
+        return word == "ok", int(reads)
+
+    def close(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait()
+
+    def __enter__(self) -> Workload:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
