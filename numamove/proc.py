@@ -40,6 +40,10 @@ class AccessError(ProcessError, PermissionError):
     """Not allowed to read or move that process's pages."""
 
 
+class LockError(NumamoveError, OSError):
+    """The per-process lock file cannot be created."""
+
+
 class BusyError(NumamoveError):
     """Another numamove is migrating the same process."""
 
@@ -239,10 +243,13 @@ class TargetLock:
 
     def __init__(self, pid: int, wait: bool = False, timeout: float | None = None) -> None:
         d = lock_dir()
-        os.makedirs(d, mode=0o700, exist_ok=True)
         start = _status_start_time(pid)
         self.path = os.path.join(d, f"{pid}-{start}.lock")
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.makedirs(d, mode=0o700, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise LockError(f"cannot create the lock file {self.path}: {exc.strerror}") from None
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:

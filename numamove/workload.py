@@ -36,7 +36,8 @@ def _fill(m: mmap.mmap, seed: int) -> None:
 
 
 class Workload:
-    def __init__(self, size: int, huge: int, shm: str | None, node: int | None) -> None:
+    def __init__(self, size: int, huge: int, shm: str | None, node: int | None,
+                 shm_size: int = 4 << 20) -> None:
         if node is not None:
             import numa  # type: ignore[import-untyped]  # py-libnuma: bind before touching memory
 
@@ -52,14 +53,19 @@ class Workload:
             self.huge_raw.madvise(mmap.MADV_HUGEPAGE)
         self.huge_len = huge
         self.shm = None
+        fresh = False
         if shm:
             fd = os.open(shm, os.O_RDWR | os.O_CREAT, 0o600)
-            os.ftruncate(fd, size or HUGE)
-            self.shm = mmap.mmap(fd, size or HUGE, mmap.MAP_SHARED)
+            fresh = os.fstat(fd).st_size == 0
+            if fresh:
+                os.ftruncate(fd, shm_size)
+            self.shm = mmap.mmap(fd, shm_size, mmap.MAP_SHARED)
             os.close(fd)
-        self.regions = [r for r in (self.anon, self.huge_raw, self.shm) if r is not None]
-        for i, r in enumerate(self.regions):
+        for i, r in enumerate(r for r in (self.anon, self.huge_raw) if r is not None):
             _fill(r, i + 1)
+        if self.shm is not None and fresh:
+            _fill(self.shm, 99)  # one pattern for every process that maps the file
+        self.regions = [r for r in (self.anon, self.huge_raw, self.shm) if r is not None]
         self.crc = self.checksum()
         self.reads = 0
         self.stop = False
@@ -92,12 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="64M", help="anonymous memory in 4 KiB pages (default 64M)")
     ap.add_argument("--huge", default="0", help="anonymous memory advised for THP (default 0)")
-    ap.add_argument("--shm", help="also map this file MAP_SHARED (e.g. /dev/shm/x)")
+    ap.add_argument("--shm", help="also map this file MAP_SHARED (e.g. /dev/shm/x); created if new")
+    ap.add_argument("--shm-size", default="4M", help="bytes of --shm to map (default 4M)")
     ap.add_argument("--node", type=int, help="allocate on this node (py-libnuma membind)")
     ns = ap.parse_args(argv)
     size = parse_size(ns.size) if ns.size != "0" else 0
     huge = parse_size(ns.huge) if ns.huge != "0" else 0
-    w = Workload(size, huge, ns.shm, ns.node)
+    w = Workload(size, huge, ns.shm, ns.node, parse_size(ns.shm_size))
     print(w.ready_line(), flush=True)
     for line in sys.stdin:
         cmd = line.strip()

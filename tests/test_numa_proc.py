@@ -114,6 +114,8 @@ def test_threads_of_one_process_are_one_target() -> None:
 def test_shared_memory_needs_all() -> None:
     """A shm page mapped by two processes is skipped (exit 0, with the hint) without --all, moved with it."""
     path = "/dev/shm/numamove-test-shared"
+    if os.path.exists(path):
+        os.unlink(path)
     with Workload("--size", "4M", "--shm", path, "--node", "0") as a, \
             Workload("--size", "0", "--shm", path, "--node", "0") as b:
         code, doc, err = proc_json(str(a.pid), "--to", "1", "--only", "shm")

@@ -237,6 +237,7 @@ mount -t devtmpfs dev /newroot/dev
 mount -t tmpfs -o size=60% tmpfs /newroot/tmp
 mkdir -p /newroot/dev/shm /newroot/dev/pts /newroot/tmp/results
 mount -t tmpfs tmpfs /newroot/dev/shm
+mount -t tmpfs -o mode=755 tmpfs /newroot/run
 mount -t devpts devpts /newroot/dev/pts
 mount -t 9p -o trans=virtio,version=9p2000.L,cache=none,msize=262144 results /newroot/tmp/results
 mount -t hugetlbfs none /newroot/dev/hugepages 2>/dev/null
