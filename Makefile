@@ -30,8 +30,8 @@ $(STAMP): setup.py csrc/numamove.c csrc/numamove.h csrc/build_ffi.py
 
 build: deps $(STAMP) ## create .venv, install numamove and build its C extension
 
-run: build ## the main job on a built-in default: numamove bench
-	$(VENV)/bin/numamove bench
+run: build ## the main job: migrate a live sample workload (`numamove demo`; one node: the copy bench)
+	$(VENV)/bin/numamove demo
 
 test: build ## every test: the host suite, then both NUMA guests (QEMU)
 	$(PY) -m pytest -q tests
@@ -43,8 +43,9 @@ test-host: build ## only the host tests (multi-node tests are skipped with the r
 test-numa: build ## only the multi-node tests, inside the two QEMU guests
 	$(PY) tests/vm/harness.py run --topology all
 
-bench: build ## benchmarks: engine vs single-threaded memcpy on this machine
+bench: build ## benchmarks: engine vs memcpy here, then numamove proc vs migratepages in a 2-node guest
 	$(VENV)/bin/numamove bench --size 1G --threads 1,2,4 --policy push,pull --repeats 5
+	$(PY) tests/vm/harness.py bench
 
 nmbench: build/nmbench ## the C engine alone vs memcpy, no Python (build/nmbench SIZE_MIB THREADS...)
 

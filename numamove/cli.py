@@ -334,6 +334,59 @@ def proc(pids: tuple[str, ...], to_text: str, from_text: str | None, name: str |
         sys.exit(EXIT_PARTIAL)
 
 
+@cli.command()
+@click.option("--size", default="256M", show_default=True, help="The workload's 4 KiB-page memory.")
+@click.option("--huge", default="128M", show_default=True, help="The workload's THP-advised memory.")
+@click.pass_context
+def demo(ctx: click.Context, size: str, huge: str) -> None:
+    """Migrate a live sample workload between the two most distant nodes (what `make run` does).
+
+    Starts a child holding SIZE + HUGE of memory on one node, shows where it is,
+    moves it with `numamove proc` to the most distant node while it keeps
+    reading its memory, shows it again, and has the child verify every byte.
+    On a one-node machine it says so and runs `numamove bench` instead.
+    """
+    import subprocess
+
+    from .nodelist import parse_size
+    from .topology import read_topology
+
+    parse_size(size)
+    parse_size(huge)
+    topo = read_topology()
+    if len(topo.memory_nodes()) < 2:
+        click.echo(f"this machine has one NUMA node with memory (node {topo.memory_nodes()[0]}): "
+                   "nothing to migrate between; running the copy benchmark instead")
+        ctx.invoke(bench)
+        return
+    src, dst = topo.most_distant_pair()
+    child = subprocess.Popen([sys.executable, "-m", "numamove.workload", "--size", size, "--huge", huge,
+                              "--node", str(src)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        pid = child.stdout.readline().split()[1]
+        click.echo(f"workload PID {pid}: {size} + {huge} (THP) on node {src}")
+        ctx.invoke(show, pids=(pid,))
+        click.echo(f"\nmoving PID {pid} to node {dst} (distance {topo.distance(src, dst)}):")
+        try:
+            ctx.invoke(proc, pids=(pid,), to_text=str(dst))
+        except SystemExit as exc:
+            if exc.code not in (0, None):
+                raise
+        click.echo("")
+        ctx.invoke(show, pids=(pid,))
+        child.stdin.write("check\n")
+        child.stdin.flush()
+        verdict = child.stdout.readline().split()
+        click.echo(f"workload's own check after the move: {'intact' if verdict[0] == 'ok' else 'CORRUPTED'}, "
+                   f"{verdict[2]} read passes while it ran")
+        if verdict[0] != "ok":
+            sys.exit(EXIT_FAILURE)
+    finally:
+        child.kill()
+        child.wait()
+
+
 def _node_of_cpus(pid: int, topo: Any) -> int:
     import psutil
 

@@ -19,6 +19,7 @@ import mmap
 import os
 import sys
 import threading
+import time
 import zlib
 
 HUGE = 2 << 20
@@ -79,12 +80,14 @@ class Workload:
         return crc
 
     def _read_forever(self) -> None:
-        # keep touching the memory so the test sees the workload run during the migration
+        # keep touching the memory so the test sees the workload run during the migration,
+        # with a pause per pass so that it does not take a whole CPU from the migration
         while not self.stop:
             for r in self.regions:
                 for off in range(0, len(r), 1 << 20):
                     _ = r[off]
             self.reads += 1
+            time.sleep(0.01)
 
     def ready_line(self) -> str:
         a = _address(self.anon) if self.anon is not None else 0

@@ -101,6 +101,8 @@ def _five() -> Topology:
 
 
 TOPOLOGIES = {"two": _two(), "five": _five()}
+# for `make bench`: room for a 512 MiB workload on either node
+BENCH = Topology("bench", (GuestNode(0, (0, 1), 1536), GuestNode(1, (2, 3), 1536)), {(0, 1): 20})
 
 
 # --------------------------------------------------------------------------- fetching
@@ -346,8 +348,15 @@ class GuestResult:
     log: Path
 
 
+def pytest_command(pytest_args: list[str]) -> list[str]:
+    """The guest's pytest run: only numa-marked tests, a JUnit report into the results share."""
+    return ["-m", "pytest", "-p", "no:cacheprovider", "-m", "numa", "--junitxml=/tmp/results/junit.xml",
+            "-o", "junit_family=xunit1", "-rs", *pytest_args]
+
+
 def run_guest(topo: Topology, pytest_args: list[str], interactive: bool = False,
-              keep: Path | None = None) -> GuestResult:
+              keep: Path | None = None, python_args: list[str] | None = None) -> GuestResult:
+    """Boot topo and run the project's Python with python_args (default: the numa tests) in it."""
     vmlinux, initrd = prepare()
     out_root = keep or (CACHE / "runs")
     out_root.mkdir(parents=True, exist_ok=True)
@@ -367,12 +376,8 @@ def run_guest(topo: Topology, pytest_args: list[str], interactive: bool = False,
         "LANG": "C.UTF-8",
     }
     exports = "".join(f"export {k}='{v}'\n" for k, v in env.items())
-    args = " ".join(_shq(a) for a in pytest_args)
-    script = (
-        f"{exports}cd {_shq(str(ROOT))}\n"
-        f"exec {_shq(str(py))} -m pytest -p no:cacheprovider -m numa "
-        f"--junitxml=/tmp/results/junit.xml -o junit_family=xunit1 -rs {args}\n"
-    )
+    args = " ".join(_shq(a) for a in (python_args or pytest_command(pytest_args)))
+    script = f"{exports}cd {_shq(str(ROOT))}\nexec {_shq(str(py))} {args}\n"
     (results / "run.sh").write_text(script)
     if interactive:
         (results / "interactive").write_text("1")
@@ -501,11 +506,21 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("shell", help="boot one guest with an interactive shell on this terminal")
     s.add_argument("--topology", choices=list(TOPOLOGIES), default="two")
     sub.add_parser("prepare", help="fetch the kernel and build the initramfs (cached)")
+    b = sub.add_parser("bench", help="boot a two-node guest (1.5 GiB a node) and run "
+                                     "tests/vm/bench_migrate.py: numamove proc vs migratepages")
+    b.add_argument("bench_args", nargs="*")
     ns = ap.parse_args(argv)
     try:
         if ns.cmd == "prepare":
             vmlinux, initrd = prepare()
             print(f"kernel {vmlinux}\ninitramfs {initrd}")
+            return 0
+        if ns.cmd == "bench":
+            res = run_guest(BENCH, [], python_args=["tests/vm/bench_migrate.py", *ns.bench_args])
+            print(_tail(res.log, 400))
+            if res.rc != 0:
+                print(f"guest benchmark failed (rc={res.rc}); console tail:\n{_tail(res.console)}", file=sys.stderr)
+                return 1
             return 0
         if ns.cmd == "shell":
             run_guest(TOPOLOGIES[ns.topology], [], interactive=True)

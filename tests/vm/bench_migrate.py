@@ -1,0 +1,81 @@
+"""numamove proc against numactl's migratepages, on one live workload, inside the bench guest.
+
+Run by `make bench` through `tests/vm/harness.py bench` (two nodes with two CPUs and 1.5 GiB
+each). For each page size, one workload holding SIZE is moved back and forth between the
+nodes, alternating the tools: migratepages PID A B, then numamove (A and B swapped), RUNS
+times; every move is verified page by page, and the workload checks its own bytes at the end.
+Both tools move every migratable page of the process. Reported: medians and their ratio.
+Times under TCG emulation are for ratios only.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from workload_helper import Workload  # noqa: E402
+
+from numamove import _native  # noqa: E402
+from numamove.migrate import MoveOptions, migrate  # noqa: E402
+from numamove.nodelist import parse_size  # noqa: E402
+from numamove.proc import resolve_targets  # noqa: E402
+from numamove.topology import current_node, read_topology  # noqa: E402
+
+SIZE = os.environ.get("BENCH_SIZE", "512M")
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+
+
+def nodes_of(pid: int, start: int, length: int) -> set[int]:
+    arr = _native.PageArray(length // 4096)
+    arr.add_range(start, length, 4096, None)
+    return set(_native.query_nodes(pid, arr.pages, arr.count))
+
+
+def main() -> int:
+    topo = read_topology()
+    here = current_node(topo)
+    allowed = frozenset(os.sched_getaffinity(0))
+    print(f"guest: {os.cpu_count()} CPUs, nodes {topo.ids}, "
+          f"CPUs per node {[len(topo.nodes[n].cpus) for n in topo.ids]}, workload {SIZE}, {RUNS} runs")
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "numamove", "--version"], check=True, capture_output=True)
+    print(f"(numamove CLI start-up in this guest: {time.perf_counter() - t0:.2f} s, not counted below)")
+    ok = True
+    for kind in ("huge", "4k"):
+        args = ["--size", "0", "--huge", SIZE] if kind == "huge" else ["--size", SIZE]
+        with Workload(*args, "--node", "0") as w:
+            region = w.huge if kind == "huge" else w.anon
+            target = resolve_targets([w.pid])[0]
+            at = 0
+            mp: list[float] = []
+            nm: list[float] = []
+            for _ in range(RUNS):
+                t = time.perf_counter()
+                subprocess.run(["migratepages", str(w.pid), str(at), str(1 - at)], check=True)
+                mp.append(time.perf_counter() - t)
+                at = 1 - at
+                ok &= nodes_of(w.pid, *region) == {at}
+                t = time.perf_counter()
+                rep = migrate(target, topo, MoveOptions(1 - at), None, None, here, allowed)
+                nm.append(time.perf_counter() - t)
+                at = 1 - at
+                ok &= nodes_of(w.pid, *region) == {at} and not rep.failed
+            intact, _ = w.check()
+            ok &= intact
+            a, b = statistics.median(mp), statistics.median(nm)
+            mib = parse_size(SIZE) / 2**20
+            threads = rep.plans[0].threads if rep.plans else 0
+            print(f"{kind:>4} pages, {mib:.0f} MiB: migratepages median {a:.2f} s; numamove median {b:.2f} s "
+                  f"({threads} threads, {rep.batches} move_pages calls in the last run): "
+                  f"numamove {a / b:.2f}x faster; data intact: {intact}")
+    print("verified: every page on the destination after every move" if ok else "VERIFICATION FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
