@@ -134,17 +134,17 @@ def migrate(target: Target, topo: Topology, opts: MoveOptions, ranges: list[tupl
     rep.skipped_mappings = ps.skipped
     before = where(ps)
     rep.before = _by_node(ps, before)
-    sizes = ps.entry_sizes()
-    wanted_nodes = sorted({s for s in before if s >= 0 and s != opts.to
-                           and (opts.from_nodes is None or s in opts.from_nodes)})
-    for i, st in enumerate(before):
+    wanted: set[int] = set()
+    for (st, _kind, _huge), (pages, nbytes) in tally(ps, before).items():
         if st == opts.to:
-            rep.already[0] += 1
-            rep.already[1] += sizes[i]
+            rep.already[0] += pages
+            rep.already[1] += nbytes
         elif st < 0:
-            _add(rep.skipped, reason(st), sizes[i])
-    want_idx = [i for i, st in enumerate(before) if st in wanted_nodes]
-    rep.requested = [len(want_idx), sum(sizes[i] for i in want_idx)]
+            _add(rep.skipped, reason(st), nbytes, pages)
+        elif opts.from_nodes is None or st in opts.from_nodes:
+            wanted.add(st)
+            rep.requested[0] += pages
+            rep.requested[1] += nbytes
     free = topo.node(opts.to).mem_free
     if rep.requested[1] and free and rep.requested[1] > free:
         from .nodelist import format_bytes
@@ -152,48 +152,58 @@ def migrate(target: Target, topo: Topology, opts: MoveOptions, ranges: list[tupl
         raise InvalidNodeError(f"node {opts.to} has {format_bytes(free)} free, PID {target.pid} has "
                                f"{format_bytes(rep.requested[1])} to move there")
     flags = _native.MPOL_MF_MOVE_ALL if opts.move_all else _native.MPOL_MF_MOVE
-    move_status: dict[int, int] = {}
     t0 = time.perf_counter()
-    for src in wanted_nodes:
-        pages, idx, n = _native.select_node(ps.pages.pages, before, ps.count, src)
-        nbytes = sum(sizes[idx[k]] for k in range(n))
-        plan = make_plan(topo, src, opts.to, n, nbytes // BASE_PAGE, opts.limit, opts.policy, here, allowed)
-        rep.plans.append(plan)
-        if opts.dry_run:
-            rep.batches += -(-n // max(1, opts.batch))
-            continue
-        statuses = _run_batches(target.pid, pages, n, plan, flags, opts, rep, progress)
-        for k in range(n):
-            move_status[int(idx[k])] = statuses[k]
+    for page_size, lo, hi in ps.classes():
+        base = _native.offset(ps.pages.pages, lo)
+        for src in sorted(wanted):
+            pages, _idx, n = _native.select_node(base, before[lo:hi], hi - lo, src)
+            if n == 0:
+                continue
+            plan = make_plan(topo, src, opts.to, n, n * page_size // BASE_PAGE, opts.limit, opts.policy,
+                             here, allowed)
+            rep.plans.append(plan)
+            if opts.dry_run:
+                rep.batches += -(-n // max(1, opts.batch))
+                continue
+            statuses = _run_batches(target.pid, pages, n, plan, flags, opts, rep, progress)
+            _account(rep, target.pid, pages, n, page_size, statuses, opts)
     if opts.dry_run:
         rep.after = rep.before
         return rep
     rep.seconds = time.perf_counter() - t0
     try:
-        after = where(ps)
+        rep.after = _by_node(ps, where(ps))
     except NoSuchProcessError:
         rep.notes.append("the process exited after the move: final placement unknown")
-        rep.failed["process exited"] = list(rep.requested)
-        return rep
-    rep.after = _by_node(ps, after)
-    huge = {i for seg, first, cnt in ps.segments if seg.huge for i in range(first, first + cnt)}
-    for i in want_idx:
-        if after[i] == opts.to:
-            rep.moved[0] += 1
-            rep.moved[1] += sizes[i]
-            rep.huge_moved += i in huge
-        else:
-            st = move_status.get(i, -errno.EINPROGRESS)
-            why = reason(st) if st < 0 else (
-                "moved, then moved away again" if st == opts.to else f"still on node {after[i]}")
-            target_dict = rep.skipped if st == -errno.EACCES and not opts.move_all else rep.failed
-            _add(target_dict, why, sizes[i])
     return rep
 
 
-def _add(d: dict[str, list[int]], key: str, nbytes: int) -> None:
+def _account(rep: TargetReport, pid: int, pages: Any, n: int, page_size: int, statuses: list[int],
+             opts: MoveOptions) -> None:
+    """Count what really happened to pages[0..n): where they are now, and why the others are not there."""
+    try:
+        after = _native.query_nodes(pid, pages, n)
+    except NativeError as exc:
+        if exc.errno == errno.ESRCH:
+            _add(rep.failed, "process exited", n * page_size, n)
+            return
+        raise
+    moved = after.count(opts.to)
+    rep.moved[0] += moved
+    rep.moved[1] += moved * page_size
+    if page_size > BASE_PAGE:
+        rep.huge_moved += moved
+    for k in [k for k, a in enumerate(after) if a != opts.to]:
+        st = statuses[k]
+        why = reason(st) if st < 0 else (
+            "moved, then moved away again" if st == opts.to else f"still on node {after[k]}")
+        shared_skip = st == -errno.EACCES and not opts.move_all
+        _add(rep.skipped if shared_skip else rep.failed, why, page_size, 1)
+
+
+def _add(d: dict[str, list[int]], key: str, nbytes: int, pages: int) -> None:
     acc = d.setdefault(key, [0, 0])
-    acc[0] += 1
+    acc[0] += pages
     acc[1] += nbytes
 
 

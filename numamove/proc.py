@@ -155,10 +155,14 @@ class PageSet:
     def count(self) -> int:
         return self.pages.count
 
-    def entry_sizes(self) -> list[int]:
-        out: list[int] = []
-        for seg, _, n in self.segments:
-            out.extend([seg.page_size] * n)
+    def classes(self) -> list[tuple[int, int, int]]:
+        """(page size, first index, end index) of each page size's run, largest first."""
+        out: list[tuple[int, int, int]] = []
+        for seg, first, n in self.segments:
+            if out and out[-1][0] == seg.page_size:
+                out[-1] = (seg.page_size, out[-1][1], first + n)
+            else:
+                out.append((seg.page_size, first, first + n))
         return out
 
 
@@ -192,7 +196,9 @@ def collect(pid: int, ranges: list[tuple[int, int]] | None = None,
         cap = sum(s.length // s.page_size + 1 for _, s in plan)
         arr = _native.PageArray(cap)
         segs: list[tuple[Segment, int, int]] = []
-        for _, s in plan:
+        # largest pages first: each page size is then one contiguous run of the array, which the
+        # migration splits between threads by count, and equal sizes make that split even
+        for _, s in sorted(plan, key=lambda ms: -ms[1].page_size):
             first = arr.count
             try:
                 pm = None if s.thp else pf.entries(s.start, s.length)

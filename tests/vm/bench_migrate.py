@@ -26,8 +26,10 @@ from numamove.nodelist import parse_size  # noqa: E402
 from numamove.proc import resolve_targets  # noqa: E402
 from numamove.topology import current_node, read_topology  # noqa: E402
 
-SIZE = os.environ.get("BENCH_SIZE", "512M")
-RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+SIZE = "512M"
+RUNS = 3
+PROFILE = False
+KINDS = ("huge", "4k")
 
 
 def nodes_of(pid: int, start: int, length: int) -> set[int]:
@@ -37,6 +39,19 @@ def nodes_of(pid: int, start: int, length: int) -> set[int]:
 
 
 def main() -> int:
+    global SIZE, RUNS, PROFILE, KINDS
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", default=SIZE)
+    ap.add_argument("--runs", type=int, default=RUNS)
+    ap.add_argument("--kinds", default=",".join(KINDS))
+    ap.add_argument("--profile", action="store_true", help="cProfile the first numamove move")
+    ap.add_argument("--threads", type=int, default=4, help="numamove's thread limit")
+    ap.add_argument("--policy", default="auto")
+    ns = ap.parse_args()
+    SIZE, RUNS, PROFILE, KINDS = ns.size, ns.runs, ns.profile, tuple(ns.kinds.split(","))
+    opts = {"limit": ns.threads, "policy": ns.policy}
     topo = read_topology()
     here = current_node(topo)
     allowed = frozenset(os.sched_getaffinity(0))
@@ -46,7 +61,7 @@ def main() -> int:
     subprocess.run([sys.executable, "-m", "numamove", "--version"], check=True, capture_output=True)
     print(f"(numamove CLI start-up in this guest: {time.perf_counter() - t0:.2f} s, not counted below)")
     ok = True
-    for kind in ("huge", "4k"):
+    for kind in KINDS:
         args = ["--size", "0", "--huge", SIZE] if kind == "huge" else ["--size", SIZE]
         with Workload(*args, "--node", "0") as w:
             region = w.huge if kind == "huge" else w.anon
@@ -61,8 +76,18 @@ def main() -> int:
                 at = 1 - at
                 ok &= nodes_of(w.pid, *region) == {at}
                 t = time.perf_counter()
-                rep = migrate(target, topo, MoveOptions(1 - at), None, None, here, allowed)
+                if PROFILE and not nm:
+                    import cProfile
+                    import pstats
+
+                    prof = cProfile.Profile()
+                    rep = prof.runcall(migrate, target, topo, MoveOptions(1 - at, **opts), None, None, here, allowed)
+                    pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
+                else:
+                    rep = migrate(target, topo, MoveOptions(1 - at, **opts), None, None, here, allowed)
                 nm.append(time.perf_counter() - t)
+                print(f"  numamove move {len(nm)}: {nm[-1]:.2f} s, of which move_pages phase {rep.seconds:.2f} s, "
+                      f"longest call {rep.max_call_ms:.0f} ms")
                 at = 1 - at
                 ok &= nodes_of(w.pid, *region) == {at} and not rep.failed
             intact, _ = w.check()
