@@ -2,8 +2,8 @@
 
 Run by `make bench` through `tests/vm/harness.py bench` (two nodes with two CPUs and 1.5 GiB
 each). For each page size, one workload holding SIZE is moved back and forth between the
-nodes, alternating the tools: migratepages PID A B, then numamove (A and B swapped), RUNS
-times; every move is verified page by page, and the workload checks its own bytes at the end.
+nodes, alternating the tools in ABBA order so that each moves both ways equally often, RUNS
+rounds; every move is verified page by page, and the workload checks its own bytes at the end.
 Both tools move every migratable page of the process. Reported: medians and their ratio.
 Times under TCG emulation are for ratios only.
 """
@@ -69,27 +69,32 @@ def main() -> int:
             at = 0
             mp: list[float] = []
             nm: list[float] = []
-            for _ in range(RUNS):
-                t = time.perf_counter()
-                subprocess.run(["migratepages", str(w.pid), str(at), str(1 - at)], check=True)
-                mp.append(time.perf_counter() - t)
-                at = 1 - at
-                ok &= nodes_of(w.pid, *region) == {at}
-                t = time.perf_counter()
-                if PROFILE and not nm:
-                    import cProfile
-                    import pstats
+            for r in range(RUNS):
+                # ABBA order: each tool moves in both directions equally often (the nodes are not
+                # alike: node 0 holds the kernel and is fragmented, so THP allocation there costs more)
+                for tool in (("mp", "nm") if r % 2 == 0 else ("nm", "mp")):
+                    t = time.perf_counter()
+                    if tool == "mp":
+                        subprocess.run(["migratepages", str(w.pid), str(at), str(1 - at)], check=True)
+                        mp.append(time.perf_counter() - t)
+                        at = 1 - at
+                        ok &= nodes_of(w.pid, *region) == {at}
+                        continue
+                    if PROFILE and not nm:
+                        import cProfile
+                        import pstats
 
-                    prof = cProfile.Profile()
-                    rep = prof.runcall(migrate, target, topo, MoveOptions(1 - at, **opts), None, None, here, allowed)
-                    pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
-                else:
-                    rep = migrate(target, topo, MoveOptions(1 - at, **opts), None, None, here, allowed)
-                nm.append(time.perf_counter() - t)
-                print(f"  numamove move {len(nm)}: {nm[-1]:.2f} s, of which move_pages phase {rep.seconds:.2f} s, "
-                      f"longest call {rep.max_call_ms:.0f} ms")
-                at = 1 - at
-                ok &= nodes_of(w.pid, *region) == {at} and not rep.failed
+                        prof = cProfile.Profile()
+                        rep = prof.runcall(migrate, target, topo, MoveOptions(1 - at, **opts), None, None,
+                                           here, allowed)
+                        pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
+                    else:
+                        rep = migrate(target, topo, MoveOptions(1 - at, **opts), None, None, here, allowed)
+                    nm.append(time.perf_counter() - t)
+                    print(f"  numamove {at}->{1 - at}: {nm[-1]:.2f} s (move_pages phase {rep.seconds:.2f} s, "
+                          f"longest call {rep.max_call_ms:.0f} ms); migratepages so far {[round(x, 2) for x in mp]}")
+                    at = 1 - at
+                    ok &= nodes_of(w.pid, *region) == {at} and not rep.failed
             intact, _ = w.check()
             ok &= intact
             a, b = statistics.median(mp), statistics.median(nm)
