@@ -248,8 +248,9 @@ def show(pids: tuple[str, ...], as_json: bool) -> None:
               help="Thread limit, 1..32 (the plan may use fewer: node CPUs, small batches).")
 @click.option("--policy", type=click.Choice(["push", "pull", "auto"]), default="auto", show_default=True,
               help="Which node's CPUs run move_pages: push = source, pull = destination.")
-@click.option("--batch", type=click.IntRange(1, 1 << 20), default=8192, show_default=True,
-              help="Pages per move_pages call.")
+@click.option("--batch", type=click.IntRange(1, 1 << 24), metavar="PAGES",
+              help="Pages per move_pages call [default: each thread moves its share in one call, "
+                   "which amortises the call's fixed cost best].")
 @click.option("--max-pause", "max_pause", type=click.FloatRange(0.1, 60000), metavar="MS",
               help="Bound the time of one move_pages call (measured on a first small call).")
 @click.option("--wait", is_flag=True, help="Wait for another numamove migrating the same process.")
@@ -259,7 +260,7 @@ def show(pids: tuple[str, ...], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def proc(pids: tuple[str, ...], to_text: str, from_text: str | None, name: str | None,
          ranges: tuple[str, ...], only: str | None, move_all: bool, threads_text: str, policy: str,
-         batch: int, max_pause: float | None, wait: bool, dry_run: bool, verbose: bool, quiet: bool,
+         batch: int | None, max_pause: float | None, wait: bool, dry_run: bool, verbose: bool, quiet: bool,
          as_json: bool) -> None:
     """Move the pages of running processes to a node, while they run.
 

@@ -14,6 +14,7 @@ import errno
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,6 @@ from .plan import BASE_PAGE, Plan, make_plan
 from .proc import AccessError, NoSuchProcessError, PageSet, ProcessError, Target, collect, tally, where
 from .topology import Topology
 
-DEFAULT_BATCH = 8192  # entries per move_pages call: large calls amortise its fixed cost
 RETRIES = 3
 RETRYABLE = {-errno.EBUSY, -errno.EAGAIN, -errno.ENOMEM}
 # what a status means, for reports
@@ -52,7 +52,7 @@ class MoveOptions:
     move_all: bool = False
     limit: int = 4
     policy: str = "auto"
-    batch: int = DEFAULT_BATCH
+    batch: int | None = None  # entries per move_pages call; None: each thread's share in one call
     max_pause_ms: float | None = None
     dry_run: bool = False
 
@@ -152,6 +152,9 @@ def migrate(target: Target, topo: Topology, opts: MoveOptions, ranges: list[tupl
         raise InvalidNodeError(f"node {opts.to} has {format_bytes(free)} free, PID {target.pid} has "
                                f"{format_bytes(rep.requested[1])} to move there")
     flags = _native.MPOL_MF_MOVE_ALL if opts.move_all else _native.MPOL_MF_MOVE
+    # pages not handed to move_pages stay where the first query found them; _account moves the
+    # others to wherever the query after their batch finds them
+    rep.after = {node: list(v) for node, v in rep.before.items()}
     t0 = time.perf_counter()
     for page_size, lo, hi in ps.classes():
         base = _native.offset(ps.pages.pages, lo)
@@ -163,31 +166,37 @@ def migrate(target: Target, topo: Topology, opts: MoveOptions, ranges: list[tupl
                              here, allowed)
             rep.plans.append(plan)
             if opts.dry_run:
-                rep.batches += -(-n // max(1, opts.batch))
+                rep.batches += plan.threads if opts.batch is None else -(-n // opts.batch)
                 continue
             statuses = _run_batches(target.pid, pages, n, plan, flags, opts, rep, progress)
-            _account(rep, target.pid, pages, n, page_size, statuses, opts)
+            _account(rep, target.pid, pages, n, page_size, statuses, opts, src)
     if opts.dry_run:
         rep.after = rep.before
         return rep
     rep.seconds = time.perf_counter() - t0
-    try:
-        rep.after = _by_node(ps, where(ps))
-    except NoSuchProcessError:
-        rep.notes.append("the process exited after the move: final placement unknown")
     return rep
 
 
 def _account(rep: TargetReport, pid: int, pages: Any, n: int, page_size: int, statuses: list[int],
-             opts: MoveOptions) -> None:
-    """Count what really happened to pages[0..n): where they are now, and why the others are not there."""
+             opts: MoveOptions, src: int) -> None:
+    """Count what really happened to pages[0..n) (all on src before): a nodes=NULL query says where
+    they are now, and the move's status says why the others are not on the destination."""
     try:
         after = _native.query_nodes(pid, pages, n)
     except NativeError as exc:
         if exc.errno == errno.ESRCH:
             _add(rep.failed, "process exited", n * page_size, n)
+            rep.notes.append("the process exited during the move: final placement unknown")
             return
         raise
+    rep.after[src][0] -= n
+    rep.after[src][1] -= n * page_size
+    for node, c in Counter(after).items():
+        if node >= 0:
+            acc = rep.after.setdefault(node, [0, 0])
+            acc[0] += c
+            acc[1] += c * page_size
+    rep.after = {k: v for k, v in rep.after.items() if v[0]}
     moved = after.count(opts.to)
     rep.moved[0] += moved
     rep.moved[1] += moved * page_size
@@ -211,7 +220,11 @@ def _run_batches(pid: int, pages: Any, n: int, plan: Plan, flags: int, opts: Mov
                  rep: TargetReport, progress: Callable[[int, int], None] | None) -> list[int]:
     """Move pages[0..n) in rounds of threads x batch entries; retry busy pages; return statuses."""
     status: list[int] = []
-    batch = opts.batch
+    # Each move_pages call pays a fixed cost (lru_cache_disable: an RCU sync and an LRU drain on
+    # every CPU), so by default each thread moves its whole share in one call; a progress bar
+    # wants about 20 rounds, and --batch / --max-pause bound the pause of one call instead.
+    share = -(-n // plan.threads)
+    batch = opts.batch or (max(512, -(-share // 20)) if progress else share)
     k = 0
     if opts.max_pause_ms is not None and n:
         # measure one small call, then size batches so one call stays within the pause budget
