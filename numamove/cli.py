@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 import click
 
 from . import __version__
-from .errors import EXIT_FAILURE, EXIT_PARTIAL, EXIT_USAGE, InvalidNodeError, NumamoveError
+from .errors import EXIT_FAILURE, EXIT_PARTIAL, EXIT_USAGE, NodeUnavailableError, NumamoveError
 from .maps import parse_range
 
 EXIT_CODES_HELP = """\b
@@ -314,7 +314,7 @@ def proc(pids: tuple[str, ...], to_text: str, from_text: str | None, name: str |
     for t in targets:
         to = fixed_to if fixed_to is not None else _node_of_cpus(t.pid, topo)
         if to not in mems_allowed(t.pid):
-            raise InvalidNodeError(f"node {to} is outside the cpuset of PID {t.pid} "
+            raise NodeUnavailableError(f"node {to} is outside the cpuset of PID {t.pid} "
                                    f"(Mems_allowed: {','.join(map(str, mems_allowed(t.pid)))})")
         opts = MoveOptions(to, from_nodes, move_all, limit[0], policy, batch, max_pause, dry_run)
         with TargetLock(t.pid, wait=wait):

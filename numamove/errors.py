@@ -37,6 +37,10 @@ class SizeError(UsageError):
     """A size that does not parse or is not positive."""
 
 
+class NodeUnavailableError(NumamoveError):
+    """A valid node that cannot take these pages now: outside the target's cpuset, or too little free memory."""
+
+
 class TopologyError(NumamoveError, OSError):
     """The machine's NUMA topology could not be read."""
 

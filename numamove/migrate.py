@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _native
-from .errors import InvalidNodeError, NativeError
+from .errors import InvalidNodeError, NativeError, NodeUnavailableError
 from .plan import BASE_PAGE, Plan, make_plan
 from .proc import AccessError, NoSuchProcessError, PageSet, ProcessError, Target, collect, tally, where
 from .topology import Topology
@@ -127,7 +127,7 @@ def migrate(target: Target, topo: Topology, opts: MoveOptions, ranges: list[tupl
     Raises:
         NoSuchProcessError: the process is gone before anything moved.
         AccessError: not permitted (reading its maps, moving its pages, --all without CAP_SYS_NICE).
-        InvalidNodeError: the destination is outside the process's cpuset or lacks free memory.
+        NodeUnavailableError: the destination is outside the process's cpuset or lacks free memory.
     """
     rep = TargetReport(target, opts.to, dry_run=opts.dry_run)
     ps = collect(target.pid, ranges, only)
@@ -149,7 +149,7 @@ def migrate(target: Target, topo: Topology, opts: MoveOptions, ranges: list[tupl
     if rep.requested[1] and free and rep.requested[1] > free:
         from .nodelist import format_bytes
 
-        raise InvalidNodeError(f"node {opts.to} has {format_bytes(free)} free, PID {target.pid} has "
+        raise NodeUnavailableError(f"node {opts.to} has {format_bytes(free)} free, PID {target.pid} has "
                                f"{format_bytes(rep.requested[1])} to move there")
     flags = _native.MPOL_MF_MOVE_ALL if opts.move_all else _native.MPOL_MF_MOVE
     # pages not handed to move_pages stay where the first query found them; _account moves the
@@ -284,7 +284,7 @@ def _raise_call_error(pid: int, err: int, node: int, flags: int) -> None:
                               "(setcap cap_sys_nice+ep, or AmbientCapabilities=CAP_SYS_NICE in systemd)")
         raise AccessError(f"not allowed to move the pages of PID {pid}: run as its owner or root")
     if err == errno.EACCES:
-        raise InvalidNodeError(f"node {node} is outside the cpuset of PID {pid} (its Mems_allowed)")
+        raise NodeUnavailableError(f"node {node} is outside the cpuset of PID {pid} (its Mems_allowed)")
     if err == errno.ENODEV:
         raise InvalidNodeError(f"node {node} is not online")
     raise ProcessError(f"move_pages failed for PID {pid}: {os.strerror(err)}")

@@ -238,3 +238,52 @@ def test_move_to_the_cpuless_node(policy: str, guest_truth: dict[str, Any]) -> N
         assert all(wk["cpu_at_start"] in srcs and wk["pinned"] for wk in p["workers"])
         assert where_range(w.pid, *w.anon) == {cxl}
         assert w.check()[0]
+
+
+@pytest.mark.numa(nodes=2)
+def test_batch_and_max_pause_bound_the_calls() -> None:
+    """--batch caps pages per move_pages call; --max-pause sizes batches from a first call and says so."""
+    with Workload("--size", "8M", "--node", "0") as w:
+        code, doc, err = proc_json(str(w.pid), "--to", "1", "--only", "anon", "--batch", "256")
+        assert code == 0, err
+        p = doc["processes"][0]
+        assert p["move_pages_calls"] >= p["moved"]["pages"] // 256 >= 8
+        assert where_range(w.pid, *w.anon) == {1}
+        code, doc, err = proc_json(str(w.pid), "--to", "0", "--only", "anon", "--max-pause", "50")
+        assert code == 0, err
+        p = doc["processes"][0]
+        assert any("--max-pause 50 ms" in n for n in p["notes"])
+        assert p["move_pages_calls"] >= 2
+        assert where_range(w.pid, *w.anon) == {0}
+        assert w.check()[0]
+
+
+@pytest.mark.numa(nodes=2)
+def test_not_enough_free_memory_on_the_destination() -> None:
+    """More to move than the destination has free: one line, exit 1, nothing moved."""
+    with Workload("--size", "400M", "--node", "1") as filler, Workload("--size", "128M", "--node", "0") as w:
+        code, _, err = run("proc", str(w.pid), "--to", "1", "-q")
+        assert code == 1 and "node 1 has" in err and "free" in err and err.count("\n") == 1
+        assert where_range(w.pid, *w.anon) == {0}
+        assert filler.check()[0]
+
+
+@pytest.mark.numa(nodes=2)
+def test_node_outside_the_process_cpuset() -> None:
+    """A process confined to node 0 by a cpuset cgroup: --to 1 is refused naming its Mems_allowed."""
+    root = "/sys/fs/cgroup"
+    if not os.path.exists(f"{root}/cgroup.controllers"):
+        subprocess.run(["mount", "-t", "cgroup2", "none", root], check=True)
+    with open(f"{root}/cgroup.subtree_control", "w") as fh:
+        fh.write("+cpuset")
+    group = f"{root}/numamove-test"
+    os.makedirs(group, exist_ok=True)
+    with open(f"{group}/cpuset.mems", "w") as fh:
+        fh.write("0")
+    with Workload("--size", "4M") as w:
+        with open(f"{group}/cgroup.procs", "w") as fh:
+            fh.write(str(w.pid))
+        code, _, err = run("proc", str(w.pid), "--to", "1", "-q")
+        assert code == 1 and "outside the cpuset" in err and "Mems_allowed: 0" in err
+        w.close()
+    os.rmdir(group)
