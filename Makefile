@@ -45,6 +45,7 @@ test-numa: build ## only the multi-node tests, inside the two QEMU guests
 
 bench: build ## benchmarks: engine vs memcpy here, then numamove proc vs migratepages in a 2-node guest
 	$(VENV)/bin/numamove bench --size 1G --threads 1,2,4 --policy push,pull --repeats 5
+	$(VENV)/bin/numamove bench --buffer --size 1G --threads 1,2 --repeats 5
 	$(PY) tests/vm/harness.py bench
 
 nmbench: build/nmbench ## the C engine alone vs memcpy, no Python (build/nmbench SIZE_MIB THREADS...)

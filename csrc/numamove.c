@@ -362,6 +362,10 @@ int nm_map_on_node(size_t len, int node, int flags, void **out)
 		munmap(addr, len);
 		return -e;
 	}
+	if (flags & NM_MAP_NOFAULT) {
+		*out = addr;
+		return 0;
+	}
 	step = (flags & NM_MAP_HUGE) ? align : page;
 	for (off = 0; off < len; off += step)
 		((volatile char *)addr)[off] = 0;
@@ -370,6 +374,43 @@ int nm_map_on_node(size_t len, int node, int flags, void **out)
 			((volatile char *)addr)[off] = 0;
 	*out = addr;
 	return 0;
+}
+
+int nm_map_like(size_t len, int node, unsigned long like, void **out)
+{
+	unsigned long mask[16] = {0};
+	size_t maplen = len + NM_HUGE_SIZE;
+	char *raw, *addr;
+
+	if (!out || !len || node < 0 || node >= (int)(sizeof(mask) * 8))
+		return -EINVAL;
+	raw = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (raw == MAP_FAILED)
+		return -errno;
+	addr = (char *)(((uintptr_t)raw & ~(NM_HUGE_SIZE - 1)) + (like & (NM_HUGE_SIZE - 1)));
+	if (addr < raw)
+		addr += NM_HUGE_SIZE;
+	if (addr > raw)
+		munmap(raw, (size_t)(addr - raw));
+	if (raw + maplen > addr + len)
+		munmap(addr + len, (size_t)(raw + maplen - (addr + len)));
+	madvise(addr, len, MADV_HUGEPAGE);
+	mask[node / 64] = 1UL << (node % 64);
+	if (syscall(SYS_mbind, addr, len, MPOL_BIND, mask, sizeof(mask) * 8 + 1, 0) != 0) {
+		int e = errno;
+
+		munmap(addr, len);
+		return -e;
+	}
+	*out = addr;
+	return 0;
+}
+
+int nm_remap(void *src, size_t len, void *dst)
+{
+	void *p = mremap(src, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
+
+	return p == MAP_FAILED ? -errno : 0;
 }
 
 int nm_unmap(void *addr, size_t len)

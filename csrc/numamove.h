@@ -29,6 +29,7 @@
 
 /* nm_map_on_node flags */
 #define NM_MAP_HUGE 1 /* 2 MiB aligned, MADV_HUGEPAGE */
+#define NM_MAP_NOFAULT 2 /* leave pages unfaulted: the first writer (a pinned copy thread) faults them */
 
 typedef struct nm_item {
 	void *dst;
@@ -101,6 +102,19 @@ uint64_t nm_memcpy_ns(void *dst, const void *src, size_t len);
  */
 int nm_map_on_node(size_t len, int node, int flags, void **out);
 int nm_unmap(void *addr, size_t len);
+
+/*
+ * Like nm_map_on_node(len, node, NM_MAP_NOFAULT), THP-advised, at an address
+ * congruent to `like` modulo 2 MiB: after an mremap onto `like`, every whole
+ * 2 MiB block keeps its huge page (page tables move a PMD at a time).
+ */
+int nm_map_like(size_t len, int node, unsigned long like, void **out);
+
+/*
+ * mremap(src, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, dst): the pages of src
+ * (and its memory policy) replace whatever was mapped at dst, atomically.
+ */
+int nm_remap(void *src, size_t len, void *dst);
 
 /* Cut [dst, dst+len) and [src, src+len) into items of item_size (the last may be
  * shorter) in items[0..n). Returns the number written. */

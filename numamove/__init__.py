@@ -3,7 +3,7 @@
 The public API::
 
     import numamove
-    numamove.topology()                      # nodes, CPUs, memory, distances
+    numamove.read_topology()                 # nodes, CPUs, memory, distances
     numamove.plan(0, 1, 1 << 30)             # what a copy would do, and why
     numamove.copy(dst, src, threads=4)       # copy a buffer on pinned threads
 
@@ -20,9 +20,13 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "copy",
+    "migrate",
     "plan",
-    "topology",
+    "where",
+    "read_topology",
     "CopyResult",
+    "BufferMigration",
+    "UnsafeBufferError",
     "Plan",
     "Topology",
     "NumamoveError",
@@ -51,13 +55,17 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .buffers import BufferMigration
     from .engine import CopyResult
     from .plan import Plan
     from .topology import Topology
 
 
-def topology(root: str = "/") -> Topology:
-    """The machine's NUMA topology (see numamove.topology.read_topology)."""
+def read_topology(root: str = "/") -> Topology:
+    """The machine's NUMA topology (see numamove.topology.read_topology).
+
+    (Not named ``topology``: importing the submodule numamove.topology would shadow it.)
+    """
     from .topology import read_topology
 
     return read_topology(root)
@@ -77,7 +85,25 @@ def copy(dst: Any, src: Any, **kwargs: Any) -> CopyResult:
     return _copy(dst, src, **kwargs)
 
 
+def migrate(buffer: Any, node: int, **kwargs: Any) -> BufferMigration:
+    """Move the pages under a buffer to node, keeping its address (see numamove.buffers.migrate)."""
+    from .buffers import migrate as _migrate
+
+    return _migrate(buffer, node, **kwargs)
+
+
+def where(buffer: Any) -> dict[int, int]:
+    """Pages of a buffer per node (see numamove.buffers.where)."""
+    from .buffers import where as _where
+
+    return _where(buffer)
+
+
 def __getattr__(name: str) -> Any:
+    if name in ("BufferMigration", "UnsafeBufferError"):
+        from . import buffers
+
+        return getattr(buffers, name)
     if name in ("CopyResult",):
         from . import engine
 

@@ -110,17 +110,28 @@ def fill(addr: int, byte: int, length: int) -> None:
 
 
 class Region:
-    """Anonymous memory bound to one node, faulted in; unmapped by close()."""
+    """Anonymous memory bound to one node, faulted in (unless fault=False); unmapped by close()."""
 
-    def __init__(self, length: int, node: int, huge: bool = False) -> None:
+    def __init__(self, length: int, node: int, huge: bool = False, fault: bool = True,
+                 like: int | None = None) -> None:
         out = ffi.new("void **")
-        rc = lib.nm_map_on_node(length, node, lib.NM_MAP_HUGE if huge else 0, out)
+        if like is not None:  # unfaulted, THP-advised, congruent to `like` modulo 2 MiB
+            rc = lib.nm_map_like(length, node, like, out)
+        else:
+            flags = (lib.NM_MAP_HUGE if huge else 0) | (0 if fault else lib.NM_MAP_NOFAULT)
+            rc = lib.nm_map_on_node(length, node, flags, out)
         _check(rc, "nm_map_on_node", f"mapping {length} bytes on node {node}")
         self.node = node
         self.huge = huge
         self.length = length
         self.addr = int(ffi.cast("uintptr_t", out[0]))
         self._open = True
+
+    def remap_onto(self, dst: int) -> None:
+        """Move this region's pages to address dst (mremap FIXED); the region no longer owns them."""
+        _check(lib.nm_remap(ffi.cast("void *", self.addr), self.length, ffi.cast("void *", dst)),
+               "mremap", f"moving {self.length} bytes onto {dst:#x}")
+        self._open = False
 
     def view(self) -> memoryview:
         return memoryview(ffi.buffer(ffi.cast("char *", self.addr), self.length))
@@ -160,7 +171,7 @@ def buffer_address(buf: Any, writable: bool = False, what: str = "buffer") -> tu
     """
     try:
         cdata = ffi.from_buffer(buf, require_writable=writable)
-    except (TypeError, BufferError) as exc:
+    except (TypeError, BufferError, ValueError) as exc:
         need = "a writable buffer" if writable else "a buffer"
         raise UsageError(f"{what} must be {need} ({type(buf).__name__}: {exc})") from None
     return cdata, int(ffi.cast("uintptr_t", cdata)), len(cdata)

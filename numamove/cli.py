@@ -115,10 +115,12 @@ def _node_option(value: str | None, topo: Any, role: str) -> int | None:
 @click.option("--repeats", type=click.IntRange(1, 100), default=3, show_default=True,
               help="Runs per configuration; the median is reported.")
 @click.option("--dry-run", is_flag=True, help="Print the plans and exit without copying.")
+@click.option("--buffer", "buffer_bench", is_flag=True,
+              help="Benchmark numamove.migrate() of a buffer (to --to) instead of the copy engine.")
 @click.option("-v", "--verbose", is_flag=True, help="Show each plan and the reason for each choice.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def bench(src_text: str | None, dst_text: str | None, size_text: str, threads_text: str,
-          policy_text: str, page_size: str, repeats: int, dry_run: bool, verbose: bool,
+          policy_text: str, page_size: str, repeats: int, dry_run: bool, buffer_bench: bool, verbose: bool,
           as_json: bool) -> None:
     """Benchmark the copy engine against a single-threaded memcpy.
 
@@ -132,6 +134,7 @@ def bench(src_text: str | None, dst_text: str | None, size_text: str, threads_te
       numamove bench --from 0 --to 1 --size 256M --threads 1,2,4,8
       numamove bench --dry-run -v
       numamove bench --json > bench.json
+      numamove bench --buffer --to 1 --threads 1,2     # numamove.migrate() of a 1 GiB buffer
     """
     from .bench import default_pair, plan_bench, render, run_bench
     from .nodelist import parse_size
@@ -150,6 +153,12 @@ def bench(src_text: str | None, dst_text: str | None, size_text: str, threads_te
         src = a if src is None else src
         dst = (b if src != b else a) if dst is None else dst
     huge = page_size == "2m"
+    if buffer_bench:
+        from .bench import run_buffer_bench
+
+        for line in run_buffer_bench(topo, dst, size, limits, repeats):
+            click.echo(line)
+        return
     if dry_run or verbose:
         import os
 

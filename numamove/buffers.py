@@ -1,0 +1,158 @@
+"""Move the pages under an in-process buffer to a node, keeping its address.
+
+``migrate(buffer, node)``: the engine's pinned threads copy the pages into a fresh
+mapping bound to the node (its pages are faulted by the copying threads, on the
+node, in parallel), then mremap(MREMAP_MAYMOVE | MREMAP_FIXED) puts that mapping
+where the old pages were: the buffer's address never changes and the old pages
+are freed. Only private anonymous memory is eligible: remapping a file-backed
+or shared mapping would detach it from the file or from the other processes.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from . import _native
+from .engine import run_plan
+from .errors import UsageError
+from .maps import read_smaps
+from .plan import BASE_PAGE, HUGE_PAGE, Plan, make_plan
+from .topology import Topology, current_node, read_topology
+
+PAGE = mmap.PAGESIZE
+MIN_BYTES = 64 << 10  # below this a buffer shares its pages with other objects (malloc, pymalloc)
+
+
+class UnsafeBufferError(UsageError):
+    """The buffer's memory cannot be migrated by copy and remap (file-backed, shared, heap, read-only)."""
+
+
+@dataclass(frozen=True)
+class BufferMigration:
+    """What migrate() did."""
+
+    address: int  # the buffer's address, before and after
+    start: int  # the page-aligned range that was moved
+    length: int
+    plan: Plan
+    seconds: float
+    fallback: str | None
+    verified: bool
+
+    @property
+    def gbps(self) -> float:
+        return self.length / self.seconds / 1e9 if self.seconds else 0.0
+
+
+def _span(buf: Any) -> tuple[Any, int, int, int, int]:
+    keep, addr, n = _native.buffer_address(buf, writable=True, what="buffer")
+    if n == 0:
+        raise UsageError("buffer is empty")
+    lo = addr - addr % PAGE
+    hi = addr + n + (-(addr + n)) % PAGE
+    return keep, addr, n, lo, hi
+
+
+def where(buffer: Any) -> dict[int, int]:
+    """Pages of the buffer per node; negative keys count pages not on any node (-errno, e.g. -2 ENOENT).
+
+    Raises:
+        UsageError: not a buffer.
+    """
+    keep, addr, n = _native.buffer_address(buffer, what="buffer")
+    lo = addr - addr % PAGE
+    hi = addr + n + (-(addr + n)) % PAGE
+    status = _native.page_nodes(lo, hi - lo, PAGE)
+    del keep
+    return dict(Counter(status))
+
+
+def _check_mappings(lo: int, hi: int) -> None:
+    covered = lo
+    for m in read_smaps(os.getpid()):
+        if m.end <= lo or m.start >= hi:
+            continue
+        what = m.path or "anonymous"
+        if m.path and not m.path.startswith("[anon"):
+            kind = "the malloc heap" if m.path == "[heap]" else m.path
+            raise UnsafeBufferError(
+                f"buffer lives in {kind}: migrate() moves only private anonymous mappings "
+                "(allocate it with mmap, or a NumPy array of at least a few hundred KiB)")
+        if m.shared:
+            raise UnsafeBufferError(f"buffer is in a shared mapping ({what}): other mappers would lose it")
+        if m.hugetlb:
+            raise UnsafeBufferError("buffer is in a hugetlb mapping: use numamove proc on it instead")
+        if "w" not in m.perms:
+            raise UnsafeBufferError("buffer's mapping is read-only")
+        if m.start > covered:
+            break
+        covered = max(covered, m.end)
+    if covered < hi:
+        raise UnsafeBufferError("buffer is not entirely inside mapped memory")
+
+
+def migrate(buffer: Any, node: int, *, threads: int = 4, policy: str = "auto", verify: bool = False,
+            topology: Topology | None = None) -> BufferMigration:
+    """Move the pages under ``buffer`` to ``node``; the buffer's address does not change.
+
+    The whole pages the buffer spans are moved (bytes of the same pages outside the
+    buffer move with them, unchanged). Other threads must not write to those pages
+    during the call: the copy runs without the GIL, and a write made between the
+    copy and the remap would be lost.
+
+    Args:
+        buffer: a writable buffer (mmap, NumPy array, ...) in private anonymous memory.
+        node: the destination node (must have memory).
+        threads: the copy thread limit, 1..32.
+        policy: "push", "pull" or "auto".
+        verify: compare every byte of the copy before the remap (costs one more pass).
+        topology: the machine (read from sysfs when omitted).
+
+    Returns:
+        BufferMigration with the moved range, the plan and the timing.
+
+    Raises:
+        UnsafeBufferError: read-only, file-backed, shared, heap or hugetlb memory.
+        InvalidNodeError: a node that does not exist or has no memory.
+        VerificationError: with verify, a copy that differs (nothing was remapped).
+        NativeError: the new mapping or the remap failed (the buffer is untouched).
+    """
+    from .errors import VerificationError
+
+    t0 = time.perf_counter()
+    try:
+        keep, addr, _n, lo, hi = _span(buffer)
+    except UsageError as exc:
+        raise UnsafeBufferError(str(exc)) from None
+    if _n < MIN_BYTES:
+        raise UnsafeBufferError(f"buffer of {_n} bytes is under {MIN_BYTES // 1024} KiB: its pages hold other "
+                                "objects, which a copy and remap could lose writes to")
+    topo = topology or read_topology()
+    topo.require(node, "node", memory=True)
+    _check_mappings(lo, hi)
+    size = hi - lo
+    first = _native.page_nodes(lo, PAGE)[0]
+    here = current_node(topo)
+    src = first if first >= 0 else here
+    # 2 MiB items: the copy threads fault the fresh mapping's THPs, which keep their alignment
+    # relative to the buffer (nm_map_like), so the remap moves them whole
+    item = HUGE_PAGE
+    plan = make_plan(topo, src, node, -(-size // item), size // BASE_PAGE, threads, policy, here,
+                     frozenset(os.sched_getaffinity(0)))
+    fresh = _native.Region(size, node, like=lo)
+    try:
+        _report, fallback = run_plan(plan, _native.Items.ranges(fresh.addr, lo, size, item))
+        if verify:
+            off = _native.compare(fresh.addr, lo, size)
+            if off >= 0:
+                raise VerificationError(f"copy differs at byte {off}: buffer left where it was")
+        fresh.remap_onto(lo)
+    finally:
+        fresh.close()  # a no-op after a successful remap
+    del keep
+    return BufferMigration(addr, lo, size, plan, time.perf_counter() - t0, fallback, verify)

@@ -1,0 +1,97 @@
+"""numamove.migrate() and numamove.where() on in-process buffers, on the host and in the guests."""
+
+from __future__ import annotations
+
+import mmap
+import tempfile
+from typing import Any
+
+import pytest
+
+import numamove
+from numamove.buffers import UnsafeBufferError
+
+np = pytest.importorskip("numpy")
+
+
+def _array(mib: int) -> Any:
+    a = np.arange(mib << 17, dtype=np.uint64)  # mib MiB, allocated by malloc with mmap
+    a *= 2654435761
+    return a
+
+
+def test_migrate_keeps_address_and_contents_on_this_machine() -> None:
+    """Node 0 to node 0 still copies and remaps: same address, same bytes, pages on the node."""
+    node = numamove.read_topology().memory_nodes()[0]
+    a = _array(16)
+    before = a.copy()
+    addr = a.ctypes.data
+    res = numamove.migrate(a, node, threads=2, verify=True)
+    assert a.ctypes.data == addr == res.address
+    assert np.array_equal(a, before)
+    assert res.length >= a.nbytes and res.start <= addr
+    assert set(numamove.where(a)) == {node}
+    a += 1  # still writable, still the same memory
+    assert np.array_equal(a, before + 1)
+
+
+def test_migrate_an_anonymous_private_mmap() -> None:
+    """A private anonymous mmap moves and stays usable."""
+    m = mmap.mmap(-1, 1 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    m[:] = bytes(range(256)) * 4096
+    numamove.migrate(m, numamove.read_topology().memory_nodes()[0], verify=True)
+    assert m[:] == bytes(range(256)) * 4096
+    m.close()
+
+
+def test_refusals() -> None:
+    """Read-only, shared, file-backed and tiny buffers are refused with UnsafeBufferError."""
+    node = numamove.read_topology().memory_nodes()[0]
+    with pytest.raises(UnsafeBufferError, match="writable"):
+        numamove.migrate(b"x" * (1 << 20), node)
+    with pytest.raises(UnsafeBufferError, match="under 64 KiB"):
+        numamove.migrate(bytearray(100), node)
+    shared = mmap.mmap(-1, 1 << 20)  # Python's default for -1: MAP_SHARED
+    with pytest.raises(UnsafeBufferError, match="lives in /dev/zero"):
+        numamove.migrate(shared, node)
+    with tempfile.TemporaryFile() as f:
+        f.truncate(1 << 20)
+        fm = mmap.mmap(f.fileno(), 1 << 20, flags=mmap.MAP_PRIVATE)
+        with pytest.raises(UnsafeBufferError, match="lives in"):
+            numamove.migrate(fm, node)
+        fm.close()
+    ro = np.zeros(1 << 17)
+    ro.flags.writeable = False
+    with pytest.raises(UnsafeBufferError, match="writable"):
+        numamove.migrate(ro, node)
+    with pytest.raises(numamove.InvalidNodeError):
+        numamove.migrate(_array(1), 99)
+
+
+@pytest.mark.numa(nodes=2)
+def test_numpy_array_moves_to_node_1() -> None:
+    """A NumPy array on node 0 moves to node 1: same address, same contents, every page on node 1."""
+    a = _array(8)
+    numamove.migrate(a, 0)
+    assert set(numamove.where(a)) == {0}
+    before = a.copy()
+    addr = a.ctypes.data
+    res = numamove.migrate(a, 1, verify=True)
+    assert a.ctypes.data == addr
+    assert np.array_equal(a, before)
+    assert set(numamove.where(a)) == {1}
+    assert res.plan.dst == 1
+
+
+@pytest.mark.numa(nodes=5, cpuless=True)
+def test_numpy_array_to_and_from_the_cpuless_node(guest_truth: dict[str, Any]) -> None:
+    """To and from the CPU-less node: the copy falls back to the other node's CPUs and lands right."""
+    cxl = next(n["node"] for n in guest_truth["nodes"] if not n["has_cpu"])
+    a = _array(8)
+    before = a.copy()
+    res = numamove.migrate(a, cxl, policy="pull", verify=True)
+    assert set(numamove.where(a)) == {cxl} and np.array_equal(a, before)
+    assert res.plan.cpu_node != cxl
+    res = numamove.migrate(a, 2, policy="push", verify=True)
+    assert set(numamove.where(a)) == {2} and np.array_equal(a, before)
+    assert res.plan.cpu_node == 2
