@@ -269,7 +269,7 @@ def move(pid: int, pages: Any, count: int, node: int, flags: int, cpus: tuple[in
 
 def page_list(addrs: list[Any]) -> Any:
     """A new void*[] holding these page addresses."""
-    return ffi.new("void *[]", addrs)
+    return ffi.new("void *[]", [a if isinstance(a, ffi.CData) else ffi.cast("void *", a) for a in addrs])
 
 
 def offset(pages: Any, k: int) -> Any:

@@ -43,6 +43,7 @@ class BufferMigration:
     seconds: float
     fallback: str | None
     verified: bool
+    edge_pages: dict[int, int]  # shared first/last page -> its move_pages status (node or -errno)
 
     @property
     def gbps(self) -> float:
@@ -78,11 +79,10 @@ def _check_mappings(lo: int, hi: int) -> None:
         if m.end <= lo or m.start >= hi:
             continue
         what = m.path or "anonymous"
-        if m.path and not m.path.startswith("[anon"):
-            kind = "the malloc heap" if m.path == "[heap]" else m.path
+        if m.path and not m.path.startswith("[anon") and m.path != "[heap]":
             raise UnsafeBufferError(
-                f"buffer lives in {kind}: migrate() moves only private anonymous mappings "
-                "(allocate it with mmap, or a NumPy array of at least a few hundred KiB)")
+                f"buffer lives in {m.path}: migrate() moves only private anonymous memory "
+                "(mmap'd or malloc'd, a NumPy array, a bytearray of 64 KiB or more)")
         if m.shared:
             raise UnsafeBufferError(f"buffer is in a shared mapping ({what}): other mappers would lose it")
         if m.hugetlb:
@@ -100,10 +100,10 @@ def migrate(buffer: Any, node: int, *, threads: int = 4, policy: str = "auto", v
             topology: Topology | None = None) -> BufferMigration:
     """Move the pages under ``buffer`` to ``node``; the buffer's address does not change.
 
-    The whole pages the buffer spans are moved (bytes of the same pages outside the
-    buffer move with them, unchanged). Other threads must not write to those pages
-    during the call: the copy runs without the GIL, and a write made between the
-    copy and the remap would be lost.
+    Every page the buffer spans is moved: the whole pages inside it by copy and remap,
+    a first or last page it shares with other objects by move_pages (in place). Other
+    threads must not write to the buffer during the call: the copy runs without the
+    GIL, and a write made between the copy and the remap would be lost.
 
     Args:
         buffer: a writable buffer (mmap, NumPy array, ...) in private anonymous memory.
@@ -135,8 +135,14 @@ def migrate(buffer: Any, node: int, *, threads: int = 4, policy: str = "auto", v
     topo = topology or read_topology()
     topo.require(node, "node", memory=True)
     _check_mappings(lo, hi)
-    size = hi - lo
-    first = _native.page_nodes(lo, PAGE)[0]
+    # Whole pages inside the buffer are copied and remapped. A first or last page the buffer
+    # shares with other objects (malloc headers, neighbours) goes through move_pages instead:
+    # the kernel migrates it in place, so a concurrent write to a neighbour cannot be lost.
+    inner_lo = addr + (-addr) % PAGE
+    inner_hi = (addr + _n) - (addr + _n) % PAGE
+    edges = [p for p in (lo, inner_hi) if (p == lo and lo < inner_lo) or (p == inner_hi and inner_hi < hi)]
+    size = inner_hi - inner_lo
+    first = _native.page_nodes(inner_lo, PAGE)[0]
     here = current_node(topo)
     src = first if first >= 0 else here
     # 2 MiB items: the copy threads fault the fresh mapping's THPs, which keep their alignment
@@ -144,15 +150,20 @@ def migrate(buffer: Any, node: int, *, threads: int = 4, policy: str = "auto", v
     item = HUGE_PAGE
     plan = make_plan(topo, src, node, -(-size // item), size // BASE_PAGE, threads, policy, here,
                      frozenset(os.sched_getaffinity(0)))
-    fresh = _native.Region(size, node, like=lo)
+    fresh = _native.Region(size, node, like=inner_lo)
     try:
-        _report, fallback = run_plan(plan, _native.Items.ranges(fresh.addr, lo, size, item))
+        _report, fallback = run_plan(plan, _native.Items.ranges(fresh.addr, inner_lo, size, item))
         if verify:
-            off = _native.compare(fresh.addr, lo, size)
+            off = _native.compare(fresh.addr, inner_lo, size)
             if off >= 0:
                 raise VerificationError(f"copy differs at byte {off}: buffer left where it was")
-        fresh.remap_onto(lo)
+        fresh.remap_onto(inner_lo)
     finally:
         fresh.close()  # a no-op after a successful remap
+    edge_status: list[int] = []
+    if edges:
+        batch = _native.move(0, _native.page_list(edges), len(edges), node, _native.MPOL_MF_MOVE, (), 1, 16)
+        edge_status = batch.status
     del keep
-    return BufferMigration(addr, lo, size, plan, time.perf_counter() - t0, fallback, verify)
+    return BufferMigration(addr, lo, hi - lo, plan, time.perf_counter() - t0, fallback, verify,
+                           dict(zip(edges, edge_status)))

@@ -95,3 +95,16 @@ def test_numpy_array_to_and_from_the_cpuless_node(guest_truth: dict[str, Any]) -
     res = numamove.migrate(a, 2, policy="push", verify=True)
     assert set(numamove.where(a)) == {2} and np.array_equal(a, before)
     assert res.plan.cpu_node == 2
+
+
+def test_heap_buffer_with_shared_edge_pages() -> None:
+    """A malloc'd bytearray (heap or mmap chunk): interior pages remapped, shared edge pages moved in place."""
+    node = numamove.read_topology().memory_nodes()[0]
+    b = bytearray(range(256)) * 1024  # 256 KiB, not page-aligned: its first page holds a malloc header
+    neighbour = bytearray(b"n" * 100)
+    addr = numamove.buffers._native.buffer_address(b)[1]
+    res = numamove.migrate(b, node, verify=True)
+    assert numamove.buffers._native.buffer_address(b)[1] == addr
+    assert b == bytearray(range(256)) * 1024 and neighbour == b"n" * 100
+    assert set(numamove.where(b)) == {node}
+    assert res.edge_pages and all(st == node for st in res.edge_pages.values())

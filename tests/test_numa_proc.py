@@ -261,7 +261,11 @@ def test_batch_and_max_pause_bound_the_calls() -> None:
 @pytest.mark.numa(nodes=2)
 def test_not_enough_free_memory_on_the_destination() -> None:
     """More to move than the destination has free: one line, exit 1, nothing moved."""
-    with Workload("--size", "400M", "--node", "1") as filler, Workload("--size", "128M", "--node", "0") as w:
+    from numamove.topology import read_topology
+
+    free = read_topology().nodes[1].mem_free
+    fill = f"{(free >> 20) - 48}M"  # leave under 48 MiB free on node 1 (the guests' nodes differ in size)
+    with Workload("--size", fill, "--node", "1") as filler, Workload("--size", "96M", "--node", "0") as w:
         code, _, err = run("proc", str(w.pid), "--to", "1", "-q")
         assert code == 1 and "node 1 has" in err and "free" in err and err.count("\n") == 1
         assert where_range(w.pid, *w.anon) == {0}
