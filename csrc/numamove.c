@@ -331,30 +331,30 @@ uint64_t nm_memcpy_ns(void *dst, const void *src, size_t len)
 	return nm_now_ns() - t0;
 }
 
-int nm_map_on_node(size_t len, int node, int flags, void **out)
+/*
+ * Map len bytes of anonymous memory at an address congruent to `phase`
+ * modulo `align` (a power of two), THP-advised when huge, bound to node.
+ */
+static int nm_map_window(size_t len, size_t align, uintptr_t phase, int huge, int node, char **out)
 {
 	unsigned long mask[16] = {0};
-	size_t align = (flags & NM_MAP_HUGE) ? NM_HUGE_SIZE : (size_t)sysconf(_SC_PAGESIZE);
-	size_t maplen, off, step, page = (size_t)sysconf(_SC_PAGESIZE);
+	size_t maplen = len + (align > 4096 ? align : 0);
 	char *raw, *addr;
 
-	if (!out || !len || node < 0 || node >= (int)(sizeof(mask) * 8))
+	if (!len || node < 0 || node >= (int)(sizeof(mask) * 8))
 		return -EINVAL;
-	len = (len + align - 1) & ~(align - 1);
-	maplen = len + ((flags & NM_MAP_HUGE) ? align : 0);
 	raw = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (raw == MAP_FAILED)
 		return -errno;
-	addr = raw;
-	if (flags & NM_MAP_HUGE) {
-		/* trim to a 2 MiB aligned window so THPs can back all of it */
-		addr = (char *)(((uintptr_t)raw + align - 1) & ~(align - 1));
-		if (addr > raw)
-			munmap(raw, (size_t)(addr - raw));
-		if (raw + maplen > addr + len)
-			munmap(addr + len, (size_t)(raw + maplen - (addr + len)));
+	addr = (char *)(((uintptr_t)raw & ~(align - 1)) + (phase & (align - 1)));
+	if (addr < raw)
+		addr += align;
+	if (addr > raw)
+		munmap(raw, (size_t)(addr - raw));
+	if (raw + maplen > addr + len)
+		munmap(addr + len, (size_t)(raw + maplen - (addr + len)));
+	if (huge)
 		madvise(addr, len, MADV_HUGEPAGE);
-	}
 	mask[node / 64] = 1UL << (node % 64);
 	if (syscall(SYS_mbind, addr, len, MPOL_BIND, mask, sizeof(mask) * 8 + 1, 0) != 0) {
 		int e = errno;
@@ -362,14 +362,25 @@ int nm_map_on_node(size_t len, int node, int flags, void **out)
 		munmap(addr, len);
 		return -e;
 	}
-	if (flags & NM_MAP_NOFAULT) {
-		*out = addr;
-		return 0;
-	}
-	step = (flags & NM_MAP_HUGE) ? align : page;
-	for (off = 0; off < len; off += step)
-		((volatile char *)addr)[off] = 0;
-	if (flags & NM_MAP_HUGE) /* pages a THP could not back still need faulting */
+	*out = addr;
+	return 0;
+}
+
+int nm_map_on_node(size_t len, int node, int flags, void **out)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	size_t align = (flags & NM_MAP_HUGE) ? NM_HUGE_SIZE : page, off;
+	char *addr;
+	int rc;
+
+	if (!out || !len)
+		return -EINVAL;
+	len = (len + align - 1) & ~(align - 1);
+	/* huge: a 2 MiB aligned window so THPs can back all of it */
+	rc = nm_map_window(len, align, 0, flags & NM_MAP_HUGE, node, &addr);
+	if (rc)
+		return rc;
+	if (!(flags & NM_MAP_NOFAULT)) /* every base page, so those a THP could not back fault too */
 		for (off = 0; off < len; off += page)
 			((volatile char *)addr)[off] = 0;
 	*out = addr;
@@ -378,32 +389,15 @@ int nm_map_on_node(size_t len, int node, int flags, void **out)
 
 int nm_map_like(size_t len, int node, unsigned long like, void **out)
 {
-	unsigned long mask[16] = {0};
-	size_t maplen = len + NM_HUGE_SIZE;
-	char *raw, *addr;
+	char *addr;
+	int rc;
 
-	if (!out || !len || node < 0 || node >= (int)(sizeof(mask) * 8))
+	if (!out)
 		return -EINVAL;
-	raw = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (raw == MAP_FAILED)
-		return -errno;
-	addr = (char *)(((uintptr_t)raw & ~(NM_HUGE_SIZE - 1)) + (like & (NM_HUGE_SIZE - 1)));
-	if (addr < raw)
-		addr += NM_HUGE_SIZE;
-	if (addr > raw)
-		munmap(raw, (size_t)(addr - raw));
-	if (raw + maplen > addr + len)
-		munmap(addr + len, (size_t)(raw + maplen - (addr + len)));
-	madvise(addr, len, MADV_HUGEPAGE);
-	mask[node / 64] = 1UL << (node % 64);
-	if (syscall(SYS_mbind, addr, len, MPOL_BIND, mask, sizeof(mask) * 8 + 1, 0) != 0) {
-		int e = errno;
-
-		munmap(addr, len);
-		return -e;
-	}
-	*out = addr;
-	return 0;
+	rc = nm_map_window(len, NM_HUGE_SIZE, like, 1, node, &addr);
+	if (!rc)
+		*out = addr;
+	return rc;
 }
 
 int nm_remap(void *src, size_t len, void *dst)
