@@ -228,7 +228,8 @@ struct nm_move_work {
 	void **pages;
 	const int *nodes;
 	int *status;
-	size_t batch;
+	size_t count, batch;
+	size_t *next; /* shared: the next entry no worker has taken yet */
 	nm_move_worker *res;
 };
 
@@ -236,16 +237,23 @@ static void nm_move_do(void *p)
 {
 	struct nm_move_work *w = p;
 	nm_move_worker *r = w->res;
-	size_t off = r->first, end = r->first + r->count;
 
 	r->pin_err = r->cpu >= 0 ? nm_pin_self(r->cpu) : 0;
 	r->cpu_at_start = sched_getcpu();
-	while (off < end) {
-		size_t n = end - off < w->batch ? end - off : w->batch;
-		uint64_t t0 = nm_now_ns(), dt;
-		long rc = syscall(SYS_move_pages, w->pid, (unsigned long)n, w->pages + off,
-				  w->nodes + off, w->status + off, w->flags);
+	for (;;) {
+		size_t off = __atomic_fetch_add(w->next, w->batch, __ATOMIC_RELAXED), n;
+		uint64_t t0, dt;
+		long rc;
 
+		if (off >= w->count)
+			break;
+		n = w->count - off < w->batch ? w->count - off : w->batch;
+		if (!r->count)
+			r->first = off;
+		r->count += n;
+		t0 = nm_now_ns();
+		rc = syscall(SYS_move_pages, w->pid, (unsigned long)n, w->pages + off, w->nodes + off,
+			     w->status + off, w->flags);
 		dt = nm_now_ns() - t0;
 		r->ns += dt;
 		if (dt > r->max_call_ns)
@@ -257,7 +265,6 @@ static void nm_move_do(void *p)
 		}
 		r->not_migrated += rc;
 		r->done += n;
-		off += n;
 	}
 	r->cpu_at_end = sched_getcpu();
 }
@@ -266,7 +273,7 @@ int nm_move(int pid, void **pages, const int *nodes, int *status, size_t count, 
 	    const int *cpus, int n_threads, size_t batch, nm_move_report *report)
 {
 	struct nm_move_work work[NM_MAX_THREADS];
-	size_t per, extra, next = 0;
+	size_t next = 0;
 	uint64_t t0;
 	int i, err;
 
@@ -274,17 +281,12 @@ int nm_move(int pid, void **pages, const int *nodes, int *status, size_t count, 
 	    n_threads > NM_MAX_THREADS || batch < 1)
 		return -EINVAL;
 	memset(report, 0, sizeof(*report));
-	per = count / (size_t)n_threads;
-	extra = count % (size_t)n_threads;
 	for (i = 0; i < n_threads; i++) {
 		nm_move_worker *r = &report->workers[i];
 
-		work[i] = (struct nm_move_work){ pid, flags, pages, nodes, status, batch, r };
+		work[i] = (struct nm_move_work){ pid, flags, pages, nodes, status, count, batch, &next, r };
 		r->cpu = cpus ? cpus[i] : -1;
 		r->cpu_at_start = r->cpu_at_end = -1;
-		r->first = next;
-		r->count = per + ((size_t)i < extra ? 1 : 0);
-		next += r->count;
 	}
 	t0 = nm_now_ns();
 	err = nm_run(nm_move_do, work, sizeof(work[0]), n_threads, &report->threads);

@@ -60,8 +60,8 @@ typedef struct nm_move_worker {
 	int cpu_at_end;     /* sched_getcpu() after the last */
 	int pin_err;        /* 0, or the errno of pthread_setaffinity_np */
 	int err;            /* 0, or -errno of the first move_pages call that failed whole */
-	size_t first;       /* entries [first, first+count) were this worker's */
-	size_t count;
+	size_t first;       /* the first entry this worker took */
+	size_t count;       /* entries it took, in batches */
 	size_t done;        /* entries passed to calls that returned >= 0 */
 	size_t calls;       /* move_pages calls made */
 	long not_migrated;  /* sum of the calls' positive returns */
@@ -136,9 +136,11 @@ long nm_move_pages(int pid, unsigned long count, void **pages, const int *nodes,
 /*
  * move_pages(2) of pages[0..count) to nodes[0..count) for pid, on n_threads
  * threads pinned to cpus[] (NULL: unpinned): the kernel copies on the calling
- * thread's CPU, so the pinning decides push or pull.  Each worker takes a
- * contiguous slice (n/t, the first n%t one more) and calls move_pages on it
- * in batches of at most `batch` entries.  A call that fails whole stops that
+ * thread's CPU, so the pinning decides push or pull.  Workers take the next
+ * `batch` entries from a shared cursor until none are left, one move_pages call
+ * each: a worker slowed by anything else on its CPU takes fewer batches instead
+ * of holding everyone up (batch = ceil(count / n_threads) gives the patch's
+ * static split).  A call that fails whole stops that
  * worker (its err says why; the status of entries it did not reach is left as
  * the caller pre-filled it).  n_threads == 1 runs on the calling thread.
  * Returns 0, -EINVAL, or -EAGAIN/-ENOMEM when workers could not be created

@@ -221,10 +221,11 @@ def _run_batches(pid: int, pages: Any, n: int, plan: Plan, flags: int, opts: Mov
     """Move pages[0..n) in rounds of threads x batch entries; retry busy pages; return statuses."""
     status: list[int] = []
     # Each move_pages call pays a fixed cost (lru_cache_disable: an RCU sync and an LRU drain on
-    # every CPU), so by default each thread moves its whole share in one call; a progress bar
-    # wants about 20 rounds, and --batch / --max-pause bound the pause of one call instead.
+    # every CPU), so calls are large: by default each thread's share comes in 4 batches, taken
+    # from a shared cursor so that a thread slowed by other work on its CPU takes fewer of them.
+    # A progress bar wants about 20 rounds; --batch and --max-pause bound one call's pause.
     share = -(-n // plan.threads)
-    batch = opts.batch or (max(512, -(-share // 20)) if progress else share)
+    batch = opts.batch or (max(512, -(-share // 20)) if progress else max(1, -(-share // 4)))
     k = 0
     if opts.max_pause_ms is not None and n:
         # measure one small call, then size batches so one call stays within the pause budget
@@ -235,7 +236,9 @@ def _run_batches(pid: int, pages: Any, n: int, plan: Plan, flags: int, opts: Mov
         rep.notes.append(f"--max-pause {opts.max_pause_ms:g} ms: {batch} entries per move_pages call")
         k = probe
     while k < n:
-        m = min(n - k, batch * plan.threads)
+        # one nm_move over everything lets threads share out the batches; a progress bar needs
+        # nm_move to return now and then
+        m = n - k if progress is None else min(n - k, batch * plan.threads)
         status += _call(pid, pages, k, m, plan, flags, batch, rep)
         k += m
         if progress:
