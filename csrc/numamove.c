@@ -480,3 +480,33 @@ size_t nm_select_node(void **pages, const int *status, size_t n, int node, void 
 	}
 	return k;
 }
+
+long nm_resident_pages(void *addr, size_t len, size_t page_size, unsigned char *vec, void **out,
+		       size_t cap)
+{
+	size_t off, k = 0;
+
+	if (!page_size || page_size % 4096)
+		return -EINVAL;
+	if (mincore(addr, len, vec) != 0)
+		return -errno;
+	for (off = 0; off < len && k < cap; off += page_size) {
+		if (!(vec[off / 4096] & 1))
+			continue;
+		(void)((volatile char *)addr)[off];
+		out[k++] = (char *)addr + off;
+	}
+	return (long)k;
+}
+
+int nm_prefer_node(void *addr, size_t len, int node)
+{
+	unsigned long mask[16] = {0};
+
+	if (node < 0 || node >= (int)(sizeof(mask) * 8))
+		return -EINVAL;
+	mask[node / 64] = 1UL << (node % 64);
+	if (syscall(SYS_mbind, addr, len, MPOL_PREFERRED, mask, sizeof(mask) * 8 + 1, 0) != 0)
+		return -errno;
+	return 0;
+}

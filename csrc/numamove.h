@@ -166,6 +166,18 @@ size_t nm_collect_pages(unsigned long start, size_t len, size_t page_size,
 size_t nm_select_node(void **pages, const int *status, size_t n, int node, void **out,
 		      size_t *idx);
 
+/*
+ * The pages of [addr, addr+len) that are resident (mincore), each read once so
+ * that this mapping maps it, into out[0..cap): one address per page_size page.
+ * vec needs one byte per 4 KiB of len.  Returns the count, or -errno.
+ */
+long nm_resident_pages(void *addr, size_t len, size_t page_size, unsigned char *vec, void **out,
+		       size_t cap);
+
+/* mbind(addr, len, MPOL_PREFERRED, node, flags 0): on a tmpfs mapping this sets the file's
+ * shared policy, so pages it gets later come from node. Returns 0 or -errno. */
+int nm_prefer_node(void *addr, size_t len, int node);
+
 /* arr[0..n) = value (the per-page target node array for move_pages). */
 void nm_fill_int(int *arr, size_t n, int value);
 

@@ -203,6 +203,19 @@ class PageArray:
         return int(n)
 
 
+def resident_pages(arr: PageArray, addr: int, length: int, page_size: int) -> int:
+    """Append the resident pages of our own mapping [addr, addr+length) to arr, mapping each."""
+    vec = ffi.new("unsigned char[]", max(1, -(-length // 4096)))
+    n = _check(lib.nm_resident_pages(ffi.cast("void *", addr), length, page_size, vec,
+                                     arr.pages + arr.count, arr.capacity - arr.count), "mincore")
+    arr.count += n
+    return n
+
+
+def prefer_node(addr: int, length: int, node: int) -> None:
+    _check(lib.nm_prefer_node(ffi.cast("void *", addr), length, node), "mbind", f"preferring node {node}")
+
+
 def query_nodes(pid: int, pages: Any, count: int) -> list[int]:
     """Where each page is (nodes=NULL): a node or -errno per entry."""
     if count == 0:

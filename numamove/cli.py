@@ -49,6 +49,9 @@ def cli() -> None:
     Examples:
       numamove nodes                 # the machine's NUMA topology
       numamove nodes --json
+      numamove proc 1234 --to 1      # move a running process's memory to node 1
+      numamove show 1234             # where its memory is
+      numamove file /dev/shm/x --to 1  # move a shared-memory file in place
       numamove bench                 # engine vs single-threaded memcpy
       numamove bench --from 0 --to 1 --size 256M --threads 1,2,4 --policy push,pull
     """
@@ -334,6 +337,69 @@ def proc(pids: tuple[str, ...], to_text: str, from_text: str | None, name: str |
                 click.echo("plan: " + "; ".join(p.describe()), err=True)
     if as_json:
         _emit_json({"dry_run": dry_run, "processes": [r.to_json() for r in reports]})
+    else:
+        from .report import render_migration
+
+        for r in reports:
+            for line in render_migration(r):
+                click.echo(line)
+    if any(r.partial for r in reports):
+        sys.exit(EXIT_PARTIAL)
+
+
+@cli.command(name="file")
+@click.argument("paths", metavar="PATH...", nargs=-1, required=True)
+@click.option("--to", "to_text", required=True, metavar="NODE", help="Destination node.")
+@click.option("--from", "from_text", metavar="NODES", help="Only move pages now on these nodes.")
+@click.option("--threads", "threads_text", default="4", show_default=True, metavar="N",
+              help="Thread limit, 1..32.")
+@click.option("--policy", type=click.Choice(["push", "pull", "auto"]), default="auto", show_default=True,
+              help="Which node's CPUs run move_pages: push = source, pull = destination.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and move nothing.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def file_cmd(paths: tuple[str, ...], to_text: str, from_text: str | None, threads_text: str, policy: str,
+             dry_run: bool, quiet: bool, as_json: bool) -> None:
+    """Move the pages of shared-memory files (tmpfs, hugetlbfs) to a node, in place.
+
+    Every process that has the file mapped keeps working and now reads from the
+    new node. Only resident pages move (holes stay holes). Pages other processes
+    map need MPOL_MF_MOVE_ALL: as root numamove uses it; otherwise they are
+    skipped with the hint. Pages written later: the file's shared policy is set to
+    prefer NODE, so tmpfs allocates them there while NODE has free memory.
+
+    \b
+    Examples:
+      numamove file /dev/shm/feature-store --to 1
+      numamove file /dev/hugepages/buf --to 2 --json
+    """
+    import os
+
+    from .files import move_file
+    from .migrate import MoveOptions, progress_printer
+    from .plan import parse_threads
+    from .topology import current_node, read_topology
+
+    limit = parse_threads(threads_text)
+    if len(limit) != 1:
+        raise click.BadParameter("give one thread limit", param_hint="--threads")
+    topo = read_topology()
+    to = _node_option(to_text, topo, "--to")
+    assert to is not None
+    topo.require(to, "--to", memory=True)
+    from_nodes = frozenset(topo.parse_nodes(from_text)) if from_text else None
+    here = current_node(topo)
+    allowed = frozenset(os.sched_getaffinity(0))
+    opts = MoveOptions(to, from_nodes, False, limit[0], policy, None, None, dry_run)
+    reports = [move_file(p, topo, opts, here, allowed, progress_printer(quiet or as_json)) for p in paths]
+    if as_json:
+        docs = []
+        for r in reports:
+            d = r.to_json()
+            d.pop("pid")
+            d["file"] = d.pop("name")
+            docs.append(d)
+        _emit_json({"dry_run": dry_run, "files": docs})
     else:
         from .report import render_migration
 

@@ -129,8 +129,14 @@ def migrate(target: Target, topo: Topology, opts: MoveOptions, ranges: list[tupl
         AccessError: not permitted (reading its maps, moving its pages, --all without CAP_SYS_NICE).
         NodeUnavailableError: the destination is outside the process's cpuset or lacks free memory.
     """
-    rep = TargetReport(target, opts.to, dry_run=opts.dry_run)
     ps = collect(target.pid, ranges, only)
+    return move_pageset(target, ps, topo, opts, here, allowed, progress)
+
+
+def move_pageset(target: Target, ps: PageSet, topo: Topology, opts: MoveOptions, here: int,
+                 allowed: frozenset[int], progress: Callable[[int, int], None] | None = None) -> TargetReport:
+    """Move the pages of ps (in target's address space) to opts.to and report what happened."""
+    rep = TargetReport(target, opts.to, dry_run=opts.dry_run)
     rep.skipped_mappings = ps.skipped
     before = where(ps)
     rep.before = _by_node(ps, before)

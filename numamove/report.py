@@ -12,7 +12,7 @@ def _nodes(d: dict[int, list[int]]) -> str:
 
 def render_migration(r: TargetReport) -> list[str]:
     t = r.target
-    head = f"PID {t.pid} ({t.name}) -> node {r.to}"
+    head = f"file {t.name} -> node {r.to}" if t.name.startswith("/") else f"PID {t.pid} ({t.name}) -> node {r.to}"
     lines: list[str] = []
     if r.dry_run:
         lines.append(f"{head}: dry run, nothing moved")

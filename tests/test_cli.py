@@ -177,3 +177,41 @@ def test_proc_and_show_on_a_live_process() -> None:
         p = json.loads(out)["processes"][0]
         assert p["failed"] == {} and p["already_there"]["pages"] > 0
         assert w.check()[0]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["file", "/no/such/file", "--to", "0"], "/no/such/file: no such file"),
+    (["file", "/dev/shm", "--to", "0"], "is a directory"),
+    (["file", "README.md", "--to", "0"], "numamove file moves files on tmpfs"),
+    (["file", "/dev/shm/x", "--to", "99"], "node 99 does not exist"),
+    (["file", "--to", "0"], "Missing argument"),
+])
+def test_file_bad_input(args: list[str], needle: str) -> None:
+    """file: a missing file, a directory, a file not on tmpfs, a bad node: one line, exit 2."""
+    code, out, err = run(*args)
+    assert code == 2, err
+    assert needle in err and err.count("\n") == 1 and out == ""
+
+
+def test_file_in_place_on_this_machine() -> None:
+    """A /dev/shm file mapped by a workload: moving it to its own node exits 0, bytes intact, holes stay holes."""
+    import os
+
+    from workload_helper import Workload
+
+    from numamove.topology import read_topology
+
+    node = read_topology().memory_nodes()[0]
+    path = f"/dev/shm/numamove-test-{os.getpid()}"
+    try:
+        with Workload("--size", "0", "--shm", path, "--shm-size", "4M") as w:
+            os.truncate(path, 8 << 20)  # a 4 MiB hole at the end
+            code, out, err = run("file", path, "--to", str(node), "--json", "-q")
+            assert code == 0, err
+            f = json.loads(out)["files"][0]
+            assert f["file"] == path and f["failed"] == {}
+            assert f["already_there"]["bytes"] + f["moved"]["bytes"] == 4 << 20
+            assert os.stat(path).st_blocks * 512 <= 4 << 20 + (64 << 10)
+            assert w.check()[0]
+    finally:
+        os.unlink(path)

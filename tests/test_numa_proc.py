@@ -291,3 +291,39 @@ def test_node_outside_the_process_cpuset() -> None:
         assert code == 1 and "outside the cpuset" in err and "Mems_allowed: 0" in err
         w.close()
     os.rmdir(group)
+
+
+@pytest.mark.numa(nodes=2)
+def test_file_moved_in_place_while_another_process_maps_it() -> None:
+    """A /dev/shm file mapped by a running process: moved to node 1 in place; that process reads the same bytes."""
+    path = "/dev/shm/numamove-test-file"
+    if os.path.exists(path):
+        os.unlink(path)
+    with Workload("--size", "0", "--shm", path, "--shm-size", "8M", "--node", "0") as w:
+        start = int(open(f"/proc/{w.pid}/maps").read().split(path)[0].splitlines()[-1].split("-")[0], 16)
+        assert where_range(w.pid, start, 8 * MIB) == {0}
+        code, out, err = run("file", path, "--to", "1", "--json", "-q")
+        assert code == 0, err
+        f = json.loads(out)["files"][0]
+        assert f["moved"]["bytes"] == 8 * MIB and f["failed"] == {}
+        assert any("shared policy" in n for n in f["notes"])
+        assert where_range(w.pid, start, 8 * MIB) == {1}
+        ok, _ = w.check()
+        assert ok
+    os.unlink(path)
+
+
+@pytest.mark.numa(nodes=5, cpuless=True)
+def test_file_to_and_from_the_cpuless_node(guest_truth: dict[str, Any]) -> None:
+    """A shm file moves to the CPU-less node and back, using the other node's CPUs."""
+    cxl = next(n["node"] for n in guest_truth["nodes"] if not n["has_cpu"])
+    path = "/dev/shm/numamove-test-cxl"
+    with open(path, "wb") as fh:
+        fh.write(os.urandom(4 * MIB))
+    for dst in (cxl, 3):
+        code, out, err = run("file", path, "--to", str(dst), "--json", "-q")
+        assert code == 0, err
+        f = json.loads(out)["files"][0]
+        assert f["after"] == {str(dst): {"pages": 1024, "bytes": 4 * MIB}}
+        assert all(p["cpu_node"] != cxl for p in f["plans"])
+    os.unlink(path)
