@@ -499,14 +499,24 @@ long nm_resident_pages(void *addr, size_t len, size_t page_size, unsigned char *
 	return (long)k;
 }
 
-int nm_prefer_node(void *addr, size_t len, int node)
+static int nm_policy(void *addr, size_t len, int mode, int node)
 {
 	unsigned long mask[16] = {0};
 
 	if (node < 0 || node >= (int)(sizeof(mask) * 8))
 		return -EINVAL;
 	mask[node / 64] = 1UL << (node % 64);
-	if (syscall(SYS_mbind, addr, len, MPOL_PREFERRED, mask, sizeof(mask) * 8 + 1, 0) != 0)
+	if (syscall(SYS_mbind, addr, len, mode, mask, sizeof(mask) * 8 + 1, 0) != 0)
 		return -errno;
 	return 0;
+}
+
+int nm_prefer_node(void *addr, size_t len, int node)
+{
+	return nm_policy(addr, len, MPOL_PREFERRED, node);
+}
+
+int nm_bind_node(void *addr, size_t len, int node)
+{
+	return nm_policy(addr, len, MPOL_BIND, node);
 }

@@ -178,6 +178,9 @@ long nm_resident_pages(void *addr, size_t len, size_t page_size, unsigned char *
  * shared policy, so pages it gets later come from node. Returns 0 or -errno. */
 int nm_prefer_node(void *addr, size_t len, int node);
 
+/* mbind(addr, len, MPOL_BIND, node, flags 0): a tmpfs file's shared policy binds to node. */
+int nm_bind_node(void *addr, size_t len, int node);
+
 /* arr[0..n) = value (the per-page target node array for move_pages). */
 void nm_fill_int(int *arr, size_t n, int value);
 

@@ -216,6 +216,10 @@ def prefer_node(addr: int, length: int, node: int) -> None:
     _check(lib.nm_prefer_node(ffi.cast("void *", addr), length, node), "mbind", f"preferring node {node}")
 
 
+def bind_node(addr: int, length: int, node: int) -> None:
+    _check(lib.nm_bind_node(ffi.cast("void *", addr), length, node), "mbind", f"binding to node {node}")
+
+
 def query_nodes(pid: int, pages: Any, count: int) -> list[int]:
     """Where each page is (nodes=NULL): a node or -errno per entry."""
     if count == 0:

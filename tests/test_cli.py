@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -213,5 +214,29 @@ def test_file_in_place_on_this_machine() -> None:
             assert f["already_there"]["bytes"] + f["moved"]["bytes"] == 4 << 20
             assert os.stat(path).st_blocks * 512 <= 4 << 20 + (64 << 10)
             assert w.check()[0]
+    finally:
+        os.unlink(path)
+
+
+def test_file_copy_on_this_machine(tmp_path: Any) -> None:
+    """--copy replaces a /dev/shm file with a verified copy (mode kept) and refuses --output off tmpfs."""
+    import os
+
+    path = f"/dev/shm/numamove-cli-copy-{os.getpid()}"
+    data = os.urandom(1 << 20)
+    with open(path, "wb") as fh:
+        fh.write(data)
+    os.chmod(path, 0o600)
+    try:
+        code, out, err = run("file", path, "--to", "0", "--copy", "--json")
+        assert code == 0, err
+        assert json.loads(out)["copies"][0]["verified"] is True
+        with open(path, "rb") as fh:
+            assert fh.read() == data
+        assert os.stat(path).st_mode & 0o777 == 0o600
+        code, _, err = run("file", path, "--to", "0", "--copy", "--output", str(tmp_path / "x"))
+        assert code == 2 and "must be on tmpfs" in err
+        code, _, err = run("file", path, "--to", "0", "--output", "/dev/shm/y")
+        assert code == 2 and "--output goes with --copy" in err
     finally:
         os.unlink(path)

@@ -327,3 +327,42 @@ def test_file_to_and_from_the_cpuless_node(guest_truth: dict[str, Any]) -> None:
         assert f["after"] == {str(dst): {"pages": 1024, "bytes": 4 * MIB}}
         assert all(p["cpu_node"] != cxl for p in f["plans"])
     os.unlink(path)
+
+
+@pytest.mark.numa(nodes=2)
+def test_file_copy_keeps_content_mode_owner_xattrs_and_lands_on_the_node() -> None:
+    """--copy: the new file is on node 1 page by page, with the same bytes, mode, owner and xattrs."""
+    path = "/dev/shm/numamove-test-copy"
+    data = os.urandom(3 * MIB + 123)
+    with open(path, "wb") as fh:
+        fh.write(data)
+    os.chmod(path, 0o640)
+    os.chown(path, 65534, 65534)
+    os.setxattr(path, "trusted.numamove", b"kept")
+    code, out, err = run("file", path, "--to", "1", "--copy", "--json")
+    assert code == 0, err
+    c = json.loads(out)["copies"][0]
+    assert c["verified"] and c["pages_on_node"] == {"1": 769}
+    with open(path, "rb") as fh:
+        assert fh.read() == data
+    st = os.stat(path)
+    assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o640, 65534, 65534)
+    assert os.getxattr(path, "trusted.numamove") == b"kept"
+    assert not [n for n in os.listdir("/dev/shm") if ".numamove-" in n]
+    with Workload("--size", "0", "--shm", path, "--shm-size", "1M"):
+        code, _, err = run("file", path, "--to", "0", "--copy")
+        assert code == 1 and "is open or mapped by PID" in err
+    os.unlink(path)
+
+
+@pytest.mark.numa(nodes=2)
+def test_file_copy_stages_a_file_from_another_file_system() -> None:
+    """--copy --output: a file on another file system is staged into /dev/shm on node 1."""
+    src = os.path.join(os.path.dirname(__file__), "..", "README.md")
+    out_path = "/dev/shm/numamove-test-staged"
+    code, out, err = run("file", src, "--to", "1", "--copy", "--output", out_path, "--json")
+    assert code == 0, err
+    assert json.loads(out)["copies"][0]["pages_on_node"].keys() == {"1"}
+    with open(src, "rb") as a, open(out_path, "rb") as b:
+        assert a.read() == b.read()
+    os.unlink(out_path)
