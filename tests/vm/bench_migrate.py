@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from workload_helper import Workload  # noqa: E402
@@ -29,7 +30,7 @@ from numamove.topology import current_node, read_topology  # noqa: E402
 SIZE = "512M"
 RUNS = 3
 PROFILE = False
-KINDS = ("huge", "4k")
+KINDS = ("huge", "4k", "file")
 
 
 def nodes_of(pid: int, start: int, length: int) -> set[int]:
@@ -103,8 +104,45 @@ def main() -> int:
             print(f"{kind:>4} pages, {mib:.0f} MiB: migratepages median {a:.2f} s; numamove median {b:.2f} s "
                   f"({threads} threads, {rep.batches} move_pages calls in the last run): "
                   f"numamove {a / b:.2f}x faster; data intact: {intact}")
+    if "file" in KINDS:
+        ok &= bench_file(topo, here, allowed)
     print("verified: every page on the destination after every move" if ok else "VERIFICATION FAILED")
     return 0 if ok else 1
+
+
+def bench_file(topo: Any, here: int, allowed: frozenset[int]) -> bool:
+    """A SIZE file in /dev/shm on node 0: `numactl --membind=1 cp` against numamove file (in place, --copy)."""
+    from numamove.files import copy_file, move_file
+
+    path = "/dev/shm/numamove-bench"
+    mib = parse_size(SIZE) >> 20
+    subprocess.run(["numactl", "--membind=0", sys.executable, "-c",
+                    f"f = open('{path}', 'wb')\nb = bytes(range(256)) * 4096\n"
+                    f"for _ in range({mib}): f.write(b)\n"], check=True)
+    cp: list[float] = []
+    inplace: list[float] = []
+    copied: list[float] = []
+    ok = True
+    for _ in range(RUNS):
+        t = time.perf_counter()
+        subprocess.run(["numactl", "--membind=1", "cp", path, path + ".cp"], check=True)
+        cp.append(time.perf_counter() - t)
+        os.unlink(path + ".cp")
+        t = time.perf_counter()
+        rep = move_file(path, topo, MoveOptions(1), here, allowed)
+        inplace.append(time.perf_counter() - t)
+        ok &= not rep.failed and set(rep.after) == {1}
+        move_file(path, topo, MoveOptions(0), here, allowed)  # back, untimed
+        t = time.perf_counter()
+        c = copy_file(path, path + ".nm", 1, topo, 4, "auto", here, allowed)
+        copied.append(time.perf_counter() - t)
+        ok &= set(c.pages_on_node) == {1}
+        os.unlink(path + ".nm")
+    os.unlink(path)
+    a, b, c2 = statistics.median(cp), statistics.median(inplace), statistics.median(copied)
+    print(f"file {mib} MiB on /dev/shm, node 0 -> 1: numactl --membind=1 cp median {a:.2f} s; "
+          f"numamove file in place {b:.2f} s ({a / b:.2f}x cp); numamove file --copy {c2:.2f} s ({a / c2:.2f}x cp)")
+    return ok
 
 
 if __name__ == "__main__":
