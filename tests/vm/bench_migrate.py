@@ -62,7 +62,7 @@ def main() -> int:
     subprocess.run([sys.executable, "-m", "numamove", "--version"], check=True, capture_output=True)
     print(f"(numamove CLI start-up in this guest: {time.perf_counter() - t0:.2f} s, not counted below)")
     ok = True
-    for kind in KINDS:
+    for kind in [k for k in KINDS if k in ("huge", "4k")]:
         args = ["--size", "0", "--huge", SIZE] if kind == "huge" else ["--size", SIZE]
         with Workload(*args, "--node", "0") as w:
             region = w.huge if kind == "huge" else w.anon
