@@ -89,7 +89,17 @@ def move_file(path: str, topo: Topology, opts: MoveOptions, here: int, allowed: 
     keep, addr, _ = _native.buffer_address(mm, what=path)
     try:
         arr = _native.PageArray(length // page)
-        n = _native.resident_pages(arr, addr, length, page)
+        if fstype == "hugetlbfs":
+            # mincore sees only this mapping's page tables on hugetlbfs, not the file's pages:
+            # move a file whose every page exists (st_blocks), reading each so we map it
+            if st.st_blocks * 512 < length:
+                raise UsageError(f"{path}: a hugetlbfs file with holes ({st.st_blocks * 512} of {length} "
+                                 "bytes allocated) would get them filled; not moved")
+            for off in range(0, length, page):
+                _ = mm[off]
+            n = arr.add_range(addr, length, page, None)
+        else:
+            n = _native.resident_pages(arr, addr, length, page)
         seg = Segment(addr, length, page, "shm", True)
         ps = PageSet(os.getpid(), arr, [(seg, 0, n)] if n else [])
         move_all = opts.move_all or os.geteuid() == 0

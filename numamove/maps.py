@@ -65,8 +65,8 @@ class Mapping:
         if p.startswith("[stack"):
             return "stack"
         if p.startswith(("/dev/shm/", "/SYSV", "/memfd:", "/dev/hugepages/")) or (
-                self.shared and p.startswith("/") and "(deleted)" in p):
-            return "shm"
+                self.shared and p.startswith("/") and ("(deleted)" in p or self.hugetlb)):
+            return "shm"  # hugetlbfs files mapped shared are shared memory wherever they are mounted
         if p == "" or p.startswith("[anon") or p.startswith("/anon_hugepage"):
             return "anon"
         if p.startswith("/"):
@@ -105,14 +105,14 @@ def read_smaps(pid: int, proc: str = "/proc") -> list[Mapping]:
             key, _, rest = line.partition(":")
             if key == "VmFlags":
                 cur.vmflags = frozenset(rest.split())
-            elif key in ("KernelPageSize", "Rss", "AnonHugePages"):
+            elif key in ("KernelPageSize", "Rss", "AnonHugePages", "Shared_Hugetlb", "Private_Hugetlb"):
                 kb = int(rest.split()[0]) * 1024
                 if key == "KernelPageSize":
                     cur.kernel_page_size = kb
-                elif key == "Rss":
-                    cur.rss = kb
-                else:
+                elif key == "AnonHugePages":
                     cur.anon_huge = kb
+                else:  # hugetlb pages are not in Rss: they have their own two lines
+                    cur.rss += kb
     return maps
 
 

@@ -28,8 +28,10 @@ KernelPageSize:        4 kB
 AnonHugePages:         0 kB
 VmFlags: rd wr sh mr mw me ms
 7f2000000000-7f2000400000 rw-s 00000000 00:0f 9                          /anon_hugepage (deleted)
-Rss:                4096 kB
+Rss:                   0 kB
 KernelPageSize:     2048 kB
+Shared_Hugetlb:        0 kB
+Private_Hugetlb:    4096 kB
 AnonHugePages:         0 kB
 VmFlags: rd wr sh mr mw me ms de ht
 7f3000000000-7f3000021000 r-xp 00000000 08:01 777                        /usr/lib/libc.so.6
@@ -68,6 +70,7 @@ def test_kinds_sizes_and_skips(fake_proc: str) -> None:
     assert [m.kind for m in maps] == ["heap", "anon", "shm", "shm", "file", "stack", "special", "file"]
     assert maps[1].anon_huge == 4 << 20 and not maps[1].shared
     assert maps[2].shared and maps[3].hugetlb and maps[3].kernel_page_size == 2 << 20
+    assert maps[3].rss == 4 << 20  # hugetlb pages count from their own lines, not Rss
     assert [m.skip_reason() for m in maps][:6] == [None] * 6
     assert "special mapping" in (maps[6].skip_reason() or "")
     assert maps[7].skip_reason() == "VM_IO/VM_PFNMAP mapping"

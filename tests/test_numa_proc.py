@@ -366,3 +366,33 @@ def test_file_copy_stages_a_file_from_another_file_system() -> None:
     with open(src, "rb") as a, open(out_path, "rb") as b:
         assert a.read() == b.read()
     os.unlink(out_path)
+
+
+@pytest.mark.numa(nodes=2)
+def test_hugetlb_pages_move_whole_with_proc_and_file() -> None:
+    """hugetlbfs memory: proc moves a process's hugetlb mapping one 2 MiB page per entry, file moves it back."""
+    with open("/proc/sys/vm/nr_hugepages", "w") as fh:
+        fh.write("20")  # spread over the nodes by the kernel: at least 4 on each
+    mnt = "/tmp/numamove-hugetlbfs"
+    os.makedirs(mnt, exist_ok=True)
+    subprocess.run(["mount", "-t", "hugetlbfs", "none", mnt], check=True)
+    path = f"{mnt}/buf"
+    try:
+        with Workload("--size", "0", "--shm", path, "--shm-size", "4M", "--node", "0") as w:
+            start = int(open(f"/proc/{w.pid}/maps").read().split(path)[0].splitlines()[-1].split("-")[0], 16)
+            assert where_range(w.pid, start, 4 * MIB, 2 * MIB) == {0}
+            code, doc, err = proc_json(str(w.pid), "--to", "1", "--only", "shm")
+            assert code == 0, err
+            p = doc["processes"][0]
+            assert p["moved"] == {"pages": 2, "bytes": 4 * MIB} and p["huge_pages_moved"] == 2, json.dumps(p)
+            assert where_range(w.pid, start, 4 * MIB, 2 * MIB) == {1}
+            code, out, err = run("file", path, "--to", "0", "--json", "-q")
+            assert code == 0, err
+            f = json.loads(out)["files"][0]
+            assert f["moved"] == {"pages": 2, "bytes": 4 * MIB}
+            assert where_range(w.pid, start, 4 * MIB, 2 * MIB) == {0}
+            assert w.check()[0]
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+        subprocess.run(["umount", mnt], check=False)
