@@ -335,8 +335,13 @@ def proc(pids: tuple[str, ...], to_text: str, from_text: str | None, name: str |
         if verbose and not as_json:
             for p in rep.plans:
                 click.echo("plan: " + "; ".join(p.describe()), err=True)
+    _finish(reports, as_json, {"dry_run": dry_run, "processes": [r.to_json() for r in reports]})
+
+
+def _finish(reports: list[Any], as_json: bool, doc: dict[str, Any]) -> None:
+    """Print migration reports (doc as JSON, or text) and exit 3 when any is partial."""
     if as_json:
-        _emit_json({"dry_run": dry_run, "processes": [r.to_json() for r in reports]})
+        _emit_json(doc)
     else:
         from .report import render_migration
 
@@ -426,22 +431,13 @@ def file_cmd(paths: tuple[str, ...], to_text: str, from_text: str | None, thread
         return
     opts = MoveOptions(to, from_nodes, False, limit[0], policy, None, None, dry_run)
     reports = [move_file(p, topo, opts, here, allowed, progress_printer(quiet or as_json)) for p in paths]
-    if as_json:
-        docs = []
-        for r in reports:
-            d = r.to_json()
-            d.pop("pid")
-            d["file"] = d.pop("name")
-            docs.append(d)
-        _emit_json({"dry_run": dry_run, "files": docs})
-    else:
-        from .report import render_migration
-
-        for r in reports:
-            for line in render_migration(r):
-                click.echo(line)
-    if any(r.partial for r in reports):
-        sys.exit(EXIT_PARTIAL)
+    docs = []
+    for r in reports:
+        d = r.to_json()
+        d.pop("pid")
+        d["file"] = d.pop("name")
+        docs.append(d)
+    _finish(reports, as_json, {"dry_run": dry_run, "files": docs})
 
 
 @cli.command()
