@@ -158,9 +158,7 @@ def page_nodes(addr: int, length: int, page_size: int = 4096, pid: int = 0) -> l
         return []
     pages = ffi.new("void *[]", n)
     lib.nm_fill_pages(ffi.cast("void *", addr), length, page_size, pages, n)
-    status = ffi.new("int[]", [-_errno.EINPROGRESS] * n)
-    _check(lib.nm_move_pages(pid, n, pages, ffi.NULL, status, 0), "move_pages")
-    return list(status)
+    return query_nodes(pid, pages, n)
 
 
 def buffer_address(buf: Any, writable: bool = False, what: str = "buffer") -> tuple[Any, int, int]:
@@ -253,13 +251,13 @@ class MoveBatch:
     workers: tuple[MoveWorker, ...]
 
 
-def select_node(pages: Any, status: list[int], count: int, node: int) -> tuple[Any, Any, int]:
-    """(pages on `node`, their indices in `pages`, how many), built in C."""
+def select_node(pages: Any, status: list[int], count: int, node: int) -> tuple[Any, int]:
+    """(the entries of pages whose status is `node`, how many), built in C."""
     st = ffi.new("int[]", status)
     out = ffi.new("void *[]", max(count, 1))
     idx = ffi.new("size_t[]", max(count, 1))
     n = lib.nm_select_node(pages, st, count, node, out, idx)
-    return out, idx, int(n)
+    return out, int(n)
 
 
 def move(pid: int, pages: Any, count: int, node: int, flags: int, cpus: tuple[int, ...],

@@ -50,12 +50,16 @@ class BufferMigration:
         return self.length / self.seconds / 1e9 if self.seconds else 0.0
 
 
+def _page_range(addr: int, n: int) -> tuple[int, int]:
+    """The whole pages [lo, hi) that bytes [addr, addr+n) touch."""
+    return addr - addr % PAGE, addr + n + (-(addr + n)) % PAGE
+
+
 def _span(buf: Any) -> tuple[Any, int, int, int, int]:
     keep, addr, n = _native.buffer_address(buf, writable=True, what="buffer")
     if n == 0:
         raise UsageError("buffer is empty")
-    lo = addr - addr % PAGE
-    hi = addr + n + (-(addr + n)) % PAGE
+    lo, hi = _page_range(addr, n)
     return keep, addr, n, lo, hi
 
 
@@ -66,8 +70,7 @@ def where(buffer: Any) -> dict[int, int]:
         UsageError: not a buffer.
     """
     keep, addr, n = _native.buffer_address(buffer, what="buffer")
-    lo = addr - addr % PAGE
-    hi = addr + n + (-(addr + n)) % PAGE
+    lo, hi = _page_range(addr, n)
     status = _native.page_nodes(lo, hi - lo, PAGE)
     del keep
     return dict(Counter(status))

@@ -499,7 +499,9 @@ def _node_of_cpus(pid: int, topo: Any) -> int:
     try:
         cpus = psutil.Process(pid).cpu_affinity() or []
     except psutil.NoSuchProcess:
-        raise NumamoveError(f"no process with PID {pid}") from None
+        from .proc import NoSuchProcessError
+
+        raise NoSuchProcessError(f"no process with PID {pid}") from None
     nodes = sorted({n for c in cpus if (n := topo.node_of_cpu(c)) is not None})
     if len(nodes) != 1:
         raise click.UsageError(f"PID {pid} may run on CPUs of nodes {','.join(map(str, nodes))}: "
