@@ -165,14 +165,14 @@ def move_pageset(target: Target, ps: PageSet, topo: Topology, opts: MoveOptions,
     for page_size, lo, hi in ps.classes():
         base = _native.offset(ps.pages.pages, lo)
         for src in sorted(wanted):
-            pages, _idx, n = _native.select_node(base, before[lo:hi], hi - lo, src)
+            pages, n = _native.select_node(base, before[lo:hi], hi - lo, src)
             if n == 0:
                 continue
             plan = make_plan(topo, src, opts.to, n, n * page_size // BASE_PAGE, opts.limit, opts.policy,
                              here, allowed)
             rep.plans.append(plan)
             if opts.dry_run:
-                rep.batches += plan.threads if opts.batch is None else -(-n // opts.batch)
+                rep.batches += -(-n // _batch_size(n, plan.threads, opts, None))
                 continue
             statuses = _run_batches(target.pid, pages, n, plan, flags, opts, rep, progress)
             _account(rep, target.pid, pages, n, page_size, statuses, opts, src)
@@ -222,16 +222,23 @@ def _add(d: dict[str, list[int]], key: str, nbytes: int, pages: int) -> None:
     acc[1] += nbytes
 
 
+def _batch_size(n: int, threads: int, opts: MoveOptions, progress: Callable[[int, int], None] | None) -> int:
+    """Entries per move_pages call before any --max-pause measurement.
+
+    Each call pays a fixed cost (lru_cache_disable: an RCU sync and an LRU drain on every CPU),
+    so calls are large: by default each thread's share comes in 4 batches, taken from a shared
+    cursor so that a thread slowed by other work on its CPU takes fewer of them. A progress bar
+    wants about 20 rounds; --batch bounds one call's pause.
+    """
+    share = -(-n // threads)
+    return opts.batch or (max(512, -(-share // 20)) if progress else max(1, -(-share // 4)))
+
+
 def _run_batches(pid: int, pages: Any, n: int, plan: Plan, flags: int, opts: MoveOptions,
                  rep: TargetReport, progress: Callable[[int, int], None] | None) -> list[int]:
     """Move pages[0..n) in rounds of threads x batch entries; retry busy pages; return statuses."""
     status: list[int] = []
-    # Each move_pages call pays a fixed cost (lru_cache_disable: an RCU sync and an LRU drain on
-    # every CPU), so calls are large: by default each thread's share comes in 4 batches, taken
-    # from a shared cursor so that a thread slowed by other work on its CPU takes fewer of them.
-    # A progress bar wants about 20 rounds; --batch and --max-pause bound one call's pause.
-    share = -(-n // plan.threads)
-    batch = opts.batch or (max(512, -(-share // 20)) if progress else max(1, -(-share // 4)))
+    batch = _batch_size(n, plan.threads, opts, progress)
     k = 0
     if opts.max_pause_ms is not None and n:
         # measure one small call, then size batches so one call stays within the pause budget
