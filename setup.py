@@ -14,7 +14,11 @@ setup(
     package_data={"numamove": ["py.typed", "_native_lib.pyi"]},
     setup_requires=["cffi>=1.15"],
     install_requires=["cffi>=1.15", "click>=8.0", "psutil>=5.9", "py-libnuma>=1.2"],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6", "numpy"], "lint": ["ruff", "mypy", "types-psutil"]},
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6", "numpy", "jsonschema>=4", "matplotlib"],
+        "plot": ["matplotlib"],
+        "lint": ["ruff", "mypy", "types-psutil", "types-jsonschema"],
+    },
     cffi_modules=["csrc/build_ffi.py:ffibuilder"],
     entry_points={"console_scripts": ["numamove=numamove.cli:main"]},
     classifiers=["Operating System :: POSIX :: Linux", "Programming Language :: C",

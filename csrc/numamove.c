@@ -337,6 +337,7 @@ uint64_t nm_memcpy_ns(void *dst, const void *src, size_t len)
  * Map len bytes of anonymous memory at an address congruent to `phase`
  * modulo `align` (a power of two), THP-advised when huge, bound to node.
  */
+/* huge: 1 MADV_HUGEPAGE, -1 MADV_NOHUGEPAGE, 0 the system default */
 static int nm_map_window(size_t len, size_t align, uintptr_t phase, int huge, int node, char **out)
 {
 	unsigned long mask[16] = {0};
@@ -355,8 +356,10 @@ static int nm_map_window(size_t len, size_t align, uintptr_t phase, int huge, in
 		munmap(raw, (size_t)(addr - raw));
 	if (raw + maplen > addr + len)
 		munmap(addr + len, (size_t)(raw + maplen - (addr + len)));
-	if (huge)
+	if (huge > 0)
 		madvise(addr, len, MADV_HUGEPAGE);
+	else if (huge < 0) /* base pages only, whatever the THP mode */
+		madvise(addr, len, MADV_NOHUGEPAGE);
 	mask[node / 64] = 1UL << (node % 64);
 	if (syscall(SYS_mbind, addr, len, MPOL_BIND, mask, sizeof(mask) * 8 + 1, 0) != 0) {
 		int e = errno;
@@ -379,7 +382,8 @@ int nm_map_on_node(size_t len, int node, int flags, void **out)
 		return -EINVAL;
 	len = (len + align - 1) & ~(align - 1);
 	/* huge: a 2 MiB aligned window so THPs can back all of it */
-	rc = nm_map_window(len, align, 0, flags & NM_MAP_HUGE, node, &addr);
+	rc = nm_map_window(len, align, 0, (flags & NM_MAP_HUGE) ? 1 : (flags & NM_MAP_NOHUGE) ? -1 : 0,
+			   node, &addr);
 	if (rc)
 		return rc;
 	if (!(flags & NM_MAP_NOFAULT)) /* every base page, so those a THP could not back fault too */

@@ -30,6 +30,7 @@
 /* nm_map_on_node flags */
 #define NM_MAP_HUGE 1 /* 2 MiB aligned, MADV_HUGEPAGE */
 #define NM_MAP_NOFAULT 2 /* leave pages unfaulted: the first writer (a pinned copy thread) faults them */
+#define NM_MAP_NOHUGE 4 /* MADV_NOHUGEPAGE: base pages only, whatever the THP mode */
 
 typedef struct nm_item {
 	void *dst;
@@ -98,7 +99,7 @@ uint64_t nm_memcpy_ns(void *dst, const void *src, size_t len);
 
 /*
  * Map len bytes of anonymous memory bound (MPOL_BIND) to node, and fault
- * every page in.  flags: NM_MAP_HUGE.  *out receives the address.
+ * every page in.  flags: NM_MAP_HUGE, NM_MAP_NOFAULT, NM_MAP_NOHUGE.  *out receives the address.
  */
 int nm_map_on_node(size_t len, int node, int flags, void **out);
 int nm_unmap(void *addr, size_t len);

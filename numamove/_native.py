@@ -110,15 +110,19 @@ def fill(addr: int, byte: int, length: int) -> None:
 
 
 class Region:
-    """Anonymous memory bound to one node, faulted in (unless fault=False); unmapped by close()."""
+    """Anonymous memory bound to one node, faulted in (unless fault=False); unmapped by close().
+
+    huge: 2 MiB aligned and THP-advised; base_pages: MADV_NOHUGEPAGE, 4 KiB pages only.
+    """
 
     def __init__(self, length: int, node: int, huge: bool = False, fault: bool = True,
-                 like: int | None = None) -> None:
+                 like: int | None = None, base_pages: bool = False) -> None:
         out = ffi.new("void **")
         if like is not None:  # unfaulted, THP-advised, congruent to `like` modulo 2 MiB
             rc = lib.nm_map_like(length, node, like, out)
         else:
-            flags = (lib.NM_MAP_HUGE if huge else 0) | (0 if fault else lib.NM_MAP_NOFAULT)
+            flags = ((lib.NM_MAP_HUGE if huge else 0) | (0 if fault else lib.NM_MAP_NOFAULT)
+                     | (lib.NM_MAP_NOHUGE if base_pages else 0))
             rc = lib.nm_map_on_node(length, node, flags, out)
         _check(rc, "nm_map_on_node", f"mapping {length} bytes on node {node}")
         self.node = node

@@ -12,10 +12,12 @@ import functools
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import _native
+from .calibration import Loaded
 from .engine import run_plan
 from .errors import InvalidNodeError, UsageError, VerificationError
 from .nodelist import format_bytes, format_list
@@ -27,7 +29,7 @@ from .topology import Topology, current_node
 class Measurement:
     plan: Plan
     policy: str
-    limit: int
+    limit: int | None  # None: auto
     engine_ns: list[int] = field(default_factory=list)
     call_ns: list[int] = field(default_factory=list)
     fallback: str | None = None
@@ -54,6 +56,7 @@ class BenchResult:
     baseline_ns: list[int]
     runs: list[Measurement]
     notes: list[str]
+    calibration: str | None = None  # what policy/threads auto followed, when a run used auto
 
     @property
     def baseline_gbps(self) -> float:
@@ -71,7 +74,7 @@ class BenchResult:
                          "gbps": self.baseline_gbps,
                          "seconds": [n / 1e9 for n in self.baseline_ns]},
             "runs": [
-                {"policy": m.policy, "limit": m.limit, "threads": m.plan.threads,
+                {"policy": m.policy, "limit": m.limit if m.limit is not None else "auto", "threads": m.plan.threads,
                  "direction": m.plan.direction, "cpu_node": m.plan.cpu_node,
                  "cpus": list(m.plan.cpus), "cpus_seen": sorted(m.cpus_seen),
                  "gbps": m.gbps(self.size),
@@ -83,6 +86,7 @@ class BenchResult:
                 for m in self.runs
             ],
             "verified": True,
+            "calibration": self.calibration,
             "notes": self.notes,
         }
 
@@ -99,9 +103,9 @@ def default_pair(topo: Topology) -> tuple[int, int, list[str]]:
     return a, b, notes
 
 
-def plan_bench(topo: Topology, src: int, dst: int, size: int, limits: list[int],
+def plan_bench(topo: Topology, src: int, dst: int, size: int, limits: list[int | None],
                policies: list[str], item_size: int, here: int,
-               allowed: frozenset[int]) -> list[tuple[str, int, Plan]]:
+               allowed: frozenset[int], calibration: Loaded | None = None) -> list[tuple[str, int | None, Plan]]:
     """The plans bench would run, validated (nodes must have memory)."""
     topo.require(src, "--from", memory=True)
     topo.require(dst, "--to", memory=True)
@@ -115,13 +119,89 @@ def plan_bench(topo: Topology, src: int, dst: int, size: int, limits: list[int],
                                    f"{format_bytes(need)} there: use a smaller --size")
     items = -(-size // item_size)
     pages = base_pages_of([size])
-    return [(p, t, make_plan(topo, src, dst, items, pages, t, p, here, allowed))
+    return [(p, t, make_plan(topo, src, dst, items, pages, t, p, here, allowed, calibration))
             for p in policies for t in limits]
 
 
-def run_bench(topo: Topology, src: int, dst: int, size: int, limits: list[int],
+class CopyTrial:
+    """Two regions bound to src and dst, the source patterned: times one plan's copy, verified.
+
+    The one measuring path of `numamove bench` and of `numamove calibrate`'s copy engine.
+    """
+
+    def __init__(self, size: int, src: int, dst: int, huge: bool) -> None:
+        self.size = size
+        self.item_size = HUGE_PAGE if huge else BASE_PAGE
+        self.s = _native.Region(size, src, huge)
+        try:
+            self.d = _native.Region(size, dst, huge)
+        except BaseException:
+            self.s.close()
+            raise
+        _fill_pattern(self.s)
+
+    def baseline(self) -> int:
+        """Nanoseconds of a single-threaded memcpy of the same regions on this thread."""
+        _native.fill(self.d.addr, 0, self.size)
+        ns = _native.memcpy_ns(self.d.addr, self.s.addr, self.size)
+        _verify(self.s, self.d, "baseline memcpy")
+        return ns
+
+    def run(self, make: Callable[[], Plan]) -> tuple[Plan, _native.CopyReport, str | None, int]:
+        """Plan (make()) and copy as planned, EAGAIN retry included, then check every byte.
+
+        Returns the plan, the engine's report, any fallback, and the nanoseconds of planning,
+        building items and the copy: what one numamove.copy() call pays.
+        """
+        _native.fill(self.d.addr, 0, self.size)
+        t0 = time.perf_counter_ns()
+        plan = make()
+        report, fallback = run_plan(plan, _native.Items.ranges(self.d.addr, self.s.addr, self.size,
+                                                               self.item_size))
+        call_ns = time.perf_counter_ns() - t0
+        _verify(self.s, self.d, f"{plan.policy} with {plan.threads} thread(s) on CPU(s) {format_list(plan.cpus)}")
+        return plan, report, fallback, call_ns
+
+    def close(self) -> None:
+        self.s.close()
+        self.d.close()
+
+    def __enter__(self) -> CopyTrial:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def move_trial(size: int, plan: Plan) -> int:
+    """Nanoseconds to move_pages a fresh size-byte region of 4 KiB pages from plan.src to plan.dst
+    on the plan's pinned threads (the path of `numamove proc`); the calibrate move engine's one
+    measuring path.
+
+    Raises:
+        VerificationError: a page is not on the destination afterwards, or its bytes changed.
+    """
+    with _native.Region(size, plan.src, base_pages=True) as r:
+        n = size // BASE_PAGE
+        _native.fill(r.addr, 0x5A, size)
+        pages = _native.page_list([r.addr + i * BASE_PAGE for i in range(n)])
+        batch = max(1, -(-n // plan.threads) // 4)  # as migrate._batch_size: each share in 4 calls
+        res = _native.move(0, pages, n, plan.dst, _native.MPOL_MF_MOVE, plan.cpus, plan.threads, batch)
+        where = _native.query_nodes(0, pages, n)
+        off = [i for i, w in enumerate(where) if w != plan.dst]
+        if off:
+            raise VerificationError(f"move_pages left {len(off)} of {n} pages off node {plan.dst} "
+                                    f"(first: {where[off[0]]})")
+        with _native.Region(size, plan.dst) as ref:
+            _native.fill(ref.addr, 0x5A, size)
+            if _native.compare(r.addr, ref.addr, size) != -1:
+                raise VerificationError("moved pages' bytes differ from what was written")
+        return res.wall_ns
+
+
+def run_bench(topo: Topology, src: int, dst: int, size: int, limits: list[int | None],
               policies: list[str], repeats: int = 3, huge: bool = True,
-              notes: list[str] | None = None) -> BenchResult:
+              notes: list[str] | None = None, calibration: Loaded | None = None) -> BenchResult:
     """Measure the engine for each policy and thread limit against memcpy.
 
     Raises:
@@ -132,43 +212,39 @@ def run_bench(topo: Topology, src: int, dst: int, size: int, limits: list[int],
     item_size = HUGE_PAGE if huge else BASE_PAGE
     here = current_node(topo)
     allowed = frozenset(os.sched_getaffinity(0))
-    plans = plan_bench(topo, src, dst, size, limits, policies, item_size, here, allowed)
+    plans = plan_bench(topo, src, dst, size, limits, policies, item_size, here, allowed, calibration)
     if repeats < 1:
         raise UsageError("--repeats must be at least 1")
     runs = [Measurement(p, pol, lim) for pol, lim, p in plans]
     baseline: list[int] = []
-    with _native.Region(size, src, huge) as s, _native.Region(size, dst, huge) as d:
-        _fill_pattern(s)
+    with CopyTrial(size, src, dst, huge) as trial:
         pages = base_pages_of([size])
 
         def one_baseline() -> None:
-            baseline.append(_native.memcpy_ns(d.addr, s.addr, size))
-            _verify(s, d, "baseline memcpy")
+            baseline.append(trial.baseline())
 
         def one_run(m: Measurement) -> None:
-            t0 = time.perf_counter_ns()
             # what numamove.copy() pays per call: planning, building items, dispatch
-            p = make_plan(topo, src, dst, -(-size // item_size), pages, m.limit, m.policy,
-                          here, allowed)
-            report, fallback = run_plan(p, _native.Items.ranges(d.addr, s.addr, size, item_size))
-            m.call_ns.append(time.perf_counter_ns() - t0)
+            _, report, fallback, call_ns = trial.run(functools.partial(
+                make_plan, topo, src, dst, -(-size // item_size), pages, m.limit, m.policy,
+                here, allowed, calibration))
+            m.call_ns.append(call_ns)
             m.engine_ns.append(report.wall_ns)
             m.fallback = m.fallback or fallback
             for i, w in enumerate(report.workers):
                 m.cpus_seen.update({w.cpu_at_start, w.cpu_at_end})
                 if w.pin_err:
                     m.pin_errors.append(f"worker {i} not pinned to CPU {w.cpu}: {os.strerror(w.pin_err)}")
-            _verify(s, d, f"{m.policy} with {m.plan.threads} thread(s)")
 
         steps = [one_baseline] + [functools.partial(one_run, m) for m in runs]
         for r in range(repeats):
             # rotate the order each round so no configuration always runs first or last
             k = r % len(steps)
             for step in steps[k:] + steps[:k]:
-                _native.fill(d.addr, 0, size)
                 step()
+    uses_auto = any(m.policy == "auto" or m.limit is None for m in runs)
     return BenchResult(src, dst, size, item_size, repeats, machine_info(topo), baseline, runs,
-                       list(notes or []))
+                       list(notes or []), calibration.why if calibration and uses_auto else None)
 
 
 def _fill_pattern(r: _native.Region) -> None:
@@ -197,11 +273,14 @@ def render(res: BenchResult) -> list[str]:
         f"{format_bytes(res.item_size)} items, median of {res.repeats}",
         f"machine: {m['cpus']} CPUs, {m['nodes']} NUMA node(s), Linux {m['kernel']}",
         f"baseline (single-threaded memcpy, same regions): {res.baseline_gbps:.2f} GB/s",
-        f"{'policy':<7}{'limit':>6}{'threads':>8}  {'CPUs':<10}{'GB/s':>8}{'vs memcpy':>11}{'dispatch':>10}",
+        f"{'policy':<12}{'limit':>6}{'threads':>8}  {'CPUs':<10}{'GB/s':>8}{'vs memcpy':>11}{'dispatch':>10}",
     ]
+    if res.calibration:
+        lines.insert(len(res.notes) + 2, f"auto: {res.calibration}")
     for r in res.runs:
+        pol = f"auto ({r.plan.direction})" if r.policy == "auto" else r.policy
         lines.append(
-            f"{r.policy:<7}{r.limit:>6}{r.plan.threads:>8}  {format_list(r.plan.cpus):<10}"
+            f"{pol:<12}{r.limit or 'auto':>6}{r.plan.threads:>8}  {format_list(r.plan.cpus):<10}"
             f"{r.gbps(res.size):>8.2f}{r.gbps(res.size) / res.baseline_gbps:>10.2f}x"
             f"{r.overhead() * 100:>9.2f}%"
         )
@@ -213,7 +292,8 @@ def render(res: BenchResult) -> list[str]:
     return lines
 
 
-def run_buffer_bench(topo: Topology, node: int, size: int, limits: list[int], repeats: int = 3) -> list[str]:
+def run_buffer_bench(topo: Topology, node: int, size: int, limits: list[int | None],
+                     repeats: int = 3) -> list[str]:
     """migrate() of a size-byte anonymous buffer against moving it by hand on one thread.
 
     Baselines, measured in the same run: memcpy into a fresh mapping (what a hand-written
@@ -230,7 +310,7 @@ def run_buffer_bench(topo: Topology, node: int, size: int, limits: list[int], re
     _native.fill(addr, 7, size)
     fresh_ns: list[int] = []
     warm_ns: list[int] = []
-    mig: dict[int, list[float]] = {t: [] for t in limits}
+    mig: dict[int | None, list[float]] = {t: [] for t in limits}
     with _native.Region(size, node) as warm, _native.Region(size, node) as ref:
         _native.fill(ref.addr, 7, size)
         for _ in range(repeats):
@@ -256,6 +336,6 @@ def run_buffer_bench(topo: Topology, node: int, size: int, limits: list[int], re
              f"into a faulted one {size / warm_s / 1e9:.2f} GB/s"]
     for t in limits:
         m = statistics.median(mig[t])
-        lines.append(f"migrate(), limit {t}: {size / m / 1e9:.2f} GB/s = {fresh / m:.2f}x the fresh memcpy, "
+        lines.append(f"migrate(), limit {t or 'auto'}: {size / m / 1e9:.2f} GB/s = {fresh / m:.2f}x the fresh memcpy, "
                      f"{warm_s / m:.2f}x the faulted one")
     return lines

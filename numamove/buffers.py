@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _native
+from .calibration import for_library
 from .engine import run_plan
 from .errors import UsageError
 from .maps import read_smaps
@@ -99,7 +100,7 @@ def _check_mappings(lo: int, hi: int) -> None:
         raise UnsafeBufferError("buffer is not entirely inside mapped memory")
 
 
-def migrate(buffer: Any, node: int, *, threads: int = 4, policy: str = "auto", verify: bool = False,
+def migrate(buffer: Any, node: int, *, threads: int | None = None, policy: str = "auto", verify: bool = False,
             topology: Topology | None = None) -> BufferMigration:
     """Move the pages under ``buffer`` to ``node``; the buffer's address does not change.
 
@@ -111,8 +112,8 @@ def migrate(buffer: Any, node: int, *, threads: int = 4, policy: str = "auto", v
     Args:
         buffer: a writable buffer (mmap, NumPy array, ...) in private anonymous memory.
         node: the destination node (must have memory).
-        threads: the copy thread limit, 1..32.
-        policy: "push", "pull" or "auto".
+        threads: the copy thread limit, 1..32; None: the calibration's for this pair, else 4.
+        policy: "push", "pull" or "auto" (the calibration's faster direction, else push).
         verify: compare every byte of the copy before the remap (costs one more pass).
         topology: the machine (read from sysfs when omitted).
 
@@ -152,7 +153,7 @@ def migrate(buffer: Any, node: int, *, threads: int = 4, policy: str = "auto", v
     # relative to the buffer (nm_map_like), so the remap moves them whole
     item = HUGE_PAGE
     plan = make_plan(topo, src, node, -(-size // item), size // BASE_PAGE, threads, policy, here,
-                     frozenset(os.sched_getaffinity(0)))
+                     frozenset(os.sched_getaffinity(0)), for_library(topo))
     fresh = _native.Region(size, node, like=inner_lo)
     try:
         _report, fallback = run_plan(plan, _native.Items.ranges(fresh.addr, inner_lo, size, item))

@@ -54,6 +54,7 @@ def cli() -> None:
       numamove file /dev/shm/x --to 1  # move a shared-memory file in place
       numamove bench                 # engine vs single-threaded memcpy
       numamove bench --from 0 --to 1 --size 256M --threads 1,2,4 --policy push,pull
+      numamove calibrate             # measure push/pull, threads, placement for auto
     """
 
 
@@ -93,6 +94,22 @@ def nodes(as_json: bool) -> None:
         click.echo(f"{a:>5} " + "".join(f"{topo.distance(a, b):>5}" for b in topo.ids))
 
 
+def _calibration(topo: Any, quiet: bool = False) -> Any:
+    """The calibration policy/threads auto follow on this machine; a bad file is a warning only."""
+    from .calibration import load
+
+    loaded = load(topo)
+    if loaded.warning and not quiet:
+        click.echo(f"numamove: warning: {loaded.warning}", err=True)
+    return loaded
+
+
+THREADS_HELP = ("Thread limit, 1..32, or auto: the calibration's for this pair, else the patch's 4 "
+                "(the plan may use fewer: node CPUs, small batches).")
+POLICY_HELP = ("Which node's CPUs do the work: push = source, pull = destination, auto = the faster "
+               "one by `numamove calibrate` on this machine, else push.")
+
+
 def _node_option(value: str | None, topo: Any, role: str) -> int | None:
     if value is None:
         return None
@@ -110,9 +127,10 @@ def _node_option(value: str | None, topo: Any, role: str) -> int | None:
 @click.option("--size", "size_text", default="1G", show_default=True, metavar="SIZE",
               help="Bytes to copy: 4096, 512M, 1G ...")
 @click.option("--threads", "threads_text", default="1,2,4", show_default=True, metavar="LIST",
-              help="Thread limits to try, each 1..32 (the plan may use fewer: node CPUs).")
-@click.option("--policy", "policy_text", default="push,pull", show_default=True, metavar="LIST",
-              help="CPU policies to try: push (source CPUs), pull (destination CPUs), auto.")
+              help="Thread limits to try, each 1..32 or auto (the plan may use fewer: node CPUs).")
+@click.option("--policy", "policy_text", default="push,pull,auto", show_default=True, metavar="LIST",
+              help="CPU policies to try: push (source CPUs), pull (destination CPUs), auto "
+                   "(the calibration's faster one, else push).")
 @click.option("--page-size", type=click.Choice(["4k", "2m"]), default="2m", show_default=True,
               help="Copy item size: 4 KiB base pages or 2 MiB huge-page folios (THP-backed regions).")
 @click.option("--repeats", type=click.IntRange(1, 100), default=3, show_default=True,
@@ -162,27 +180,30 @@ def bench(src_text: str | None, dst_text: str | None, size_text: str, threads_te
         for line in run_buffer_bench(topo, dst, size, limits, repeats):
             click.echo(line)
         return
+    calibration = _calibration(topo)
     if dry_run or verbose:
         import os
 
         item = HUGE_PAGE if huge else BASE_PAGE
         plans = plan_bench(topo, src, dst, size, limits, policies, item, current_node(topo),
-                           frozenset(os.sched_getaffinity(0)))
+                           frozenset(os.sched_getaffinity(0)), calibration)
         if dry_run:
             if as_json:
-                _emit_json({"dry_run": True, "notes": notes,
+                _emit_json({"dry_run": True, "notes": notes, "calibration": calibration.why,
                             "plans": [p.to_json() for _, _, p in plans]})
             else:
                 for n in notes:
                     click.echo(f"note: {n}")
+                click.echo(f"auto: {calibration.why}")
                 for pol, lim, p in plans:
-                    click.echo(f"plan (policy {pol}, limit {lim}):")
+                    click.echo(f"plan (policy {pol}, limit {lim or 'auto'}):")
                     for line in p.describe():
                         click.echo(f"  {line}")
             return
+        click.echo(f"auto: {calibration.why}", err=True)
         for pol, lim, p in plans:
-            click.echo(f"plan (policy {pol}, limit {lim}): " + "; ".join(p.describe()[1:]), err=True)
-    res = run_bench(topo, src, dst, size, limits, policies, repeats, huge, notes)
+            click.echo(f"plan (policy {pol}, limit {lim or 'auto'}): " + "; ".join(p.describe()[1:]), err=True)
+    res = run_bench(topo, src, dst, size, limits, policies, repeats, huge, notes, calibration)
     if as_json:
         _emit_json(res.to_json())
     else:
@@ -256,10 +277,9 @@ def show(pids: tuple[str, ...], as_json: bool) -> None:
 @click.option("--only", metavar="KINDS", help="Only these kinds of mapping: anon,heap,stack,file,shm.")
 @click.option("--all", "move_all", is_flag=True,
               help="Also move pages other processes map (MPOL_MF_MOVE_ALL; needs CAP_SYS_NICE).")
-@click.option("--threads", "threads_text", default="4", show_default=True, metavar="N",
-              help="Thread limit, 1..32 (the plan may use fewer: node CPUs, small batches).")
+@click.option("--threads", "threads_text", default="auto", show_default=True, metavar="N|auto", help=THREADS_HELP)
 @click.option("--policy", type=click.Choice(["push", "pull", "auto"]), default="auto", show_default=True,
-              help="Which node's CPUs run move_pages: push = source, pull = destination.")
+              help=POLICY_HELP)
 @click.option("--batch", type=click.IntRange(1, 1 << 24), metavar="PAGES",
               help="Pages per move_pages call [default: each thread moves its share in one call, "
                    "which amortises the call's fixed cost best].")
@@ -320,6 +340,9 @@ def proc(pids: tuple[str, ...], to_text: str, from_text: str | None, name: str |
     if not quiet:
         for w in environment_warnings():
             click.echo(f"numamove: warning: {w}", err=True)
+    calibration = _calibration(topo, quiet)
+    if (verbose or dry_run) and not as_json:
+        click.echo(f"auto: {calibration.why}", err=verbose and not dry_run)
     here = current_node(topo)
     allowed = frozenset(os.sched_getaffinity(0))
     reports = []
@@ -328,14 +351,15 @@ def proc(pids: tuple[str, ...], to_text: str, from_text: str | None, name: str |
         if to not in mems_allowed(t.pid):
             raise NodeUnavailableError(f"node {to} is outside the cpuset of PID {t.pid} "
                                    f"(Mems_allowed: {','.join(map(str, mems_allowed(t.pid)))})")
-        opts = MoveOptions(to, from_nodes, move_all, limit[0], policy, batch, max_pause, dry_run)
+        opts = MoveOptions(to, from_nodes, move_all, limit[0], policy, batch, max_pause, dry_run, calibration)
         with TargetLock(t.pid, wait=wait):
             rep = migrate(t, topo, opts, range_list, kinds, here, allowed, progress_printer(quiet or as_json))
         reports.append(rep)
         if verbose and not as_json:
             for p in rep.plans:
                 click.echo("plan: " + "; ".join(p.describe()), err=True)
-    _finish(reports, as_json, {"dry_run": dry_run, "processes": [r.to_json() for r in reports]})
+    _finish(reports, as_json, {"dry_run": dry_run, "calibration": calibration.why,
+                               "processes": [r.to_json() for r in reports]})
 
 
 def _finish(reports: list[Any], as_json: bool, doc: dict[str, Any]) -> None:
@@ -356,10 +380,9 @@ def _finish(reports: list[Any], as_json: bool, doc: dict[str, Any]) -> None:
 @click.argument("paths", metavar="PATH...", nargs=-1, required=True)
 @click.option("--to", "to_text", required=True, metavar="NODE", help="Destination node.")
 @click.option("--from", "from_text", metavar="NODES", help="Only move pages now on these nodes.")
-@click.option("--threads", "threads_text", default="4", show_default=True, metavar="N",
-              help="Thread limit, 1..32.")
+@click.option("--threads", "threads_text", default="auto", show_default=True, metavar="N|auto", help=THREADS_HELP)
 @click.option("--policy", type=click.Choice(["push", "pull", "auto"]), default="auto", show_default=True,
-              help="Which node's CPUs run move_pages: push = source, pull = destination.")
+              help=POLICY_HELP)
 @click.option("--copy", "do_copy", is_flag=True,
               help="Copy into a new file on NODE with the memcpy engine, verify, rename over the original "
                    "(keeps mode, owner, xattrs); refused while anyone has the file open or mapped.")
@@ -407,6 +430,7 @@ def file_cmd(paths: tuple[str, ...], to_text: str, from_text: str | None, thread
     from_nodes = frozenset(topo.parse_nodes(from_text)) if from_text else None
     here = current_node(topo)
     allowed = frozenset(os.sched_getaffinity(0))
+    calibration = _calibration(topo, quiet)
     if output and not do_copy:
         raise click.UsageError("--output goes with --copy")
     if do_copy:
@@ -414,9 +438,10 @@ def file_cmd(paths: tuple[str, ...], to_text: str, from_text: str | None, thread
 
         if output and len(paths) != 1:
             raise click.UsageError("--output takes one source file")
-        copies = [copy_file(p, output, to, topo, limit[0], policy, here, allowed, dry_run) for p in paths]
+        copies = [copy_file(p, output, to, topo, limit[0], policy, here, allowed, dry_run, calibration)
+                  for p in paths]
         if as_json:
-            _emit_json({"dry_run": dry_run, "copies": [c.to_json() for c in copies]})
+            _emit_json({"dry_run": dry_run, "calibration": calibration.why, "copies": [c.to_json() for c in copies]})
         else:
             from .nodelist import format_bytes
 
@@ -429,7 +454,7 @@ def file_cmd(paths: tuple[str, ...], to_text: str, from_text: str | None, thread
                 if c.plan:
                     click.echo("  " + "; ".join(c.plan.describe()[1:]))
         return
-    opts = MoveOptions(to, from_nodes, False, limit[0], policy, None, None, dry_run)
+    opts = MoveOptions(to, from_nodes, False, limit[0], policy, None, None, dry_run, calibration)
     reports = [move_file(p, topo, opts, here, allowed, progress_printer(quiet or as_json)) for p in paths]
     docs = []
     for r in reports:
@@ -437,7 +462,136 @@ def file_cmd(paths: tuple[str, ...], to_text: str, from_text: str | None, thread
         d.pop("pid")
         d["file"] = d.pop("name")
         docs.append(d)
-    _finish(reports, as_json, {"dry_run": dry_run, "files": docs})
+    _finish(reports, as_json, {"dry_run": dry_run, "calibration": calibration.why, "files": docs})
+
+
+@cli.command()
+@click.option("--pairs", "pairs_text", metavar="SRC:DST,...",
+              help="Ordered node pairs to measure [default: every pair of memory nodes].")
+@click.option("--budget", type=click.FloatRange(1, 3600), default=20, show_default=True, metavar="SECONDS",
+              help="Upper bound on the time spent measuring; the size shrinks and repeats drop to fit.")
+@click.option("--size", "size_text", default="64M", show_default=True, metavar="SIZE",
+              help="Largest copy per measurement (moves start at a quarter of it).")
+@click.option("--repeats", type=click.IntRange(1, 20), default=3, show_default=True,
+              help="Runs per configuration while the budget lasts; the median is kept.")
+@click.option("--engines", "engines_text", default="copy,move", show_default=True, metavar="LIST",
+              help="copy: the pinned memcpy engine (bench, file --copy, buffers); "
+                   "move: move_pages batches (proc, file).")
+@click.option("--output", metavar="PATH",
+              help="Write the calibration here [default: /var/lib/numamove/calibration.json as root, "
+                   "else ~/.cache/numamove/calibration.json; $NUMAMOVE_CALIBRATION overrides both].")
+@click.option("--plot", "plot_path", metavar="FILE.png",
+              help="Also draw GB/s against threads per pair and policy (needs matplotlib: "
+                   "pip install 'numamove[plot]').")
+@click.option("--dry-run", is_flag=True, help="List the configurations that would be measured and exit.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print the calibration as one JSON document.")
+def calibrate(pairs_text: str | None, budget: float, size_text: str, repeats: int, engines_text: str,
+              output: str | None, plot_path: str | None, dry_run: bool, quiet: bool, as_json: bool) -> None:
+    """Measure push vs pull, thread counts and CPU placement; write what policy/threads auto use.
+
+    For each ordered pair of memory nodes, times copies and move_pages batches
+    with push (source CPUs) and pull (destination CPUs), at 1, 2, 4 ... threads
+    up to the node's CPUs, packed into one L3 cache domain or spread across
+    them. Every copy is verified. The best setting per pair is written with a
+    fingerprint of this machine's topology: `--policy auto` and `--threads auto`
+    (the defaults of proc, file and the Python API) follow it while the
+    topology matches, and fall back to the patch's defaults (push, 4 threads)
+    with a warning when it does not.
+
+    \b
+    Examples:
+      numamove calibrate                       # every pair, about 20 s at most
+      numamove calibrate --pairs 0:1,1:0 --budget 60 --plot cal.png
+      numamove calibrate --output /tmp/cal.json --json
+      numamove proc 1234 --to 1 --dry-run      # shows what auto chose and why
+    """
+    from .calibrate import default_pairs, parse_pairs, plot, render, run_calibration, write
+    from .calibration import ENGINES, default_output
+    from .nodelist import parse_size
+    from .topology import read_topology
+
+    size = parse_size(size_text)
+    engines = tuple(e.strip() for e in engines_text.split(","))
+    for e in engines:
+        if e not in ENGINES:
+            raise click.BadParameter(f"unknown engine '{e}' (choose from {', '.join(ENGINES)})",
+                                     param_hint="--engines")
+    if plot_path:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise click.UsageError("--plot needs matplotlib, which is not installed: "
+                                   "pip install 'numamove[plot]' (or drop --plot)") from None
+    topo = read_topology()
+    notes: list[str] = []
+    if pairs_text:
+        pairs = parse_pairs(pairs_text, topo)
+    else:
+        pairs, notes = default_pairs(topo)
+    out = output or str(default_output())
+    if dry_run:
+        import os
+
+        from .calibrate import configurations
+        from .topology import current_node, l3_domains
+
+        allowed = frozenset(os.sched_getaffinity(0))
+        doc: dict[str, Any] = {"dry_run": True, "output": out, "budget_seconds": budget, "notes": notes, "pairs": []}
+        for a, b in pairs:
+            samples, why = configurations(topo, a, b, current_node(topo), allowed, l3_domains(sorted(allowed)))
+            doc["pairs"].append({"src": a, "dst": b, "engines": list(engines), "notes": why,
+                                 "configurations": [{"direction": s.direction, "placement": s.placement,
+                                                     "threads": s.threads, "cpus": list(s.cpus),
+                                                     "cpu_node": s.cpu_node, "same_cpus_as": s.same_as}
+                                                    for s in samples]})
+        if as_json:
+            _emit_json(doc)
+            return
+        for n in notes:
+            click.echo(f"note: {n}")
+        click.echo(f"would measure {len(pairs)} pair(s) within {budget:g} s and write {out}")
+        for p in doc["pairs"]:
+            confs = ", ".join(f"{c['direction']}/{c['placement']}/{c['threads']}t" for c in p["configurations"])
+            click.echo(f"  node {p['src']} -> node {p['dst']} ({', '.join(engines)}): {confs}")
+            for w in p["notes"]:
+                click.echo(f"    {w}")
+        return
+    progress = None if quiet else _calibrate_progress()
+    run = run_calibration(topo, pairs, budget=budget, size=size, repeats=repeats, engines=engines,
+                          progress=progress, notes=notes)
+    if progress is not None:
+        progress(-1, 0, "")
+    write(run, out)
+    if plot_path:
+        plot(run, plot_path)
+    if as_json:
+        _emit_json(run.to_json())
+        return
+    for line in render(run):
+        click.echo(line)
+    if plot_path:
+        click.echo(f"plot: {plot_path}")
+
+
+def _calibrate_progress() -> Any:
+    """A progress callback: one updating line on a terminal, a line per tenth otherwise."""
+    tty = sys.stderr.isatty()
+    state = {"last": -1}
+
+    def show(done: int, total: int, what: str) -> None:
+        if done < 0:
+            if tty:
+                click.echo("\r\033[K", err=True, nl=False)
+            return
+        pct = 100 * done // max(total, 1)
+        if tty:
+            click.echo(f"\r\033[Kcalibrate [{done}/{total}] {what}", err=True, nl=False)
+        elif pct // 10 != state["last"]:
+            state["last"] = pct // 10
+            click.echo(f"calibrate: {done}/{total} measured; {what}", err=True)
+
+    return show
 
 
 @cli.command()

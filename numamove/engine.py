@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _native
+from .calibration import for_library
 from .errors import NativeError, PinningError, UsageError
-from .plan import DEFAULT_LIMIT, HUGE_PAGE, Plan, base_pages_of, make_plan
+from .plan import HUGE_PAGE, Plan, base_pages_of, make_plan
 from .topology import Topology, current_node, read_topology
 
 
@@ -75,7 +76,7 @@ def _node_of(addr: int, fallback: int) -> int:
     return status[0] if status and status[0] >= 0 else fallback
 
 
-def plan(src_node: int, dst_node: int, nbytes: int, *, threads: int = DEFAULT_LIMIT,
+def plan(src_node: int, dst_node: int, nbytes: int, *, threads: int | None = None,
          policy: str = "auto", item_size: int = HUGE_PAGE,
          topology: Topology | None = None) -> Plan:
     """The plan numamove would follow to copy nbytes from src_node to dst_node.
@@ -83,8 +84,9 @@ def plan(src_node: int, dst_node: int, nbytes: int, *, threads: int = DEFAULT_LI
     Args:
         src_node, dst_node: nodes, validated against the machine.
         nbytes: bytes to copy.
-        threads: the thread limit (1..32); the plan may use fewer.
-        policy: "push", "pull" or "auto".
+        threads: the thread limit (1..32); the plan may use fewer. None: the
+            calibration's for this pair, else the patch's default of 4.
+        policy: "push", "pull" or "auto" (the calibration's faster direction, else push).
         item_size: bytes per item (a folio: 4096 or 2 MiB).
         topology: the machine (read from sysfs when omitted).
 
@@ -100,10 +102,11 @@ def plan(src_node: int, dst_node: int, nbytes: int, *, threads: int = DEFAULT_LI
     items = -(-nbytes // item_size)
     pages = base_pages_of([nbytes])
     return make_plan(topo, src_node, dst_node, items, pages, threads, policy,
-                     running_node=current_node(topo), allowed=frozenset(os.sched_getaffinity(0)))
+                     running_node=current_node(topo), allowed=frozenset(os.sched_getaffinity(0)),
+                     calibration=for_library(topo), engine="copy")
 
 
-def copy(dst: Any, src: Any, *, threads: int = DEFAULT_LIMIT, policy: str = "auto",
+def copy(dst: Any, src: Any, *, threads: int | None = None, policy: str = "auto",
          item_size: int = HUGE_PAGE, src_node: int | None = None, dst_node: int | None = None,
          topology: Topology | None = None, strict_pinning: bool = False) -> CopyResult:
     """Copy the bytes of buffer ``src`` into buffer ``dst`` with pinned threads.
@@ -116,8 +119,8 @@ def copy(dst: Any, src: Any, *, threads: int = DEFAULT_LIMIT, policy: str = "aut
     Args:
         dst: a writable buffer (bytearray, mmap, NumPy array...) at least as long as src.
         src: a readable buffer.
-        threads: the thread limit, 1..32.
-        policy: "push", "pull" or "auto" (push until calibration exists).
+        threads: the thread limit, 1..32; None: the calibration's for this pair, else 4.
+        policy: "push", "pull" or "auto" (the calibration's faster direction, else push).
         item_size: bytes per copy item (2 MiB mimics huge-page folios).
         src_node, dst_node: the buffers' nodes; found from their first page when omitted.
         topology: the machine (read from sysfs when omitted).

@@ -65,5 +65,9 @@ class PinningError(NumamoveError, OSError):
     """A worker could not be pinned to the CPU its plan gave it."""
 
 
+class OutputError(NumamoveError, OSError):
+    """A file numamove was asked to write could not be written."""
+
+
 class VerificationError(NumamoveError):
     """Copied bytes differ from their source."""

@@ -11,6 +11,7 @@ file gets later come from there too, while that node has free memory.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import mmap
 import os
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _native
+from .calibration import Loaded
 from .errors import NativeError, NodeUnavailableError, NumamoveError, UsageError
 from .maps import Segment
 from .migrate import MoveOptions, TargetReport, move_pageset
@@ -103,8 +105,7 @@ def move_file(path: str, topo: Topology, opts: MoveOptions, here: int, allowed: 
         seg = Segment(addr, length, page, "shm", True)
         ps = PageSet(os.getpid(), arr, [(seg, 0, n)] if n else [])
         move_all = opts.move_all or os.geteuid() == 0
-        run = MoveOptions(opts.to, opts.from_nodes, move_all, opts.limit, opts.policy, opts.batch,
-                          opts.max_pause_ms, opts.dry_run)
+        run = dataclasses.replace(opts, move_all=move_all)
         rep = move_pageset(target, ps, topo, run, here, allowed, progress)
         if not opts.dry_run:
             try:
@@ -175,8 +176,9 @@ class CopyReport:
                 "dry_run": self.dry_run, "pages_on_node": {str(k): v for k, v in self.pages_on_node.items()}}
 
 
-def copy_file(path: str, output: str | None, node: int, topo: Topology, limit: int, policy: str,
-              here: int, allowed: frozenset[int], dry_run: bool = False) -> CopyReport:
+def copy_file(path: str, output: str | None, node: int, topo: Topology, limit: int | None, policy: str,
+              here: int, allowed: frozenset[int], dry_run: bool = False,
+              calibration: Loaded | None = None) -> CopyReport:
     """Copy a file into a new tmpfs file whose pages are on node, verify it, and rename it into place.
 
     Without output, the copy replaces path atomically (mode, owner and extended attributes kept);
@@ -221,7 +223,7 @@ def copy_file(path: str, output: str | None, node: int, topo: Topology, limit: i
                                 f"move it in place instead (without --copy)")
     item = HUGE_PAGE
     plan = make_plan(topo, here, node, max(1, -(-size // item)), -(-size // BASE_PAGE), limit, policy, here,
-                     allowed) if size else None
+                     allowed, calibration) if size else None
     if dry_run or size == 0:
         return CopyReport(path, dest, node, size, 0.0, plan, False, dry_run, {})
     t0 = time.perf_counter()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _native
+from .calibration import Loaded
 from .errors import InvalidNodeError, NativeError, NodeUnavailableError
 from .plan import BASE_PAGE, Plan, make_plan
 from .proc import AccessError, NoSuchProcessError, PageSet, ProcessError, Target, collect, tally, where
@@ -50,11 +51,12 @@ class MoveOptions:
     to: int
     from_nodes: frozenset[int] | None = None
     move_all: bool = False
-    limit: int = 4
+    limit: int | None = None  # None: auto (the calibration's, else the patch's 4)
     policy: str = "auto"
     batch: int | None = None  # entries per move_pages call; None: each thread's share in one call
     max_pause_ms: float | None = None
     dry_run: bool = False
+    calibration: Loaded | None = None  # what policy/threads auto follow
 
 
 @dataclass
@@ -169,7 +171,7 @@ def move_pageset(target: Target, ps: PageSet, topo: Topology, opts: MoveOptions,
             if n == 0:
                 continue
             plan = make_plan(topo, src, opts.to, n, n * page_size // BASE_PAGE, opts.limit, opts.policy,
-                             here, allowed)
+                             here, allowed, opts.calibration, engine="move")
             rep.plans.append(plan)
             if opts.dry_run:
                 rep.batches += -(-n // _batch_size(n, plan.threads, opts, None))

@@ -6,6 +6,8 @@ Rules (shared/reference/seed-rfc-mt-page-copy.txt, mm/copy_pages.c and its revie
   A 2 MiB huge page counts as 512 base pages;
 * threads = min(limit, CPUs of the chosen node), never above 32; limit defaults to 4;
 * push (patch 5/5's default) uses the source node's CPUs, pull the destination's;
+  policy auto and thread limit auto follow a calibration made on this machine
+  (numamove.calibration), else push and 4;
 * a CPU-less chosen node falls back to the other node, and where both are
   CPU-less, to the node of the CPU running numamove: never zero threads;
 * fewer items than threads: every item is cut into one chunk per thread;
@@ -21,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .calibration import Choice, Loaded
 from .errors import UsageError
 from .nodelist import format_list
 from .topology import Topology
@@ -103,16 +106,18 @@ def validate_policy(policy: str) -> str:
 
 def choose_cpu_node(
     topo: Topology, src: int, dst: int, policy: str, running_node: int,
-    allowed: frozenset[int] | None = None,
+    allowed: frozenset[int] | None = None, why: str | None = None,
 ) -> tuple[int, str, str]:
     """The node whose CPUs copy, the direction applied, and why.
 
+    policy is push or pull here (auto is resolved before: push without a calibration).
     A node counts as CPU-less here when none of its CPUs is allowed to us: pinning
     there would fail just as surely.
     """
     validate_policy(policy)
     direction = "pull" if policy == "pull" else "push"
-    why = "policy auto: push until a calibration says otherwise" if policy == "auto" else f"policy {policy}"
+    if why is None:
+        why = "policy auto: push, the patch's default" if policy == "auto" else f"policy {policy}"
     first, other = (dst, src) if direction == "pull" else (src, dst)
 
     def usable(n: int) -> bool:
@@ -132,16 +137,34 @@ def _usable_cpus(topo: Topology, node: int, allowed: frozenset[int] | None) -> l
     return [c for c in cpus if allowed is None or c in allowed]
 
 
+def _auto_direction(policy: str, choice: Choice | None, calibration: Loaded | None,
+                    src: int, dst: int, engine: str) -> tuple[str, str]:
+    """(push or pull, why) for a policy; auto follows a matching calibration."""
+    if policy != "auto":
+        return policy, f"policy {policy}"
+    if choice is not None:
+        assert calibration is not None and calibration.calibration is not None
+        return choice.best, (f"policy auto: {calibration.calibration.label} measured {choice.best} "
+                             f"fastest for {choice.describe()}")
+    if calibration is not None and calibration.calibration is not None:
+        return "push", (f"policy auto: {calibration.calibration.label} has no {engine} measurement "
+                        f"for node {src} -> node {dst}: push, the patch's default")
+    why = calibration.why if calibration is not None else "no calibration consulted"
+    return "push", f"policy auto: {why}: push, the patch's default"
+
+
 def make_plan(
     topo: Topology,
     src: int,
     dst: int,
     items: int,
     base_pages: int,
-    limit: int = DEFAULT_LIMIT,
+    limit: int | None = DEFAULT_LIMIT,
     policy: str = "auto",
     running_node: int | None = None,
     allowed: frozenset[int] | None = None,
+    calibration: Loaded | None = None,
+    engine: str = "copy",
 ) -> Plan:
     """Plan one batch of ``items`` items covering ``base_pages`` 4 KiB pages.
 
@@ -150,11 +173,14 @@ def make_plan(
         src, dst: source and destination nodes (validated against topo).
         items: how many items (pages, folios or regions) the batch holds.
         base_pages: their size in base pages (a 2 MiB page is 512).
-        limit: the thread limit (the patch's limit_mt_num), 1..32.
-        policy: push, pull or auto.
+        limit: the thread limit (the patch's limit_mt_num), 1..32; None (auto): the
+            calibration's best thread count, else the patch's default of 4.
+        policy: push, pull or auto (the calibration's faster direction, else push).
         running_node: the node numamove runs on (the last CPU-less fallback);
             defaults to the lowest node with CPUs.
         allowed: CPUs this process may run on (None: all).
+        calibration: the outcome of calibration.load() (None: none consulted).
+        engine: which calibration applies: copy (memcpy engine) or move (move_pages).
 
     Returns:
         The plan; never zero threads.
@@ -165,21 +191,40 @@ def make_plan(
     """
     topo.node(src)
     topo.node(dst)
-    validate_limit(limit)
+    validate_policy(policy)
+    if limit is not None:
+        validate_limit(limit)
     if items < 0 or base_pages < 0:
         raise UsageError("item and page counts cannot be negative")
     if running_node is None:
         running_node = next((n for n in topo.ids if topo.nodes[n].has_cpu), topo.ids[0])
+    cal = calibration.calibration if calibration is not None else None
+    choice = cal.choice(src, dst, engine) if cal is not None else None
     reasons: dict[str, str] = {}
-    node, direction, reasons["cpus"] = choose_cpu_node(topo, src, dst, policy, running_node, allowed)
+    want, why = _auto_direction(policy, choice, calibration, src, dst, engine)
+    node, direction, reasons["cpus"] = choose_cpu_node(topo, src, dst, want, running_node, allowed, why)
     cpus = _usable_cpus(topo, node, allowed) or sorted(allowed or ()) or [0]
+    setting = choice.settings.get(direction) if choice is not None else None
+    if setting is not None and setting.cpu_node == node:
+        # the calibrated placement first (spread across L3 domains, or packed), then the rest
+        first = [c for c in setting.cpus if c in cpus]
+        cpus = first + [c for c in cpus if c not in first]
+    if limit is None:
+        if setting is not None:
+            limit = setting.threads
+            limit_why = f"thread limit {limit} ({setting.placement}) from the calibration"
+        else:
+            limit = DEFAULT_LIMIT
+            limit_why = f"thread limit {limit}, the patch's default (no calibration for this pair)"
+    else:
+        limit_why = f"thread limit {limit}"
 
     if base_pages <= MT_THRESHOLD_PAGES:
         threads = 1
         reasons["threads"] = f"{base_pages} base pages <= {MT_THRESHOLD_PAGES}: one thread"
     else:
         threads = min(limit, len(cpus), MAX_THREADS)
-        bound = "the limit" if threads == limit else f"node {node}'s {len(cpus)} usable CPU(s)"
+        bound = limit_why if threads == limit else f"node {node}'s {len(cpus)} usable CPU(s)"
         reasons["threads"] = f"{base_pages} base pages > {MT_THRESHOLD_PAGES}: bounded by {bound}"
     if items < threads:
         split = SPLIT_CHUNK
@@ -215,13 +260,16 @@ def chunk_bounds(length: int, threads: int) -> list[tuple[int, int]]:
     return [(start(i), start(i + 1)) for i in range(threads)]
 
 
-def parse_threads(text: str) -> list[int]:
-    """A --threads list like "1,2,4": each 1..32."""
-    out: list[int] = []
+def parse_threads(text: str) -> list[int | None]:
+    """A --threads list like "1,2,4" or "auto": each 1..32, or None for auto."""
+    out: list[int | None] = []
     for part in text.split(","):
         part = part.strip()
+        if part == "auto":
+            out.append(None)
+            continue
         if not part.isdigit():
-            raise UsageError(f"invalid thread count '{part}' in '{text}': use integers from 1 to {MAX_THREADS}")
+            raise UsageError(f"invalid thread count '{part}' in '{text}': use integers from 1 to {MAX_THREADS} or auto")
         out.append(validate_limit(int(part)))
     return out
 

@@ -203,3 +203,23 @@ def current_node(topo: Topology) -> int:
 
     node = topo.node_of_cpu(_native.current_cpu())
     return node if node is not None else topo.ids[0]
+
+
+def l3_domains(cpus: Iterable[int], root: str | os.PathLike[str] = "/") -> dict[int, str]:
+    """CPU -> the CPU list sharing its L3 cache (its "domain": a CCD/CCX on AMD, a socket on Intel).
+
+    CPUs whose cache topology sysfs does not show share one domain, "unknown": placement
+    then cannot matter to what numamove can choose.
+    """
+    out: dict[int, str] = {}
+    for cpu in cpus:
+        out[cpu] = "unknown"
+        cache = Path(root) / "sys/devices/system/cpu" / f"cpu{cpu}" / "cache"
+        for idx in sorted(cache.glob("index*")):
+            try:
+                if (idx / "level").read_text().strip() == "3":
+                    out[cpu] = (idx / "shared_cpu_list").read_text().strip()
+                    break
+            except OSError:
+                continue
+    return out
