@@ -15,11 +15,12 @@ setup(
     setup_requires=["cffi>=1.15"],
     install_requires=["cffi>=1.15", "click>=8.0", "psutil>=5.9", "py-libnuma>=1.2"],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "numpy", "jsonschema>=4", "matplotlib"],
+        "test": ["pytest>=7", "hypothesis>=6", "numpy", "jsonschema>=4", "matplotlib", "wheel"],
         "plot": ["matplotlib"],
         "lint": ["ruff", "mypy", "types-psutil", "types-jsonschema"],
     },
     cffi_modules=["csrc/build_ffi.py:ffibuilder"],
+    data_files=[("share/man/man8", ["man/numamove.8"])],  # `make man` regenerates it from the CLI help
     entry_points={"console_scripts": ["numamove=numamove.cli:main"]},
     classifiers=["Operating System :: POSIX :: Linux", "Programming Language :: C",
                  "Programming Language :: Python :: 3"],

@@ -293,7 +293,7 @@ def render(res: BenchResult) -> list[str]:
 
 
 def run_buffer_bench(topo: Topology, node: int, size: int, limits: list[int | None],
-                     repeats: int = 3) -> list[str]:
+                     repeats: int = 3) -> dict[str, Any]:
     """migrate() of a size-byte anonymous buffer against moving it by hand on one thread.
 
     Baselines, measured in the same run: memcpy into a fresh mapping (what a hand-written
@@ -330,12 +330,27 @@ def run_buffer_bench(topo: Topology, node: int, size: int, limits: list[int | No
     buf.close()
     fresh = statistics.median(fresh_ns) / 1e9
     warm_s = statistics.median(warm_ns) / 1e9
-    lines = [f"numamove.migrate() of {format_bytes(size)} to node {node}, median of {repeats}, verified "
-             f"(machine: {os.cpu_count()} CPUs, {len(topo.ids)} node(s))",
-             f"baseline: memcpy into a fresh mapping (faults included) {size / fresh / 1e9:.2f} GB/s; "
-             f"into a faulted one {size / warm_s / 1e9:.2f} GB/s"]
+    runs = []
     for t in limits:
         m = statistics.median(mig[t])
-        lines.append(f"migrate(), limit {t or 'auto'}: {size / m / 1e9:.2f} GB/s = {fresh / m:.2f}x the fresh memcpy, "
-                     f"{warm_s / m:.2f}x the faulted one")
+        runs.append({"limit": t if t is not None else "auto", "gbps": size / m / 1e9,
+                     "ratio_to_fresh_memcpy": fresh / m, "ratio_to_faulted_memcpy": warm_s / m,
+                     "seconds": mig[t]})
+    return {"node": node, "size_bytes": size, "repeats": repeats, "machine": machine_info(topo),
+            "baseline": {"fresh_memcpy_gbps": size / fresh / 1e9, "faulted_memcpy_gbps": size / warm_s / 1e9,
+                         "fresh_seconds": [n / 1e9 for n in fresh_ns],
+                         "faulted_seconds": [n / 1e9 for n in warm_ns]},
+            "runs": runs, "verified": True}
+
+
+def render_buffer_bench(doc: dict[str, Any]) -> list[str]:
+    """Human-readable lines for run_buffer_bench's document."""
+    m, b = doc["machine"], doc["baseline"]
+    lines = [f"numamove.migrate() of {format_bytes(doc['size_bytes'])} to node {doc['node']}, median of "
+             f"{doc['repeats']}, verified (machine: {m['cpus']} CPUs, {m['nodes']} node(s))",
+             f"baseline: memcpy into a fresh mapping (faults included) {b['fresh_memcpy_gbps']:.2f} GB/s; "
+             f"into a faulted one {b['faulted_memcpy_gbps']:.2f} GB/s"]
+    for r in doc["runs"]:
+        lines.append(f"migrate(), limit {r['limit']}: {r['gbps']:.2f} GB/s = {r['ratio_to_fresh_memcpy']:.2f}x "
+                     f"the fresh memcpy, {r['ratio_to_faulted_memcpy']:.2f}x the faulted one")
     return lines

@@ -7,6 +7,7 @@ that `numamove --version` and `--help` stay fast for cron and scripts.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, NoReturn
 
@@ -21,7 +22,9 @@ Exit codes:
   0  success
   1  failure (nothing was done)
   2  usage error (bad option or argument)
-  3  partly done (some pages could not be moved)"""
+  3  partly done (some pages could not be moved)
+  4  busy: another numamove is migrating the same process (see proc --wait)
+  130  interrupted"""
 
 
 def _emit_json(doc: Any) -> None:
@@ -175,10 +178,14 @@ def bench(src_text: str | None, dst_text: str | None, size_text: str, threads_te
         dst = (b if src != b else a) if dst is None else dst
     huge = page_size == "2m"
     if buffer_bench:
-        from .bench import run_buffer_bench
+        from .bench import render_buffer_bench, run_buffer_bench
 
-        for line in run_buffer_bench(topo, dst, size, limits, repeats):
-            click.echo(line)
+        doc = run_buffer_bench(topo, dst, size, limits, repeats)
+        if as_json:
+            _emit_json(doc)
+        else:
+            for line in render_buffer_bench(doc):
+                click.echo(line)
         return
     calibration = _calibration(topo)
     if dry_run or verbose:
@@ -666,6 +673,10 @@ def _node_of_cpus(pid: int, topo: Any) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn every error into one line and an exit code."""
     args = sys.argv[1:] if argv is None else list(argv)
+    if os.environ.get("_NUMAMOVE_COMPLETE"):
+        # click's shell completion: the shell calls us with this set and no arguments
+        cli.main(args=args, prog_name="numamove")
+        return 0
     if not args:
         with click.Context(cli, info_name="numamove") as ctx:
             click.echo(cli.get_help(ctx))

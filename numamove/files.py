@@ -26,7 +26,7 @@ from .errors import NativeError, NodeUnavailableError, NumamoveError, UsageError
 from .maps import Segment
 from .migrate import MoveOptions, TargetReport, move_pageset
 from .plan import Plan
-from .proc import PageSet, Target
+from .proc import CAP_SYS_NICE, PageSet, Target, has_capability
 from .topology import Topology
 
 SUPPORTED = ("tmpfs", "hugetlbfs")
@@ -104,7 +104,8 @@ def move_file(path: str, topo: Topology, opts: MoveOptions, here: int, allowed: 
             n = _native.resident_pages(arr, addr, length, page)
         seg = Segment(addr, length, page, "shm", True)
         ps = PageSet(os.getpid(), arr, [(seg, 0, n)] if n else [])
-        move_all = opts.move_all or os.geteuid() == 0
+        # pages other processes map need MPOL_MF_MOVE_ALL, which CAP_SYS_NICE allows (root has it)
+        move_all = opts.move_all or has_capability(CAP_SYS_NICE)
         run = dataclasses.replace(opts, move_all=move_all)
         rep = move_pageset(target, ps, topo, run, here, allowed, progress)
         if not opts.dry_run:

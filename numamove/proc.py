@@ -237,6 +237,22 @@ def tally(ps: PageSet, status: list[int]) -> dict[tuple[int, str, bool], tuple[i
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 
+CAP_SYS_PTRACE = 19
+CAP_SYS_NICE = 23
+
+
+def has_capability(cap: int) -> bool:
+    """Whether this process holds capability number cap in its effective set (root holds them all)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> cap & 1)
+    except OSError:
+        pass
+    return os.geteuid() == 0
+
+
 def lock_dir() -> str:
     if os.geteuid() == 0:
         return "/run/numamove" if os.path.isdir("/run") else "/tmp/numamove-0"

@@ -71,3 +71,12 @@ def guest_truth() -> dict[str, Any]:
     if not path:
         pytest.skip("not inside a numamove QEMU guest")
     return dict(json.loads(Path(path).read_text()))
+
+
+@pytest.fixture(autouse=True)
+def no_calibration(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test starts without a calibration (a developer's own file must not steer plans);
+    a test that wants one writes it to this path, which NUMAMOVE_CALIBRATION names."""
+    path = tmp_path_factory.mktemp("calibration") / "calibration.json"
+    monkeypatch.setenv("NUMAMOVE_CALIBRATION", str(path))
+    return path

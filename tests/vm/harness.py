@@ -518,14 +518,19 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("bench", help="boot a two-node guest (1.5 GiB a node) and run "
                                      "tests/vm/bench_migrate.py: numamove proc vs migratepages")
     b.add_argument("bench_args", nargs="*")
+    ba = sub.add_parser("bench-auto", help="boot the two-node guest (a CPU a node) and run "
+                                           "tests/vm/bench_auto.py: policy auto vs push vs pull")
+    ba.add_argument("bench_args", nargs="*")
     ns = ap.parse_args(argv)
     try:
         if ns.cmd == "prepare":
             vmlinux, initrd = prepare()
             print(f"kernel {vmlinux}\ninitramfs {initrd}")
             return 0
-        if ns.cmd == "bench":
-            res = run_guest(BENCH, [], python_args=["tests/vm/bench_migrate.py", *ns.bench_args])
+        if ns.cmd in ("bench", "bench-auto"):
+            topo, script = ((BENCH, "tests/vm/bench_migrate.py") if ns.cmd == "bench"
+                            else (TOPOLOGIES["two"], "tests/vm/bench_auto.py"))
+            res = run_guest(topo, [], python_args=[script, *ns.bench_args])
             print(_tail(res.log, 400))
             if res.rc != 0:
                 print(f"guest benchmark failed (rc={res.rc}); console tail:\n{_tail(res.console)}", file=sys.stderr)

@@ -1,0 +1,225 @@
+"""The calibration file and what auto does with it, on made-up machines; calibrate on this one.
+
+Parsing and planning rules are pure and tested here; the measurements that matter
+(push vs pull on two nodes, a loaded node, a CPU-less node) run in the QEMU guests
+(tests/test_numa_calibrate.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes import topo
+from test_cli import run
+
+from numamove.calibrate import default_pairs, parse_pairs, placements, thread_counts
+from numamove.calibration import SCHEMA, digest, fingerprint, load
+from numamove.errors import InvalidNodeError, UsageError
+from numamove.plan import make_plan
+from numamove.topology import l3_domains
+
+MACHINE = topo({0: [0, 1, 2, 3], 1: [4, 5, 6, 7]})
+
+
+def _setting(threads: int, cpus: str, node: int, gbps: float, placement: str = "packed") -> dict[str, Any]:
+    return {"threads": threads, "placement": placement, "cpus": cpus, "cpu_node": node, "gbps": gbps}
+
+
+def calibration_doc(t: Any = MACHINE, best: str = "pull", engine: str = "copy") -> dict[str, Any]:
+    """A calibration of node 0 -> 1 that found pull (node 1's CPUs 5,7 spread) fastest."""
+    fp = fingerprint(t)
+    return {
+        "schema": SCHEMA, "created": "2026-11-27T00:00:00+00:00", "fingerprint": fp,
+        "fingerprint_digest": digest(fp), "complete": True,
+        "pairs": [{"src": 0, "dst": 1, "distance": 20, "engines": {engine: {
+            "best": best,
+            "settings": {"push": _setting(1, "0", 0, 3.0), "pull": _setting(2, "5,7", 1, 9.0, "spread")},
+            "samples": [], "notes": []}}}],
+    }
+
+
+def write(path: Path, doc: Any) -> Path:
+    path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    return path
+
+
+def test_fingerprint_changes_with_cpus_memory_and_distances() -> None:
+    """The fingerprint covers nodes, CPUs, memory and distances, and nothing that changes at run time."""
+    base = digest(fingerprint(MACHINE))
+    assert digest(fingerprint(topo({0: [0, 1, 2, 3], 1: [4, 5, 6, 7]}))) == base
+    assert digest(fingerprint(topo({0: [0, 1, 2], 1: [4, 5, 6, 7]}))) != base
+    assert digest(fingerprint(topo({0: [0, 1, 2, 3], 1: [4, 5, 6, 7]}, {(0, 1): 30}))) != base
+    assert digest(fingerprint(topo({0: [0, 1, 2, 3], 1: [4, 5, 6, 7], 2: []}))) != base
+
+
+def test_missing_file_means_the_patch_defaults_without_warning(tmp_path: Path) -> None:
+    loaded = load(MACHINE, tmp_path / "none.json")
+    assert loaded.calibration is None and loaded.warning is None
+    assert "no calibration" in loaded.why
+    p = make_plan(MACHINE, 0, 1, 512, 512 * 512, None, "auto", 0, None, loaded)
+    assert p.direction == "push" and p.threads == 4 and "patch's default" in p.reasons["cpus"]
+
+
+@pytest.mark.parametrize("content, why", [
+    ("{not json", "corrupt"),
+    ({"schema": "something-else"}, "corrupt"),
+    ({"schema": SCHEMA, "created": "x", "fingerprint_digest": "x", "fingerprint": {}}, "corrupt"),
+])
+def test_corrupt_file_is_ignored_with_a_warning(tmp_path: Path, content: Any, why: str) -> None:
+    loaded = load(MACHINE, write(tmp_path / "c.json", content))
+    assert loaded.calibration is None
+    assert loaded.warning and why in loaded.warning and "numamove calibrate" in loaded.warning
+
+
+def test_bad_setting_inside_a_valid_document_is_corrupt(tmp_path: Path) -> None:
+    doc = calibration_doc()
+    doc["pairs"][0]["engines"]["copy"]["settings"]["pull"]["threads"] = 99
+    loaded = load(MACHINE, write(tmp_path / "c.json", doc))
+    assert loaded.calibration is None and loaded.warning and "corrupt" in loaded.warning
+
+
+def test_calibration_for_another_topology_is_ignored(tmp_path: Path) -> None:
+    """Stale: made on a machine with other CPUs; auto falls back to push and says why."""
+    other = topo({0: [0, 1], 1: [2, 3]})
+    path = write(tmp_path / "c.json", calibration_doc(other))
+    loaded = load(MACHINE, path)
+    assert loaded.calibration is None
+    assert loaded.warning and "another topology" in loaded.warning
+    assert load(other, path).calibration is not None
+
+
+def test_auto_follows_a_matching_calibration(tmp_path: Path) -> None:
+    """policy auto takes the faster direction, threads auto its thread count, in its CPU order."""
+    loaded = load(MACHINE, write(tmp_path / "c.json", calibration_doc()))
+    assert loaded.calibration is not None and loaded.warning is None
+    p = make_plan(MACHINE, 0, 1, 512, 512 * 512, None, "auto", 0, None, loaded)
+    assert (p.direction, p.cpu_node, p.cpus) == ("pull", 1, (5, 7))
+    assert str(tmp_path / "c.json") in p.reasons["cpus"] and "measured pull fastest" in p.reasons["cpus"]
+    assert "from the calibration" in p.reasons["threads"]
+    # a forced direction still takes that direction's calibrated threads
+    push = make_plan(MACHINE, 0, 1, 512, 512 * 512, None, "push", 0, None, loaded)
+    assert (push.direction, push.cpus) == ("push", (0,))
+    # an explicit limit wins over the calibration's thread count, the CPU order stays
+    four = make_plan(MACHINE, 0, 1, 512, 512 * 512, 4, "auto", 0, None, loaded)
+    assert four.cpus == (5, 7, 4, 6)
+    # the threshold still applies: 32 pages or fewer is one thread
+    small = make_plan(MACHINE, 0, 1, 8, 8, None, "auto", 0, None, loaded)
+    assert small.threads == 1
+
+
+def test_auto_without_a_measurement_for_the_pair_or_engine(tmp_path: Path) -> None:
+    loaded = load(MACHINE, write(tmp_path / "c.json", calibration_doc()))
+    back = make_plan(MACHINE, 1, 0, 512, 512 * 512, None, "auto", 0, None, loaded)
+    assert back.direction == "push" and back.threads == 4 and "has no copy measurement" in back.reasons["cpus"]
+    move = make_plan(MACHINE, 0, 1, 512, 512 * 512, None, "auto", 0, None, loaded, engine="move")
+    assert move.direction == "push" and "has no move measurement" in move.reasons["cpus"]
+
+
+def test_calibrated_cpus_not_allowed_fall_back_to_the_allowed_ones(tmp_path: Path) -> None:
+    loaded = load(MACHINE, write(tmp_path / "c.json", calibration_doc()))
+    p = make_plan(MACHINE, 0, 1, 512, 512 * 512, None, "auto", 0, frozenset({0, 4, 6}), loaded)
+    assert p.direction == "pull" and p.cpus == (4, 6)
+
+
+def test_thread_counts_double_up_to_the_node_cpus() -> None:
+    assert thread_counts(1) == [1]
+    assert thread_counts(6) == [1, 2, 4, 6]
+    assert thread_counts(8) == [1, 2, 4, 8]
+    assert thread_counts(64) == [1, 2, 4, 8, 16, 32]
+
+
+def test_placements_pack_one_l3_domain_first_or_spread_across_them() -> None:
+    domains = {0: "0-3", 1: "0-3", 2: "0-3", 3: "0-3", 4: "4-7", 5: "4-7", 6: "4-7", 7: "4-7"}
+    p = placements(list(range(8)), domains)
+    assert p["packed"] == [0, 1, 2, 3, 4, 5, 6, 7]
+    assert p["spread"] == [0, 4, 1, 5, 2, 6, 3, 7]
+    assert placements([0, 1, 2], {0: "0-2", 1: "0-2", 2: "0-2"}) == {"packed": [0, 1, 2]}
+
+
+def test_l3_domains_from_sysfs(tmp_path: Path) -> None:
+    for cpu, shared in ((0, "0-1"), (1, "0-1"), (2, "2-3")):
+        for idx, level, lst in ((0, 1, str(cpu)), (2, 2, str(cpu)), (3, 3, shared)):
+            d = tmp_path / f"sys/devices/system/cpu/cpu{cpu}/cache/index{idx}"
+            d.mkdir(parents=True)
+            (d / "level").write_text(f"{level}\n")
+            (d / "shared_cpu_list").write_text(lst + "\n")
+    assert l3_domains([0, 1, 2, 3], tmp_path) == {0: "0-1", 1: "0-1", 2: "2-3", 3: "unknown"}
+
+
+def test_pairs_parse_and_default() -> None:
+    t = topo({0: [0], 1: [1], 2: []})
+    assert parse_pairs("0:1, 1:0,0:1", t) == [(0, 1), (1, 0)]
+    assert default_pairs(t)[0] == [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]
+    one, notes = default_pairs(topo({0: [0, 1]}))
+    assert one == [(0, 0)] and "one memory node" in notes[0]
+    with pytest.raises(UsageError, match="SRC:DST"):
+        parse_pairs("0-1", t)
+    with pytest.raises(InvalidNodeError, match="node 7 does not exist"):
+        parse_pairs("0:7", t)
+
+
+def test_calibrate_cli_writes_a_file_that_auto_then_uses(no_calibration: Path) -> None:
+    """On this machine: calibrate within its budget, then bench's auto plan names the calibration."""
+    t0 = time.monotonic()
+    code, out, err = run("calibrate", "--budget", "5", "--size", "16M", "--json")
+    assert code == 0, err
+    assert time.monotonic() - t0 < 5 + 3
+    doc = json.loads(out)
+    assert doc["path"] == str(no_calibration) and no_calibration.exists()
+    copy = doc["pairs"][0]["engines"]["copy"]
+    assert copy["best"] in ("push", "pull") and all(s["seconds"] for s in copy["samples"])
+    code, out, err = run("bench", "--dry-run", "--json", "--policy", "auto", "--threads", "auto", "--size", "16M")
+    assert code == 0, err
+    plan = json.loads(out)["plans"][0]
+    assert str(no_calibration) in plan["reasons"]["cpus"]
+    assert plan["threads"] == copy["settings"][copy["best"]]["threads"]
+
+
+def test_corrupt_calibration_warns_and_the_command_still_runs(no_calibration: Path) -> None:
+    no_calibration.write_text("{half a file")
+    code, out, err = run("bench", "--dry-run", "--policy", "auto", "--size", "16M")
+    assert code == 0
+    assert "warning: ignoring calibration" in err and "corrupt" in err
+    assert "push, the patch's default" in out
+
+
+def test_calibrate_rejects_bad_options() -> None:
+    for args, what in ((["--pairs", "0:9"], "node 9 does not exist"), (["--engines", "copy,dma"], "dma"),
+                       (["--budget", "0"], "--budget"), (["--pairs", "x"], "SRC:DST")):
+        code, _, err = run("calibrate", *args)
+        assert code == 2 and what in err and "Traceback" not in err
+
+
+def test_calibrate_output_that_cannot_be_written(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, err = run("calibrate", "--budget", "2", "--size", "8M", "-q", "--output", str(blocker / "x.json"))
+    assert code == 1 and "cannot write the calibration" in err
+
+
+def test_calibrate_plot_draws_a_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib is in the test extra; pip install -e '.[test]'")
+    png = tmp_path / "cal.png"
+    code, out, err = run("calibrate", "--budget", "3", "--size", "8M", "-q", "--plot", str(png))
+    assert code == 0, err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plot: {png}" in out
+
+
+def test_calibrate_plot_without_matplotlib_says_how_to_get_it(tmp_path: Path) -> None:
+    """A real subprocess where matplotlib cannot be imported: one line, exit 2, nothing measured."""
+    fake = tmp_path / "nompl" / "matplotlib"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('matplotlib is hidden by this test')\n")
+    env = dict(os.environ, PYTHONPATH=f"{fake.parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    p = subprocess.run([sys.executable, "-m", "numamove", "calibrate", "--plot", str(tmp_path / "x.png")],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 2
+    assert p.stderr.count("\n") == 1 and "pip install 'numamove[plot]'" in p.stderr
+    assert not Path(os.environ["NUMAMOVE_CALIBRATION"]).exists()
