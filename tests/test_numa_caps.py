@@ -24,7 +24,8 @@ SHM = "/dev/shm/numamove-caps-test"
 def as_nobody(caps: str, *args: str, hold: str | None = None) -> subprocess.CompletedProcess[str]:
     opts = ["--hold-shm", hold] if hold else []
     return subprocess.run([sys.executable, str(HELPER), caps, *opts, "--", *args], capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "XDG_RUNTIME_DIR": "/tmp"})
+                          text=True, timeout=600,
+                          env={**os.environ, "NUMAMOVE_CALIBRATION": "/nonexistent"})
 
 
 @pytest.fixture()
@@ -32,9 +33,6 @@ def nobodys_file() -> Iterator[str]:
     """A 2 MiB tmpfs file owned by nobody, its pages on node 0."""
     Path(SHM).write_bytes(os.urandom(2 << 20))
     os.chown(SHM, 65534, 65534)
-    # readable and writable by any file-system ID: the helper keeps root's (for the interpreter)
-    # but no CAP_DAC_OVERRIDE, so an owner-only file would be refused for that reason alone
-    os.chmod(SHM, 0o666)
     code, _, err = run("file", SHM, "--to", "0", "-q")
     assert code == 0, err
     yield SHM
@@ -74,12 +72,16 @@ def test_cap_sys_nice_lets_a_user_move_a_shared_file_in_place(nobodys_file: str)
 
 
 @pytest.mark.numa(nodes=2)
-def test_another_users_process_needs_cap_sys_ptrace_too() -> None:
-    """move_pages on another user's process is a ptrace-style access: CAP_SYS_NICE alone is refused."""
+def test_another_users_process_needs_cap_sys_ptrace_and_cap_dac_read_search() -> None:
+    """Another user's process: move_pages and its smaps are ptrace-style accesses (CAP_SYS_PTRACE), and
+    its /proc/PID/pagemap is readable by its owner only (CAP_DAC_READ_SEARCH); either alone is refused."""
     with Workload("--size", "4M", "--huge", "0", "--node", "0") as w:  # root's
-        p = as_nobody("sys_nice", "proc", str(w.pid), "--to", "1", "--only", "anon", "-q")
-        assert p.returncode == 1 and "not allowed" in p.stderr and p.stderr.count("\n") == 1
-        p = as_nobody("sys_nice,sys_ptrace", "proc", str(w.pid), "--to", "1", "--only", "anon", "-q", "--json")
+        for caps in ("sys_nice", "sys_nice,sys_ptrace", "sys_nice,dac_read_search"):
+            p = as_nobody(caps, "proc", str(w.pid), "--to", "1", "--only", "anon", "-q")
+            assert p.returncode == 1 and "not allowed" in p.stderr and p.stderr.count("\n") == 1, caps
+            assert "CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH" in p.stderr
+        p = as_nobody("sys_nice,sys_ptrace,dac_read_search", "proc", str(w.pid), "--to", "1", "--only", "anon",
+                      "-q", "--json")
         assert p.returncode == 0, p.stderr
         assert _json(p)["processes"][0]["moved"]["pages"] > 0  # type: ignore[index]
         assert w.check()[0]
