@@ -179,7 +179,8 @@ def collect(pid: int, ranges: list[tuple[int, int]] | None = None,
     except FileNotFoundError:
         raise NoSuchProcessError(f"no process with PID {pid} (it may have exited)") from None
     except PermissionError:
-        raise AccessError(f"not allowed to read the memory map of PID {pid}: run as its owner or root, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH") from None
+        raise AccessError(f"not allowed to read the memory map of PID {pid}: run as its owner or "
+                          "root, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH") from None
     try:
         skipped: Counter[str] = Counter()
         plan: list[tuple[Mapping, Segment]] = []
@@ -222,7 +223,8 @@ def where(ps: PageSet) -> list[int]:
         if exc.errno == errno.ESRCH:
             raise NoSuchProcessError(f"PID {ps.pid} exited") from None
         if exc.errno == errno.EPERM:
-            raise AccessError(f"not allowed to query the pages of PID {ps.pid}: run as its owner or root, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH") from None
+            raise AccessError(f"not allowed to query the pages of PID {ps.pid}: run as its owner "
+                              "or root, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH") from None
         raise
 
 
