@@ -57,7 +57,7 @@ from .errors import (
 if TYPE_CHECKING:
     from .buffers import BufferMigration
     from .engine import CopyResult
-    from .plan import Plan
+    from .planner import Plan
     from .topology import Topology
 
 
@@ -109,7 +109,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(engine, name)
     if name == "Plan":
-        from .plan import Plan
+        from .planner import Plan
 
         return Plan
     if name == "Topology":

@@ -21,7 +21,7 @@ from .calibration import Loaded
 from .engine import run_plan
 from .errors import InvalidNodeError, UsageError, VerificationError
 from .nodelist import format_bytes, format_list
-from .plan import BASE_PAGE, HUGE_PAGE, Plan, base_pages_of, make_plan
+from .planner import BASE_PAGE, HUGE_PAGE, Plan, base_pages_of, make_plan
 from .topology import Topology, current_node
 
 

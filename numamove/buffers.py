@@ -22,7 +22,7 @@ from .calibration import for_library
 from .engine import run_plan
 from .errors import UsageError
 from .maps import read_smaps
-from .plan import BASE_PAGE, HUGE_PAGE, Plan, make_plan
+from .planner import BASE_PAGE, HUGE_PAGE, Plan, make_plan
 from .topology import Topology, current_node, read_topology
 
 PAGE = mmap.PAGESIZE

@@ -35,7 +35,7 @@ from .bench import CopyTrial, machine_info, move_trial
 from .calibration import DIRECTIONS, ENGINES, SCHEMA, Setting, default_output, digest, fingerprint
 from .errors import OutputError, UsageError
 from .nodelist import format_bytes, format_list
-from .plan import BASE_PAGE, HUGE_PAGE, MAX_THREADS, Plan, choose_cpu_node, make_plan
+from .planner import BASE_PAGE, HUGE_PAGE, MAX_THREADS, Plan, choose_cpu_node, make_plan
 from .topology import Topology, current_node, l3_domains
 
 MIN_SIZE = {"copy": 4 << 20, "move": 1 << 20}

@@ -162,7 +162,7 @@ def bench(src_text: str | None, dst_text: str | None, size_text: str, threads_te
     """
     from .bench import default_pair, plan_bench, render, run_bench
     from .nodelist import parse_size
-    from .plan import BASE_PAGE, HUGE_PAGE, parse_policies, parse_threads
+    from .planner import BASE_PAGE, HUGE_PAGE, parse_policies, parse_threads
     from .topology import current_node, read_topology
 
     limits = parse_threads(threads_text)
@@ -325,7 +325,7 @@ def proc(pids: tuple[str, ...], to_text: str, from_text: str | None, name: str |
 
     from .maps import parse_only
     from .migrate import MoveOptions, migrate, progress_printer
-    from .plan import parse_threads
+    from .planner import parse_threads
     from .proc import TargetLock, environment_warnings, mems_allowed, resolve_targets
     from .topology import current_node, read_topology
 
@@ -424,7 +424,7 @@ def file_cmd(paths: tuple[str, ...], to_text: str, from_text: str | None, thread
 
     from .files import move_file
     from .migrate import MoveOptions, progress_printer
-    from .plan import parse_threads
+    from .planner import parse_threads
     from .topology import current_node, read_topology
 
     limit = parse_threads(threads_text)

@@ -11,7 +11,7 @@ from typing import Any
 from . import _native
 from .calibration import for_library
 from .errors import NativeError, PinningError, UsageError
-from .plan import HUGE_PAGE, Plan, base_pages_of, make_plan
+from .planner import HUGE_PAGE, Plan, base_pages_of, make_plan
 from .topology import Topology, current_node, read_topology
 
 

@@ -25,7 +25,7 @@ from .calibration import Loaded
 from .errors import NativeError, NodeUnavailableError, NumamoveError, UsageError
 from .maps import Segment
 from .migrate import MoveOptions, TargetReport, move_pageset
-from .plan import Plan
+from .planner import Plan
 from .proc import CAP_SYS_NICE, PageSet, Target, has_capability
 from .topology import Topology
 
@@ -193,7 +193,7 @@ def copy_file(path: str, output: str | None, node: int, topo: Topology, limit: i
     import time
 
     from .errors import VerificationError
-    from .plan import BASE_PAGE, HUGE_PAGE, make_plan
+    from .planner import BASE_PAGE, HUGE_PAGE, make_plan
 
     dest = output or path
     if output is None:

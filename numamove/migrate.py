@@ -22,7 +22,7 @@ from typing import Any
 from . import _native
 from .calibration import Loaded
 from .errors import InvalidNodeError, NativeError, NodeUnavailableError
-from .plan import BASE_PAGE, Plan, make_plan
+from .planner import BASE_PAGE, Plan, make_plan
 from .proc import AccessError, NoSuchProcessError, PageSet, ProcessError, Target, collect, tally, where
 from .topology import Topology
 

@@ -61,7 +61,7 @@ def main() -> int:
 
     for mod in ("numamove.cli", "numamove.migrate", "numamove.proc", "numamove.files", "numamove.maps",
                 "numamove.report", "numamove.topology", "numamove.calibration", "numamove.nodelist",
-                "numamove.plan", "numamove.engine", "numamove._native", "psutil", "numa", "json", "mmap",
+                "numamove.planner", "numamove.engine", "numamove._native", "psutil", "numa", "json", "mmap",
                 "fcntl", "errno", "difflib", "tempfile", "subprocess"):
         importlib.import_module(mod)
     from numamove.topology import read_topology

@@ -22,7 +22,7 @@ from test_cli import run
 from numamove.calibrate import default_pairs, parse_pairs, placements, thread_counts
 from numamove.calibration import SCHEMA, digest, fingerprint, load
 from numamove.errors import InvalidNodeError, UsageError
-from numamove.plan import make_plan
+from numamove.planner import make_plan
 from numamove.topology import l3_domains
 
 MACHINE = topo({0: [0, 1, 2, 3], 1: [4, 5, 6, 7]})
@@ -223,3 +223,48 @@ def test_calibrate_plot_without_matplotlib_says_how_to_get_it(tmp_path: Path) ->
     assert p.returncode == 2
     assert p.stderr.count("\n") == 1 and "pip install 'numamove[plot]'" in p.stderr
     assert not Path(os.environ["NUMAMOVE_CALIBRATION"]).exists()
+
+
+def test_where_the_calibration_lives(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Root writes the system file; others their cache; $NUMAMOVE_CALIBRATION overrides both."""
+    from numamove import calibration
+
+    monkeypatch.delenv("NUMAMOVE_CALIBRATION")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert calibration.default_output() == calibration.SYSTEM_PATH
+    assert calibration.search_paths() == [calibration.SYSTEM_PATH]
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    mine = tmp_path / "numamove" / "calibration.json"
+    assert calibration.default_output() == mine
+    assert calibration.search_paths() == [mine, calibration.SYSTEM_PATH]
+    monkeypatch.setenv("NUMAMOVE_CALIBRATION", "/x/y.json")
+    assert calibration.default_output() == Path("/x/y.json") and calibration.search_paths() == [Path("/x/y.json")]
+
+
+def test_proc_dry_run_says_what_auto_follows() -> None:
+    """--dry-run (and -v) name the calibration auto follows, or why it uses the patch's defaults."""
+    code, out, err = run("proc", str(os.getpid()), "--to", "0", "--dry-run")
+    assert code == 0, err
+    assert "auto: no calibration" in out and "the patch's defaults" in out
+
+
+def test_library_warns_once_about_a_stale_calibration(no_calibration: Path) -> None:
+    """numamove.plan() with a file made for another machine: a CalibrationWarning, then the defaults."""
+    import numamove
+    from numamove.calibration import CalibrationWarning
+
+    write(no_calibration, calibration_doc(topo({0: [0], 1: [1], 2: [2]})))
+    with pytest.warns(CalibrationWarning, match="another topology"):
+        p = numamove.plan(0, 0, 1 << 30)
+    assert p.direction == "push" and "patch's default" in p.reasons["cpus"]
+
+
+def test_numamove_plan_stays_the_function() -> None:
+    """The module holding the heuristics is numamove.planner, so importing it (which every call
+    does) can no longer replace the public numamove.plan() function with a module."""
+    import numamove
+
+    first = numamove.plan(0, 0, 1 << 20)
+    again = numamove.plan(0, 0, 1 << 20)
+    assert callable(numamove.plan) and first.threads == again.threads

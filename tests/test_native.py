@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from numamove import _native
 from numamove.engine import copy, run_plan
 from numamove.errors import NativeError, UsageError
-from numamove.plan import chunk_bounds, group_ranges, make_plan
+from numamove.planner import chunk_bounds, group_ranges, make_plan
 from numamove.topology import read_topology
 
 CPUS = sorted(os.sched_getaffinity(0))

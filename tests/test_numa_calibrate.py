@@ -22,7 +22,7 @@ from workload_helper import Workload
 
 from numamove.calibrate import run_calibration
 from numamove.calibration import digest, load
-from numamove.plan import make_plan
+from numamove.planner import make_plan
 from numamove.topology import read_topology
 
 BUDGET = 30

@@ -17,7 +17,7 @@ from test_cli import run
 
 from numamove import _native
 from numamove.engine import run_plan
-from numamove.plan import make_plan
+from numamove.planner import make_plan
 from numamove.topology import read_topology
 
 SIZE = 8 << 20

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from numamove.bench import CopyTrial, move_trial  # noqa: E402
 from numamove.calibrate import run_calibration, write  # noqa: E402
 from numamove.calibration import load  # noqa: E402
-from numamove.plan import BASE_PAGE, HUGE_PAGE, make_plan  # noqa: E402
+from numamove.planner import BASE_PAGE, HUGE_PAGE, make_plan  # noqa: E402
 from numamove.topology import current_node, read_topology  # noqa: E402
 
 POLICIES = ("push", "pull", "auto")

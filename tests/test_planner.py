@@ -1,4 +1,4 @@
-"""The seed patch's heuristics in numamove.plan, rule by rule."""
+"""The seed patch's heuristics in numamove.planner, rule by rule."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from fakes import topo
 
 from numamove.errors import InvalidNodeError, UsageError
-from numamove.plan import (
+from numamove.planner import (
     SPLIT_CHUNK,
     SPLIT_GROUP,
     chunk_bounds,
