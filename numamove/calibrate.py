@@ -281,7 +281,7 @@ def run_calibration(topo: Topology, pairs: list[tuple[int, int]], *, budget: flo
         sz = _fits(topo, pr.src, pr.dst, size, engine)
         while sz > MIN_SIZE[engine] and cost[engine] * sz * len(unique) * repeats > share:
             sz //= 2
-        measure = _measurer(topo, pr.src, pr.dst, engine, here, allowed)
+        measure = _Measurer(topo, pr.src, pr.dst, engine, here, allowed)
         try:
             for r in range(repeats):
                 order = unique[r % len(unique):] + unique[:r % len(unique)]
@@ -324,7 +324,7 @@ def _probe(topo: Topology, plan_of: list[tuple[PairResult, str, list[Sample], li
         if engine in out:
             continue
         size = MIN_SIZE[engine]
-        measure = _measurer(topo, pr.src, pr.dst, engine, here, allowed)
+        measure = _Measurer(topo, pr.src, pr.dst, engine, here, allowed)
         t0 = time.monotonic()
         try:
             measure(samples[0], size)
@@ -342,7 +342,7 @@ class _ShareSpent(Exception):
     pass
 
 
-class _measurer:
+class _Measurer:
     """Times one sample: the copy engine over regions kept for the pair, or a fresh move."""
 
     def __init__(self, topo: Topology, src: int, dst: int, engine: str, here: int,
