@@ -372,6 +372,18 @@ class _Measurer:
             self.trial = None
 
 
+def check_output(path: str | os.PathLike[str]) -> None:
+    """Fail before measuring, not after, when the calibration could not be written there."""
+    out = Path(path)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe = out.with_name(f".{out.name}.{os.getpid()}.probe")
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"cannot write the calibration to {out}: {exc.strerror}") from None
+
+
 def write(run: CalibrationRun, path: str | os.PathLike[str] | None) -> Path:
     """Write the calibration atomically (a reader never sees half a file); returns the path."""
     out = Path(path) if path is not None else default_output()

@@ -513,7 +513,7 @@ def calibrate(pairs_text: str | None, budget: float, size_text: str, repeats: in
       numamove calibrate --output /tmp/cal.json --json
       numamove proc 1234 --to 1 --dry-run      # shows what auto chose and why
     """
-    from .calibrate import default_pairs, parse_pairs, plot, render, run_calibration, write
+    from .calibrate import check_output, default_pairs, parse_pairs, plot, render, run_calibration, write
     from .calibration import ENGINES, default_output
     from .nodelist import parse_size
     from .topology import read_topology
@@ -564,6 +564,7 @@ def calibrate(pairs_text: str | None, budget: float, size_text: str, repeats: in
             for w in p["notes"]:
                 click.echo(f"    {w}")
         return
+    check_output(out)
     progress = None if quiet else _calibrate_progress()
     run = run_calibration(topo, pairs, budget=budget, size=size, repeats=repeats, engines=engines,
                           progress=progress, notes=notes)

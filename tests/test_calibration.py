@@ -198,10 +198,12 @@ def test_calibrate_rejects_bad_options() -> None:
 
 
 def test_calibrate_output_that_cannot_be_written(tmp_path: Path) -> None:
+    """Refused before measuring (a 60 s budget would otherwise be spent first): one line, exit 1."""
     blocker = tmp_path / "file"
     blocker.write_text("")
-    code, _, err = run("calibrate", "--budget", "2", "--size", "8M", "-q", "--output", str(blocker / "x.json"))
+    code, _, err = run("calibrate", "--budget", "60", "--size", "8M", "--output", str(blocker / "x.json"))
     assert code == 1 and "cannot write the calibration" in err
+    assert err.count("\n") == 1 and "measured" not in err  # no progress line: nothing was measured
 
 
 def test_calibrate_plot_draws_a_png(tmp_path: Path) -> None:
