@@ -270,3 +270,12 @@ def test_numamove_plan_stays_the_function() -> None:
     first = numamove.plan(0, 0, 1 << 20)
     again = numamove.plan(0, 0, 1 << 20)
     assert callable(numamove.plan) and first.threads == again.threads
+
+
+def test_calibrate_shows_progress_and_prints_a_table(tmp_path: Path) -> None:
+    out_file = tmp_path / "cal.json"
+    code, out, err = run("calibrate", "--budget", "3", "--size", "8M", "--output", str(out_file))
+    assert code == 0, err
+    assert "calibrate: " in err and " measured; node 0 -> node 0 copy" in err  # progress, on stderr
+    assert "auto uses" in out and "0 -> 0" in out and f"written to {out_file}" in out
+    assert json.loads(out_file.read_text())["path"] == str(out_file)
