@@ -438,6 +438,8 @@ def file_cmd(paths: tuple[str, ...], to_text: str, from_text: str | None, thread
     here = current_node(topo)
     allowed = frozenset(os.sched_getaffinity(0))
     calibration = _calibration(topo, quiet)
+    if dry_run and not as_json:
+        click.echo(f"auto: {calibration.why}")
     if output and not do_copy:
         raise click.UsageError("--output goes with --copy")
     if do_copy:

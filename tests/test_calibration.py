@@ -279,3 +279,17 @@ def test_calibrate_shows_progress_and_prints_a_table(tmp_path: Path) -> None:
     assert "calibrate: " in err and " measured; node 0 -> node 0 copy" in err  # progress, on stderr
     assert "auto uses" in out and "0 -> 0" in out and f"written to {out_file}" in out
     assert json.loads(out_file.read_text())["path"] == str(out_file)
+
+
+def test_file_dry_run_says_what_auto_follows(no_calibration: Path, tmp_path: Path) -> None:
+    shm = Path(f"/dev/shm/numamove-auto-{os.getpid()}")
+    shm.write_bytes(os.urandom(1 << 20))
+    try:
+        code, out, err = run("file", str(shm), "--to", "0", "--dry-run")
+        assert code == 0 and "auto: no calibration" in out, err
+        assert run("calibrate", "--budget", "2", "--size", "8M", "-q")[0] == 0
+        code, out, err = run("file", str(shm), "--to", "0", "--dry-run", "--copy")
+        assert code == 0 and f"auto: calibration {no_calibration}" in out, err
+        assert "from the calibration" in out
+    finally:
+        shm.unlink()
