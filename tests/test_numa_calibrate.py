@@ -130,7 +130,7 @@ def node0_loaded() -> Iterator[None]:
         p.wait()
 
 
-@pytest.mark.numa(nodes=2)
+@pytest.mark.numa(nodes=2, guest="two")
 def test_calibrate_notices_a_loaded_node(node0_loaded: None) -> None:
     """With node 0's CPUs busy, 0 -> 1 is faster pulled (node 1's CPUs) and 1 -> 0 pushed: auto picks those."""
     topo = read_topology()
@@ -159,7 +159,7 @@ def test_cpuless_node_is_measured_on_the_cpus_that_will_copy(guest_truth: dict[s
             assert er.best() == "push"  # a tie (the same CPUs) keeps the patch's default
 
 
-@pytest.mark.numa(nodes=2)
+@pytest.mark.numa(nodes=2, guest="two")
 def test_multi_node_outputs_match_the_schemas(tmp_path: Path) -> None:
     """Outputs with pages really moved (plans, workers, per-node counts) validate too."""
     shm = "/dev/shm/numamove-schema-guest"
