@@ -192,7 +192,8 @@ def test_corrupt_calibration_warns_and_the_command_still_runs(no_calibration: Pa
 
 def test_calibrate_rejects_bad_options() -> None:
     for args, what in ((["--pairs", "0:9"], "node 9 does not exist"), (["--engines", "copy,dma"], "dma"),
-                       (["--budget", "0"], "--budget"), (["--pairs", "x"], "SRC:DST")):
+                       (["--budget", "0"], "--budget"), (["--pairs", "x"], "SRC:DST"),
+                       (["--size", "1Q"], "1Q"), (["--repeats", "0"], "--repeats")):
         code, _, err = run("calibrate", *args)
         assert code == 2 and what in err and "Traceback" not in err
 

@@ -112,13 +112,14 @@ def test_unknown_nodes_and_bad_limits_are_usage_errors() -> None:
         make_plan(ONE_CPU, 0, 1, 1, 1, 4, "sideways")
 
 
-@pytest.mark.parametrize("text, want", [("1", [1]), ("1,2,4", [1, 2, 4]), ("32", [32])])
-def test_parse_threads_ok(text: str, want: list[int]) -> None:
-    """--threads accepts comma lists of 1..32."""
+@pytest.mark.parametrize("text, want", [("1", [1]), ("1,2,4", [1, 2, 4]), ("32", [32]), ("auto", [None]),
+                                        ("1,auto", [1, None])])
+def test_parse_threads_ok(text: str, want: list[int | None]) -> None:
+    """--threads accepts comma lists of 1..32 and auto (None: the calibration's, else 4)."""
     assert parse_threads(text) == want
 
 
-@pytest.mark.parametrize("text", ["0", "33", "abc", "", "1,,2", "-1", "2.5"])
+@pytest.mark.parametrize("text", ["0", "33", "abc", "", "1,,2", "-1", "2.5", "Auto", "autox"])
 def test_parse_threads_rejects(text: str) -> None:
     """--threads rejects 0, 33, words, blanks and negatives."""
     with pytest.raises(UsageError):
