@@ -181,11 +181,13 @@ def move_trial(size: int, plan: Plan) -> int:
     Raises:
         VerificationError: a page is not on the destination afterwards, or its bytes changed.
     """
+    from .migrate import MoveOptions, _batch_size
+
     with _native.Region(size, plan.src, base_pages=True) as r:
         n = size // BASE_PAGE
         _native.fill(r.addr, 0x5A, size)
         pages = _native.page_list([r.addr + i * BASE_PAGE for i in range(n)])
-        batch = max(1, -(-n // plan.threads) // 4)  # as migrate._batch_size: each share in 4 calls
+        batch = _batch_size(n, plan.threads, MoveOptions(plan.dst), None)  # as numamove proc sizes them
         res = _native.move(0, pages, n, plan.dst, _native.MPOL_MF_MOVE, plan.cpus, plan.threads, batch)
         where = _native.query_nodes(0, pages, n)
         off = [i for i, w in enumerate(where) if w != plan.dst]

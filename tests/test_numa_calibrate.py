@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +16,7 @@ from typing import Any
 import pytest
 from schemas import validate
 from test_cli import run
-from workload_helper import Workload
+from workload_helper import BusyLoops, Workload
 
 from numamove.calibrate import run_calibration
 from numamove.calibration import digest, load
@@ -118,16 +116,8 @@ def test_calibration_for_another_topology_is_ignored(calibrated: tuple[dict[str,
 @pytest.fixture()
 def node0_loaded() -> Iterator[None]:
     """A busy loop at nice -10 on each of node 0's CPUs: a thread pinned there gets ~10% of a CPU."""
-    cpus = read_topology().node(0).cpus
-    code = ("import os,sys; os.sched_setaffinity(0, {int(sys.argv[1])}); os.nice(-10); "
-            "sys.stdout.write('x\\n'); sys.stdout.flush()\nwhile True: pass")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(c)], stdout=subprocess.PIPE) for c in cpus]
-    for p in procs:
-        assert p.stdout is not None and p.stdout.readline() == b"x\n"
-    yield
-    for p in procs:
-        p.kill()
-        p.wait()
+    with BusyLoops(read_topology().node(0).cpus, -10):
+        yield
 
 
 @pytest.mark.numa(nodes=2, guest="two")

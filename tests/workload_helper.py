@@ -38,3 +38,27 @@ class Workload:
 
     def __exit__(self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+class BusyLoops:
+    """A Python busy loop pinned to each CPU given, at a nice value (below 0 needs root): a thread
+    pinned to one of those CPUs then gets only a share of it. Killed on exit."""
+
+    def __init__(self, cpus: tuple[int, ...], nice: int) -> None:
+        code = (f"import os,sys; os.sched_setaffinity(0, {{int(sys.argv[1])}}); os.nice({nice}); "
+                "sys.stdout.write('x\\n'); sys.stdout.flush()\nwhile True: pass")
+        self.procs = [subprocess.Popen([sys.executable, "-c", code, str(c)], stdout=subprocess.PIPE)
+                      for c in cpus]
+        for p in self.procs:
+            assert p.stdout is not None and p.stdout.readline() == b"x\n", "busy loop did not start"
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+    def __enter__(self) -> BusyLoops:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()

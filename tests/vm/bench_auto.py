@@ -19,12 +19,12 @@ import argparse
 import functools
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from workload_helper import BusyLoops  # noqa: E402
 
 from numamove.bench import CopyTrial, move_trial  # noqa: E402
 from numamove.calibrate import run_calibration, write  # noqa: E402
@@ -33,15 +33,6 @@ from numamove.planner import BASE_PAGE, HUGE_PAGE, make_plan  # noqa: E402
 from numamove.topology import current_node, read_topology  # noqa: E402
 
 POLICIES = ("push", "pull", "auto")
-
-
-def spin(cpus: tuple[int, ...], nice: int) -> list[subprocess.Popen[bytes]]:
-    code = (f"import os,sys; os.sched_setaffinity(0, {{int(sys.argv[1])}}); os.nice({nice}); "
-            "sys.stdout.write('x\\n'); sys.stdout.flush()\nwhile True: pass")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(c)], stdout=subprocess.PIPE) for c in cpus]
-    for p in procs:
-        assert p.stdout is not None and p.stdout.readline() == b"x\n"
-    return procs
 
 
 def scenario(name: str, copy_size: int, move_size: int, runs: int, budget: float) -> list[str]:
@@ -99,15 +90,10 @@ def main() -> int:
     cs, ms = ns.copy_size << 20, ns.move_size << 20
     for line in scenario("idle", cs, ms, ns.runs, ns.budget):
         print(line, flush=True)
-    procs = spin(topo.node(0).cpus, ns.nice)
-    try:
+    with BusyLoops(topo.node(0).cpus, ns.nice):
         for line in scenario(f"node 0 loaded (busy loop at nice {ns.nice} on CPU(s) "
                              f"{list(topo.node(0).cpus)})", cs, ms, ns.runs, ns.budget):
             print(line, flush=True)
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
     return 0
 
 
