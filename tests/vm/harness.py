@@ -39,6 +39,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "vm"
 MODULES_WANTED = ["virtio_pci", "9pnet_virtio", "9p"]
 BOOT_TIMEOUT_S = int(os.environ.get("NUMAMOVE_VM_TIMEOUT", "900"))
+# the guest's init says "numamove-guest: up" about 10 s after QEMU starts; a guest silent for this
+# long never booted (seen once: QEMU hung with an empty console) and is killed and booted again
+STALL_S = 180
 
 
 class HarnessError(Exception):
@@ -398,7 +401,14 @@ def run_guest(topo: Topology, pytest_args: list[str], interactive: bool = False,
         proc = subprocess.Popen(cmd + ["-serial", "stdio"], stdout=con, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         try:
-            proc.wait(timeout=BOOT_TIMEOUT_S)
+            proc.wait(timeout=STALL_S)
+        except subprocess.TimeoutExpired:
+            if b"numamove-guest: up" not in console.read_bytes():
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                (results / "stalled").write_text(f"no sign of boot after {STALL_S}s: killed\n")
+        try:
+            proc.wait(timeout=max(1, BOOT_TIMEOUT_S - STALL_S))
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -457,10 +467,13 @@ def cmd_run(ns: argparse.Namespace) -> int:
         extra = ["-k", ns.k] if ns.k else []
         try:
             res = run_guest(TOPOLOGIES[name], extra + ns.pytest_args)
-            if res.rc is None and not (res.log.parent / "timeout").exists():
+            stalled = (res.log.parent / "stalled").exists()
+            if res.rc is None and (stalled or not (res.log.parent / "timeout").exists()):
                 # QEMU itself died before the guest reported (seen once: an assertion in its PCI
-                # emulation during boot). That is the emulator, not numamove: boot once more.
-                print(f"numa guest '{name}': QEMU exited without a result; console tail:\n"
+                # emulation during boot), or never booted (seen once: an empty console for 15
+                # minutes). That is the emulator, not numamove: boot once more.
+                what = "never booted" if stalled else "exited without a result"
+                print(f"numa guest '{name}': QEMU {what}; console tail:\n"
                       f"{_tail(res.console, 5)}\nbooting it once more", file=sys.stderr)
                 res = run_guest(TOPOLOGIES[name], extra + ns.pytest_args)
         except HarnessError as exc:
