@@ -263,6 +263,9 @@ static void nm_move_do(void *p)
 			r->err = -errno;
 			break;
 		}
+		if (rc > 0) /* entries after the failed page were never reached: ask where all are */
+			syscall(SYS_move_pages, w->pid, (unsigned long)n, w->pages + off, NULL,
+				w->status + off, 0);
 		r->not_migrated += rc;
 		r->done += n;
 	}
@@ -455,36 +458,6 @@ long nm_move_pages(int pid, unsigned long count, void **pages, const int *nodes,
 	return rc < 0 ? -errno : rc;
 }
 
-size_t nm_collect_pages(unsigned long start, size_t len, size_t page_size,
-			const uint64_t *pagemap, void **out, size_t cap)
-{
-	size_t off, k = 0, stride = page_size / 4096;
-
-	if (!page_size || page_size % 4096)
-		return 0;
-	for (off = 0; off < len && k < cap; off += page_size) {
-		if (pagemap && !(pagemap[(off / page_size) * stride] >> 63))
-			continue;
-		out[k++] = (void *)(start + off);
-	}
-	return k;
-}
-
-size_t nm_select_node(void **pages, const int *status, size_t n, int node, void **out,
-		      size_t *idx)
-{
-	size_t i, k = 0;
-
-	for (i = 0; i < n; i++) {
-		if (status[i] == node) {
-			out[k] = pages[i];
-			idx[k] = i;
-			k++;
-		}
-	}
-	return k;
-}
-
 long nm_resident_pages(void *addr, size_t len, size_t page_size, unsigned char *vec, void **out,
 		       size_t cap)
 {
@@ -523,4 +496,227 @@ int nm_prefer_node(void *addr, size_t len, int node)
 int nm_bind_node(void *addr, size_t len, int node)
 {
 	return nm_policy(addr, len, MPOL_BIND, node);
+}
+
+#define NM_PM_PRESENT (1ULL << 63)
+#define NM_PM_PFN_MASK ((1ULL << 55) - 1)
+#define NM_KPF_COMPOUND_HEAD 15
+#define NM_KPF_THP 22
+#define NM_BASE 4096UL
+#define NM_THP_ENTRIES (NM_HUGE_SIZE / NM_BASE)
+
+/* Node of a PFN: binary search of the sorted ranges, remembering the last hit. */
+static int nm_pfn_node(const nm_scan_ctx *c, uint64_t pfn, size_t *hint)
+{
+	size_t lo = 0, hi = c->n_ranges;
+
+	if (pfn == 0 || !c->ranges)
+		return NM_NODE_UNKNOWN;
+	if (c->zero_pfn && pfn == c->zero_pfn)
+		return -EFAULT;
+	if (c->huge_zero_pfn && pfn >= c->huge_zero_pfn && pfn < c->huge_zero_pfn + NM_THP_ENTRIES)
+		return -EFAULT;
+	if (*hint < c->n_ranges && pfn >= c->ranges[*hint].start && pfn < c->ranges[*hint].end)
+		return c->ranges[*hint].node;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (pfn < c->ranges[mid].start)
+			hi = mid;
+		else if (pfn >= c->ranges[mid].end)
+			lo = mid + 1;
+		else {
+			*hint = mid;
+			return c->ranges[mid].node;
+		}
+	}
+	return NM_NODE_UNKNOWN;
+}
+
+static int nm_is_thp_head(const nm_scan_ctx *c, uint64_t pfn)
+{
+	uint64_t flags;
+
+	if (c->kpageflags_fd < 0 || pfn == 0)
+		return 0;
+	if (pread(c->kpageflags_fd, &flags, sizeof(flags), (off_t)(pfn * 8)) != sizeof(flags))
+		return 0;
+	return (flags >> NM_KPF_THP & 1) && (flags >> NM_KPF_COMPOUND_HEAD & 1);
+}
+
+static void nm_put(nm_page_out *o, unsigned long addr, int node)
+{
+	o->pages[o->count] = (void *)addr;
+	o->nodes[o->count] = node;
+	o->count++;
+}
+
+int nm_scan_range(const nm_scan_ctx *ctx, unsigned long start, size_t len, size_t page_size,
+		  nm_page_out *out, nm_page_out *thp, unsigned long *next)
+{
+	unsigned long end = start + len, addr = start;
+	size_t stride, hint = 0;
+
+	if (!ctx || !out || !next || !ctx->scratch || !page_size || page_size % NM_BASE ||
+	    start % NM_BASE)
+		return -EINVAL;
+	stride = page_size / NM_BASE;
+	if (stride > 1) { /* hugetlb: one entry per page tells whether it is present */
+		for (; addr + page_size <= end; addr += page_size) {
+			uint64_t e;
+
+			if (pread(ctx->pagemap_fd, &e, sizeof(e), (off_t)(addr / NM_BASE * 8)) != sizeof(e)) {
+				*next = addr;
+				return -EIO;
+			}
+			if (!(e & NM_PM_PRESENT))
+				continue;
+			if (out->count >= out->cap) {
+				*next = addr;
+				return 0;
+			}
+			nm_put(out, addr, nm_pfn_node(ctx, e & NM_PM_PFN_MASK, &hint));
+		}
+		*next = end;
+		return 0;
+	}
+	while (addr < end) {
+		/* a chunk of whole pages (and, with thp, whole 2 MiB blocks) */
+		size_t want = (end - addr) / NM_BASE, got, i;
+		ssize_t rd;
+
+		if (want > NM_PAGEMAP_CHUNK)
+			want = NM_PAGEMAP_CHUNK;
+		rd = pread(ctx->pagemap_fd, ctx->scratch, want * 8, (off_t)(addr / NM_BASE * 8));
+		if (rd < 0) {
+			*next = addr;
+			return -errno;
+		}
+		got = (size_t)rd / 8;
+		if (got == 0)
+			break;
+		for (i = 0; i < got;) {
+			unsigned long a = addr + i * NM_BASE;
+			uint64_t e = ctx->scratch[i];
+
+			if (thp && a % NM_HUGE_SIZE == 0 && a + NM_HUGE_SIZE <= end && i + NM_THP_ENTRIES <= got &&
+			    (e & NM_PM_PRESENT) && nm_is_thp_head(ctx, e & NM_PM_PFN_MASK)) {
+				if (thp->count >= thp->cap) {
+					*next = a;
+					return 0;
+				}
+				nm_put(thp, a, nm_pfn_node(ctx, e & NM_PM_PFN_MASK, &hint));
+				i += NM_THP_ENTRIES;
+				continue;
+			}
+			if (thp && a % NM_HUGE_SIZE == 0 && a + NM_HUGE_SIZE <= end && i + NM_THP_ENTRIES > got &&
+			    i > 0) {
+				got = i; /* read this 2 MiB block whole in the next chunk */
+				break;
+			}
+			if (e & NM_PM_PRESENT) {
+				if (out->count >= out->cap) {
+					*next = a;
+					return 0;
+				}
+				nm_put(out, a, nm_pfn_node(ctx, e & NM_PM_PFN_MASK, &hint));
+			}
+			i++;
+		}
+		addr += i * NM_BASE;
+	}
+	*next = end;
+	return 0;
+}
+
+int nm_tally(const int *values, size_t n, int *keys, size_t *counts)
+{
+	size_t i;
+	int k = 0, j, last = -1;
+
+	for (i = 0; i < n; i++) {
+		int v = values[i];
+
+		if (last >= 0 && keys[last] == v) { /* runs of one value are the common case */
+			counts[last]++;
+			continue;
+		}
+		for (j = 0; j < k && keys[j] != v; j++)
+			;
+		if (j == k) {
+			if (k == NM_HIST_MAX)
+				return -E2BIG;
+			keys[k] = v;
+			counts[k] = 0;
+			k++;
+		}
+		counts[j]++;
+		last = j;
+	}
+	return k;
+}
+
+size_t nm_select_values(void **pages, const int *values, size_t n, const int *want, size_t n_want,
+			void **out, size_t *idx)
+{
+	size_t i, j, k = 0;
+
+	for (i = 0; i < n; i++) {
+		for (j = 0; j < n_want && values[i] != want[j]; j++)
+			;
+		if (j < n_want) {
+			out[k] = pages[i];
+			if (idx)
+				idx[k] = i;
+			k++;
+		}
+	}
+	return k;
+}
+
+void nm_scatter_int(int *dst, const size_t *idx, const int *src, size_t n)
+{
+	size_t k;
+
+	for (k = 0; k < n; k++)
+		dst[idx[k]] = src[k];
+}
+
+static uint64_t nm_self_pfn(int fd, const void *addr)
+{
+	uint64_t e = 0;
+
+	if (pread(fd, &e, sizeof(e), (off_t)((uintptr_t)addr / NM_BASE * 8)) != sizeof(e))
+		return 0;
+	return (e & NM_PM_PRESENT) ? (e & NM_PM_PFN_MASK) : 0;
+}
+
+int nm_zero_pfns(int self_pagemap_fd, uint64_t *zero, uint64_t *huge_zero)
+{
+	size_t maplen = 2 * NM_HUGE_SIZE;
+	char *small, *raw, *blk;
+	uint64_t a, b;
+
+	*zero = *huge_zero = 0;
+	/* a read fault of untouched private memory maps the zero page; 4 KiB cannot hold a THP */
+	small = mmap(NULL, NM_BASE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (small == MAP_FAILED)
+		return -errno;
+	(void)((volatile char *)small)[0];
+	*zero = nm_self_pfn(self_pagemap_fd, small);
+	munmap(small, NM_BASE);
+	raw = mmap(NULL, maplen, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (raw == MAP_FAILED)
+		return -errno;
+	blk = (char *)(((uintptr_t)raw + NM_HUGE_SIZE - 1) & ~(NM_HUGE_SIZE - 1));
+	madvise(blk, NM_HUGE_SIZE, MADV_HUGEPAGE);
+	(void)((volatile char *)blk)[0];
+	(void)((volatile char *)blk)[NM_BASE];
+	a = nm_self_pfn(self_pagemap_fd, blk);
+	b = nm_self_pfn(self_pagemap_fd, blk + NM_BASE);
+	/* a huge zero page maps the whole block: consecutive PFNs from a 2 MiB aligned one */
+	if (a && b == a + 1 && a % NM_THP_ENTRIES == 0 && a != *zero)
+		*huge_zero = a;
+	munmap(raw, maplen);
+	return 0;
 }

@@ -144,28 +144,15 @@ long nm_move_pages(int pid, unsigned long count, void **pages, const int *nodes,
  * static split).  A call that fails whole stops that
  * worker (its err says why; the status of entries it did not reach is left as
  * the caller pre-filled it).  n_threads == 1 runs on the calling thread.
- * Returns 0, -EINVAL, or -EAGAIN/-ENOMEM when workers could not be created
+ * A call that returns a positive count (the kernel aborted the rest of its
+ * batch and left their status unset) is followed by a nodes=NULL query of
+ * the same entries, so that status[] always holds where each reached page
+ * is, or why not.  Returns 0, -EINVAL, or -EAGAIN/-ENOMEM when workers could not be created
  * (started workers finish first; the caller can retry single-threaded: a
  * repeated move_pages of a page already on its node is a no-op).
  */
 int nm_move(int pid, void **pages, const int *nodes, int *status, size_t count, int flags,
 	    const int *cpus, int n_threads, size_t batch, nm_move_report *report);
-
-/*
- * Page addresses of [start, start+len) in steps of page_size into out[0..cap).
- * pagemap (may be NULL: take every page) holds one /proc/PID/pagemap entry per
- * 4 KiB page of the range; a page is taken when the entry of its first 4 KiB
- * is present (bit 63).  Returns the number written.
- */
-size_t nm_collect_pages(unsigned long start, size_t len, size_t page_size,
-			const uint64_t *pagemap, void **out, size_t cap);
-
-/*
- * Copy the entries of pages[0..n) whose status equals `node` into out, in
- * order; idx[k] receives the index in pages of out[k].  Returns the count.
- */
-size_t nm_select_node(void **pages, const int *status, size_t n, int node, void **out,
-		      size_t *idx);
 
 /*
  * The pages of [addr, addr+len) that are resident (mincore), each read once so
@@ -190,6 +177,73 @@ void nm_fault_inject_thread_create(int count, int err);
 
 /* CPU the calling thread runs on, or -errno. */
 int nm_current_cpu(void);
+/*
+ * Page scanning: present pages of a range from /proc/PID/pagemap, each with
+ * the node its PFN belongs to (no move_pages query), counted in C.
+ */
+#define NM_PAGEMAP_CHUNK 8192 /* pagemap entries read per pread: 64 KiB of scratch */
+#define NM_NODE_UNKNOWN -4096 /* PFN hidden (no CAP_SYS_ADMIN) or in no known memory block */
+#define NM_HIST_MAX 64        /* distinct values nm_tally reports at most */
+
+/* PFNs [start, end) belong to node (sorted, not overlapping). */
+typedef struct nm_pfn_range {
+	uint64_t start;
+	uint64_t end;
+	int node;
+} nm_pfn_range;
+
+/* One output array: page addresses with the node of each. */
+typedef struct nm_page_out {
+	void **pages;
+	int *nodes;
+	size_t cap;
+	size_t count;
+} nm_page_out;
+
+typedef struct nm_scan_ctx {
+	int pagemap_fd;
+	int kpageflags_fd;            /* -1: no THP detection (THPs go out as base pages) */
+	const nm_pfn_range *ranges;   /* PFN -> node; NULL: every node unknown */
+	size_t n_ranges;
+	uint64_t zero_pfn;            /* the shared zero page: -EFAULT, as move_pages says (0: unknown) */
+	uint64_t huge_zero_pfn;       /* the huge zero page's first PFN (0: unknown) */
+	uint64_t *scratch;            /* NM_PAGEMAP_CHUNK entries, caller-owned */
+} nm_scan_ctx;
+
+/*
+ * Append the present pages of [start, start+len) to out (one address per
+ * page_size page), or, where thp is non-NULL, each 2 MiB block whose first
+ * page is a THP head to thp (one address) and the other pages to out.
+ * Reads pagemap in chunks: memory does not grow with the range's size.
+ * Stops early when an output is full: *next receives the address to resume
+ * from (start+len when done).  Returns 0 or -errno (of pread).
+ */
+int nm_scan_range(const nm_scan_ctx *ctx, unsigned long start, size_t len, size_t page_size,
+		  nm_page_out *out, nm_page_out *thp, unsigned long *next);
+
+/*
+ * Histogram of values[0..n): up to NM_HIST_MAX distinct values into keys[] and
+ * counts[] (in first-seen order).  Returns the number of distinct values, or
+ * -E2BIG when there are more (counts then cover only those listed).
+ */
+int nm_tally(const int *values, size_t n, int *keys, size_t *counts);
+
+/*
+ * Copy the entries of pages[0..n) whose value is one of want[0..n_want) into
+ * out, idx[k] receiving the index of out[k].  Returns the count.
+ */
+size_t nm_select_values(void **pages, const int *values, size_t n, const int *want, size_t n_want,
+			void **out, size_t *idx);
+
+/*
+ * PFNs of the shared zero page and of the huge zero page (0 where not found),
+ * read from this process's own pagemap (PFNs need CAP_SYS_ADMIN): pages
+ * mapping them cannot migrate.  Returns 0 or -errno.
+ */
+int nm_zero_pfns(int self_pagemap_fd, uint64_t *zero, uint64_t *huge_zero);
+
+/* dst[idx[k]] = src[k] for k < n. */
+void nm_scatter_int(int *dst, const size_t *idx, const int *src, size_t n);
 /* cffi-end */
 
 #endif

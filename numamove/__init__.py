@@ -13,7 +13,11 @@ numamove (and running ``numamove --version``) stays cheap.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import time as _time
+
+IMPORTED_AT = _time.perf_counter()  # where the CLI's "start-up" timing begins (after the interpreter's own)
+
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -41,7 +45,7 @@ __all__ = [
     "VerificationError",
 ]
 
-from .errors import (
+from .errors import (  # noqa: E402
     InvalidNodeError,
     NativeError,
     NodeListError,

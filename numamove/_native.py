@@ -7,7 +7,7 @@ passes alive until the call returns.
 from __future__ import annotations
 
 import errno as _errno
-from dataclasses import dataclass
+import os
 from typing import Any
 
 from .errors import NativeError, UsageError
@@ -29,25 +29,24 @@ def _check(rc: int, func: str, detail: str = "") -> int:
     return rc
 
 
-@dataclass(frozen=True)
 class WorkerReport:
-    """What one worker thread did."""
+    """What one copy worker did: CPU asked for (-1 = not pinned), CPUs seen, pinning errno, work, time."""
 
-    cpu: int  # asked for; -1 = not pinned
-    cpu_at_start: int
-    cpu_at_end: int
-    pin_err: int
-    pieces: int
-    bytes: int
-    ns: int
+    __slots__ = ("cpu", "cpu_at_start", "cpu_at_end", "pin_err", "pieces", "bytes", "ns")
+
+    def __init__(self, cpu: int, cpu_at_start: int, cpu_at_end: int, pin_err: int, pieces: int,
+                 nbytes: int, ns: int) -> None:
+        self.cpu, self.cpu_at_start, self.cpu_at_end, self.pin_err = cpu, cpu_at_start, cpu_at_end, pin_err
+        self.pieces, self.bytes, self.ns = pieces, nbytes, ns
 
 
-@dataclass(frozen=True)
 class CopyReport:
-    threads: int
-    mode: str
-    wall_ns: int
-    workers: tuple[WorkerReport, ...]
+    """One nm_copy call."""
+
+    __slots__ = ("threads", "mode", "wall_ns", "workers")
+
+    def __init__(self, threads: int, mode: str, wall_ns: int, workers: tuple[WorkerReport, ...]) -> None:
+        self.threads, self.mode, self.wall_ns, self.workers = threads, mode, wall_ns, workers
 
 
 class Items:
@@ -188,29 +187,16 @@ def fault_inject_thread_create(count: int, err: int = _errno.EAGAIN) -> None:
     lib.nm_fault_inject_thread_create(count, err)
 
 
-class PageArray:
-    """A caller-owned void*[] of page addresses with a pre-filled int status[] beside it."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.count = 0
-        self.pages = ffi.new("void *[]", max(capacity, 1))
-
-    def add_range(self, start: int, length: int, page_size: int, pagemap: bytes | None) -> int:
-        """Append the pages of a range (only present ones when pagemap is given); returns how many."""
-        pm = ffi.from_buffer("uint64_t[]", pagemap) if pagemap is not None else ffi.NULL
-        n = lib.nm_collect_pages(start, length, page_size, pm, self.pages + self.count,
-                                 self.capacity - self.count)
-        self.count += n
-        return int(n)
-
-
-def resident_pages(arr: PageArray, addr: int, length: int, page_size: int) -> int:
-    """Append the resident pages of our own mapping [addr, addr+length) to arr, mapping each."""
+def resident_pages(out: PageOut, addr: int, length: int, page_size: int) -> int:
+    """Append the resident pages of our own mapping [addr, addr+length) to out, mapping each."""
+    while out.out.cap - out.out.count < -(-length // page_size):
+        out.grow()
     vec = ffi.new("unsigned char[]", max(1, -(-length // 4096)))
+    o = out.out
     n = _check(lib.nm_resident_pages(ffi.cast("void *", addr), length, page_size, vec,
-                                     arr.pages + arr.count, arr.capacity - arr.count), "mincore")
-    arr.count += n
+                                     o.pages + o.count, o.cap - o.count), "mincore")
+    lib.nm_fill_int(o.nodes + o.count, n, NODE_UNKNOWN)
+    o.count += n
     return n
 
 
@@ -226,64 +212,185 @@ def query_nodes(pid: int, pages: Any, count: int) -> list[int]:
     """Where each page is (nodes=NULL): a node or -errno per entry."""
     if count == 0:
         return []
-    status = ffi.new("int[]", [-_errno.EINPROGRESS] * count)
-    _check(lib.nm_move_pages(pid, count, pages, ffi.NULL, status, 0), "move_pages",
-           f"querying {count} pages of PID {pid}")
+    status = ffi.new("int[]", count)
+    query_into(pid, pages, count, status)
     return list(status)
 
 
-@dataclass(frozen=True)
+def query_into(pid: int, pages: Any, count: int, status: Any) -> None:
+    """Where each of pages[0..count) is, written into status[0..count) (a node or -errno)."""
+    if count:
+        lib.nm_fill_int(status, count, -_errno.EINPROGRESS)
+        _check(lib.nm_move_pages(pid, count, pages, ffi.NULL, status, 0), "move_pages",
+               f"querying {count} pages of PID {pid}")
+
+
 class MoveWorker:
-    cpu: int
-    cpu_at_start: int
-    cpu_at_end: int
-    pin_err: int
-    err: int
-    done: int
-    calls: int
-    not_migrated: int
-    ns: int
-    max_call_ns: int
+    """What one nm_move worker did."""
+
+    __slots__ = ("cpu", "cpu_at_start", "cpu_at_end", "pin_err", "err", "done", "calls", "not_migrated",
+                 "ns", "max_call_ns")
+
+    def __init__(self, w: Any) -> None:
+        self.cpu, self.cpu_at_start, self.cpu_at_end = w.cpu, w.cpu_at_start, w.cpu_at_end
+        self.pin_err, self.err, self.done, self.calls = w.pin_err, w.err, w.done, w.calls
+        self.not_migrated, self.ns, self.max_call_ns = w.not_migrated, w.ns, w.max_call_ns
 
 
-@dataclass(frozen=True)
 class MoveBatch:
-    """One nm_move call: per-entry status and what each worker did."""
+    """One nm_move call: how long it took and what each worker did (statuses are in the caller's array)."""
 
-    status: list[int]
-    wall_ns: int
-    workers: tuple[MoveWorker, ...]
+    __slots__ = ("wall_ns", "workers")
 
-
-def select_node(pages: Any, status: list[int], count: int, node: int) -> tuple[Any, int]:
-    """(the entries of pages whose status is `node`, how many), built in C."""
-    st = ffi.new("int[]", status)
-    out = ffi.new("void *[]", max(count, 1))
-    idx = ffi.new("size_t[]", max(count, 1))
-    n = lib.nm_select_node(pages, st, count, node, out, idx)
-    return out, int(n)
+    def __init__(self, wall_ns: int, workers: tuple[MoveWorker, ...]) -> None:
+        self.wall_ns = wall_ns
+        self.workers = workers
 
 
 def move(pid: int, pages: Any, count: int, node: int, flags: int, cpus: tuple[int, ...],
-         threads: int, batch: int) -> MoveBatch:
-    """nm_move: move_pages of pages[0..count) to node on pinned threads.
+         threads: int, batch: int, status: Any, nodes: Any | None = None) -> MoveBatch:
+    """nm_move: move_pages of pages[0..count) to node on pinned threads; status[0..count) receives
+    where each reached page is, or -errno (entries not reached keep -EINPROGRESS).
+
+    nodes: a target array already filled with node (reused between calls), or None.
 
     Raises:
         NativeError: bad arguments, or EAGAIN/ENOMEM when workers could not start.
     """
-    nodes = ffi.new("int[]", max(count, 1))
-    lib.nm_fill_int(nodes, count, node)
-    status = ffi.new("int[]", max(count, 1))
+    if nodes is None:
+        nodes = raw_new("int[]", max(count, 1))
+        lib.nm_fill_int(nodes, count, node)
     lib.nm_fill_int(status, count, -_errno.EINPROGRESS)
     rep = ffi.new("nm_move_report *")
     cpu_arr = ffi.new("int[]", list(cpus)) if cpus else ffi.NULL
     rc = lib.nm_move(pid, pages, nodes, status, count, flags, cpu_arr, threads, batch, rep)
     _check(rc, "nm_move", f"starting {threads} migration threads")
-    workers = tuple(
-        MoveWorker(w.cpu, w.cpu_at_start, w.cpu_at_end, w.pin_err, w.err, w.done, w.calls,
-                   w.not_migrated, w.ns, w.max_call_ns)
-        for w in (rep.workers[i] for i in range(rep.threads)))
-    return MoveBatch(list(ffi.unpack(status, count)) if count else [], rep.wall_ns, workers)
+    return MoveBatch(rep.wall_ns, tuple(MoveWorker(rep.workers[i]) for i in range(rep.threads)))
+
+
+raw_new = ffi.new_allocator(should_clear_after_alloc=False)  # arrays C fills before anyone reads them
+
+
+def tally(values: Any, count: int) -> list[tuple[int, int]]:
+    """(value, how many) of values[0..count), counted in C."""
+    if count == 0:
+        return []
+    keys = ffi.new("int[]", lib.NM_HIST_MAX)
+    counts = ffi.new("size_t[]", lib.NM_HIST_MAX)
+    k = lib.nm_tally(values, count, keys, counts)
+    if k >= 0:
+        return [(keys[i], counts[i]) for i in range(k)]
+    out: dict[int, int] = {}  # more distinct values than C counts at once (many errnos): rare
+    for v in ffi.unpack(values, count):
+        out[v] = out.get(v, 0) + 1
+    return list(out.items())
+
+
+def select_values(pages: Any, values: Any, count: int, want: list[int]) -> tuple[Any, Any, int]:
+    """(the entries of pages whose value is in want, their indexes, how many), built in C."""
+    out = raw_new("void *[]", max(count, 1))
+    idx = raw_new("size_t[]", max(count, 1))
+    w = ffi.new("int[]", want)
+    n = lib.nm_select_values(pages, values, count, w, len(want), out, idx)
+    return out, idx, int(n)
+
+
+def fill_int(arr: Any, count: int, value: int) -> None:
+    """arr[0..count) = value."""
+    lib.nm_fill_int(arr, count, value)
+
+
+def scatter(dst: Any, idx: Any, src: Any, count: int) -> None:
+    """dst[idx[k]] = src[k] for k < count."""
+    lib.nm_scatter_int(dst, idx, src, count)
+
+
+NODE_UNKNOWN: int = lib.NM_NODE_UNKNOWN
+
+
+class PageOut:
+    """A growable pair of C arrays: page addresses and the node (or -errno) of each."""
+
+    __slots__ = ("page_size", "out", "_keep")
+
+    def __init__(self, page_size: int, cap: int) -> None:
+        self.page_size = page_size
+        self.out = ffi.new("nm_page_out *")
+        self._alloc(max(cap, 16))
+
+    def _alloc(self, cap: int) -> None:
+        o = self.out
+        pages, nodes = raw_new("void *[]", cap), raw_new("int[]", cap)
+        if o.count:
+            ffi.memmove(pages, o.pages, o.count * ffi.sizeof("void *"))
+            ffi.memmove(nodes, o.nodes, o.count * ffi.sizeof("int"))
+        self._keep = (pages, nodes)
+        o.pages, o.nodes, o.cap = pages, nodes, cap
+
+    def grow(self) -> None:
+        self._alloc(self.out.cap * 2)
+
+    @property
+    def count(self) -> int:
+        return int(self.out.count)
+
+    @property
+    def pages(self) -> Any:
+        return self.out.pages
+
+    @property
+    def nodes(self) -> Any:
+        return self.out.nodes
+
+    def append(self, start: int, length: int, page_size: int, node: int = NODE_UNKNOWN) -> int:
+        """Append every page of a range (no pagemap: our own mappings), all with one node value."""
+        while self.out.cap - self.out.count < -(-length // page_size):
+            self.grow()
+        o = self.out
+        n = lib.nm_fill_pages(ffi.cast("void *", start), length, page_size, o.pages + o.count, o.cap - o.count)
+        lib.nm_fill_int(o.nodes + o.count, n, node)
+        o.count += n
+        return int(n)
+
+
+class ScanContext:
+    """pagemap (and kpageflags, the PFN -> node table, the zero pages' PFNs) for nm_scan_range."""
+
+    def __init__(self, pagemap_fd: int, kpageflags_fd: int, ranges: list[tuple[int, int, int]],
+                 zero: tuple[int, int]) -> None:
+        self._ranges = ffi.new("nm_pfn_range[]", [(a, b, n) for a, b, n in ranges]) if ranges else ffi.NULL
+        self._scratch = raw_new("uint64_t[]", lib.NM_PAGEMAP_CHUNK)
+        self.ctx = ffi.new("nm_scan_ctx *", {
+            "pagemap_fd": pagemap_fd, "kpageflags_fd": kpageflags_fd, "ranges": self._ranges,
+            "n_ranges": len(ranges), "zero_pfn": zero[0], "huge_zero_pfn": zero[1], "scratch": self._scratch})
+
+    def scan(self, start: int, length: int, page_size: int, out: PageOut, thp: PageOut | None) -> None:
+        """Append the present pages of [start, start+length) to out (THP heads to thp)."""
+        nxt = ffi.new("unsigned long *")
+        end = start + length
+        while True:
+            rc = lib.nm_scan_range(self.ctx, start, end - start, page_size, out.out,
+                                   thp.out if thp is not None else ffi.NULL, nxt)
+            _check(rc, "pread", "reading /proc/PID/pagemap")
+            if nxt[0] >= end:
+                return
+            start = nxt[0]
+            full = thp if thp is not None and thp.out.count >= thp.out.cap else out
+            full.grow()
+
+
+def zero_pfns() -> tuple[int, int]:
+    """PFNs of the zero page and the huge zero page (0 where unknown, e.g. without CAP_SYS_ADMIN)."""
+    zero = ffi.new("uint64_t[2]")
+    try:
+        fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+    except OSError:
+        return 0, 0
+    try:
+        lib.nm_zero_pfns(fd, zero, zero + 1)
+    finally:
+        os.close(fd)
+    return int(zero[0]), int(zero[1])
 
 
 def page_list(addrs: list[Any]) -> Any:

@@ -188,7 +188,8 @@ def move_trial(size: int, plan: Plan) -> int:
         _native.fill(r.addr, 0x5A, size)
         pages = _native.page_list([r.addr + i * BASE_PAGE for i in range(n)])
         batch = _batch_size(n, plan.threads, MoveOptions(plan.dst), None)  # as numamove proc sizes them
-        res = _native.move(0, pages, n, plan.dst, _native.MPOL_MF_MOVE, plan.cpus, plan.threads, batch)
+        res = _native.move(0, pages, n, plan.dst, _native.MPOL_MF_MOVE, plan.cpus, plan.threads, batch,
+                           _native.raw_new("int[]", n))
         where = _native.query_nodes(0, pages, n)
         off = [i for i, w in enumerate(where) if w != plan.dst]
         if off:

@@ -166,8 +166,9 @@ def migrate(buffer: Any, node: int, *, threads: int | None = None, policy: str =
         fresh.close()  # a no-op after a successful remap
     edge_status: list[int] = []
     if edges:
-        batch = _native.move(0, _native.page_list(edges), len(edges), node, _native.MPOL_MF_MOVE, (), 1, 16)
-        edge_status = batch.status
+        st = _native.raw_new("int[]", len(edges))
+        _native.move(0, _native.page_list(edges), len(edges), node, _native.MPOL_MF_MOVE, (), 1, 16, st)
+        edge_status = list(st)
     del keep
     return BufferMigration(addr, lo, hi - lo, plan, time.perf_counter() - t0, fallback, verify,
                            dict(zip(edges, edge_status)))

@@ -19,7 +19,6 @@ keeps only what it measured.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import os
@@ -355,7 +354,7 @@ class _Measurer:
         item = HUGE_PAGE if self.engine == "copy" else BASE_PAGE
         p = make_plan(self.topo, self.src, self.dst, -(-size // item), size // BASE_PAGE, s.threads,
                       s.direction, self.here, self.allowed, engine=self.engine)
-        return dataclasses.replace(p, cpus=s.cpus[:p.threads])
+        return p.replace(cpus=s.cpus[:p.threads])
 
     def __call__(self, s: Sample, size: int) -> float:
         if self.engine == "move":
@@ -386,7 +385,7 @@ def check_output(path: str | os.PathLike[str]) -> None:
 
 def write(run: CalibrationRun, path: str | os.PathLike[str] | None) -> Path:
     """Write the calibration atomically (a reader never sees half a file); returns the path."""
-    out = Path(path) if path is not None else default_output()
+    out = Path(path if path is not None else default_output())
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")

@@ -20,43 +20,40 @@ every rule is tested on made-up topologies.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .nodelist import format_list, parse_list
-from .topology import Topology
+
+if TYPE_CHECKING:
+    from .topology import Topology
 
 SCHEMA = "numamove-calibration/1"
-SYSTEM_PATH = Path("/var/lib/numamove/calibration.json")
+SYSTEM_PATH = "/var/lib/numamove/calibration.json"
 ENV = "NUMAMOVE_CALIBRATION"
 ENGINES = ("copy", "move")
 DIRECTIONS = ("push", "pull")
 PLACEMENTS = ("packed", "spread")
 
 
-def user_path() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "numamove" / "calibration.json"
+def user_path() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "numamove", "calibration.json")
 
 
-def default_output() -> Path:
+def default_output() -> str:
     """Where `numamove calibrate` writes without --output."""
     env = os.environ.get(ENV)
     if env:
-        return Path(env)
+        return env
     return SYSTEM_PATH if os.geteuid() == 0 else user_path()
 
 
-def search_paths() -> list[Path]:
+def search_paths() -> list[str]:
     """Where readers look, first hit wins."""
     env = os.environ.get(ENV)
     if env:
-        return [Path(env)]
+        return [env]
     return ([] if os.geteuid() == 0 else [user_path()]) + [SYSTEM_PATH]
 
 
@@ -70,18 +67,29 @@ def fingerprint(topo: Topology) -> dict[str, Any]:
 
 
 def digest(fp: dict[str, Any]) -> str:
+    import hashlib  # only where a calibration file exists: OpenSSL's load costs start-up
+    import json
+
     return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
 class Setting:
     """The best measured way to run one direction: threads and their CPUs."""
 
-    threads: int
-    placement: str  # packed or spread (the same CPUs where there is one L3 domain)
-    cpus: tuple[int, ...]
-    cpu_node: int
-    gbps: float
+    __slots__ = ("threads", "placement", "cpus", "cpu_node", "gbps")
+
+    def __init__(self, threads: int, placement: str, cpus: tuple[int, ...], cpu_node: int, gbps: float) -> None:
+        self.threads = threads
+        self.placement = placement  # packed or spread (the same CPUs where there is one L3 domain)
+        self.cpus = cpus
+        self.cpu_node = cpu_node
+        self.gbps = gbps
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Setting) and all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    def __repr__(self) -> str:
+        return "Setting(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"
 
     def to_json(self) -> dict[str, Any]:
         return {"threads": self.threads, "placement": self.placement, "cpus": format_list(self.cpus),
@@ -99,15 +107,17 @@ class Setting:
         return cls(threads, placement, cpus, int(doc["cpu_node"]), float(doc["gbps"]))
 
 
-@dataclass(frozen=True)
 class Choice:
     """For one (source, destination, engine): the best setting per direction, and the winner."""
 
-    src: int
-    dst: int
-    engine: str
-    best: str  # push or pull
-    settings: dict[str, Setting]
+    __slots__ = ("src", "dst", "engine", "best", "settings")
+
+    def __init__(self, src: int, dst: int, engine: str, best: str, settings: dict[str, Setting]) -> None:
+        self.src = src
+        self.dst = dst
+        self.engine = engine
+        self.best = best  # push or pull
+        self.settings = settings
 
     def describe(self) -> str:
         parts = [f"{d} {s.gbps:.2f} GB/s ({s.threads} thread(s), {s.placement})"
@@ -115,12 +125,17 @@ class Choice:
         return f"node {self.src} -> node {self.dst} ({self.engine}): {', '.join(parts)}"
 
 
-@dataclass(frozen=True)
 class Calibration:
-    path: str
-    created: str
-    digest: str
-    choices: dict[tuple[int, int, str], Choice] = field(default_factory=dict)
+    """A calibration file that fits this machine: the choice per (source, destination, engine)."""
+
+    __slots__ = ("path", "created", "digest", "choices")
+
+    def __init__(self, path: str, created: str, digest: str,
+                 choices: dict[tuple[int, int, str], Choice] | None = None) -> None:
+        self.path = path
+        self.created = created
+        self.digest = digest
+        self.choices = choices if choices is not None else {}
 
     def choice(self, src: int, dst: int, engine: str) -> Choice | None:
         return self.choices.get((src, dst, engine))
@@ -130,13 +145,15 @@ class Calibration:
         return f"calibration {self.path} ({self.created})"
 
 
-@dataclass(frozen=True)
 class Loaded:
     """The outcome of looking for a calibration: the one to use (or None), and why."""
 
-    calibration: Calibration | None
-    why: str
-    warning: str | None = None
+    __slots__ = ("calibration", "why", "warning")
+
+    def __init__(self, calibration: Calibration | None, why: str, warning: str | None = None) -> None:
+        self.calibration = calibration
+        self.why = why
+        self.warning = warning
 
 
 def parse(doc: Any, path: str) -> Calibration:
@@ -163,23 +180,26 @@ def parse(doc: Any, path: str) -> Calibration:
 
 def load(topo: Topology, path: str | os.PathLike[str] | None = None) -> Loaded:
     """The calibration that fits this machine, if any; never raises for a bad file."""
-    paths = [Path(path)] if path is not None else search_paths()
-    here = digest(fingerprint(topo))
+    paths = [os.fspath(path)] if path is not None else search_paths()
     for p in paths:
         try:
-            text = p.read_text()
+            with open(p) as fh:
+                text = fh.read()
         except FileNotFoundError:
             continue
         except OSError as exc:
             return Loaded(None, "the patch's defaults", f"ignoring calibration {p}: {exc.strerror}")
+        import json
+
         try:
             doc = json.loads(text)
-            cal = parse(doc, str(p))
+            cal = parse(doc, p)
             theirs = digest(doc["fingerprint"])
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             return Loaded(None, "the patch's defaults",
                           f"ignoring calibration {p}: corrupt ({type(exc).__name__}: {exc}); "
                           "run 'numamove calibrate' again")
+        here = digest(fingerprint(topo))
         if theirs != here or cal.digest != theirs:
             return Loaded(None, "the patch's defaults",
                           f"ignoring calibration {p}: it was made for another topology "
@@ -203,11 +223,11 @@ def load_cached(topo: Topology) -> Loaded:
     stamp = 0.0
     for p in paths:
         try:
-            stamp = p.stat().st_mtime
+            stamp = os.stat(p).st_mtime
             break
         except OSError:
             continue
-    key = (":".join(map(str, paths)), stamp, digest(fingerprint(topo)))
+    key = (":".join(paths), stamp, repr(fingerprint(topo)))
     if key not in _cache:
         _cache.clear()
         _cache[key] = load(topo)
@@ -219,5 +239,7 @@ def for_library(topo: Topology) -> Loaded:
     loaded = load_cached(topo)
     if loaded.warning and loaded.warning not in _warned:
         _warned.add(loaded.warning)
+        import warnings
+
         warnings.warn(loaded.warning, CalibrationWarning, stacklevel=3)
     return loaded

@@ -6,9 +6,9 @@ that `numamove --version` and `--help` stay fast for cron and scripts.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
+import time
 from typing import Any, NoReturn
 
 import click
@@ -28,6 +28,8 @@ Exit codes:
 
 
 def _emit_json(doc: Any) -> None:
+    import json
+
     click.echo(json.dumps(doc, indent=2, sort_keys=False))
 
 
@@ -76,7 +78,7 @@ def nodes(as_json: bool) -> None:
     from .nodelist import format_bytes, format_list
     from .topology import read_topology
 
-    topo = read_topology()
+    topo = read_topology(use_libnuma=True)
     if as_json:
         _emit_json(topo.to_json())
         return
@@ -241,14 +243,15 @@ def show(pids: tuple[str, ...], as_json: bool) -> None:
       numamove show $(pidof postgres) --json
     """
     from .nodelist import format_bytes
-    from .proc import collect, resolve_targets, tally, where
+    from .proc import resolve_targets
+    from .scan import collect
 
     if not pids:
         raise click.UsageError("give at least one PID")
     docs = []
     for t in resolve_targets(_parse_pids(pids)):
         ps = collect(t.pid)
-        counts = tally(ps, where(ps))
+        counts = ps.tally()
         nodes = sorted({st for st, _, _ in counts if st >= 0})
         rows: dict[str, dict[int, int]] = {}
         absent: dict[str, int] = {}
@@ -353,6 +356,7 @@ def proc(pids: tuple[str, ...], to_text: str, from_text: str | None, name: str |
     here = current_node(topo)
     allowed = frozenset(os.sched_getaffinity(0))
     reports = []
+    work_started = time.perf_counter()
     for t in targets:
         to = fixed_to if fixed_to is not None else _node_of_cpus(t.pid, topo)
         if to not in mems_allowed(t.pid):
@@ -365,8 +369,28 @@ def proc(pids: tuple[str, ...], to_text: str, from_text: str | None, name: str |
         if verbose and not as_json:
             for p in rep.plans:
                 click.echo("plan: " + "; ".join(p.describe()), err=True)
-    _finish(reports, as_json, {"dry_run": dry_run, "calibration": calibration.why,
+    timings = _timings(reports, work_started)
+    if verbose and not as_json:
+        click.echo(_timings_line(timings), err=True)
+    _finish(reports, as_json, {"dry_run": dry_run, "calibration": calibration.why, "timings": timings,
                                "processes": [r.to_json() for r in reports]})
+
+
+def _timings(reports: list[Any], work_started: float) -> dict[str, float]:
+    """Where the run's time went: start-up (numamove's import to the first target: imports, options,
+    topology, calibration, targets), bookkeeping (maps, pagemap, counting, planning) and the move."""
+    from . import IMPORTED_AT
+
+    return {"startup_seconds": work_started - IMPORTED_AT,
+            "bookkeeping_seconds": sum(r.bookkeeping for r in reports),
+            "move_seconds": sum(r.seconds for r in reports),
+            "total_seconds": time.perf_counter() - IMPORTED_AT}
+
+
+def _timings_line(t: dict[str, float]) -> str:
+    return (f"time: start-up {t['startup_seconds'] * 1e3:.1f} ms, bookkeeping {t['bookkeeping_seconds'] * 1e3:.1f} ms, "
+            f"move {t['move_seconds'] * 1e3:.1f} ms, total {t['total_seconds'] * 1e3:.1f} ms "
+            "(from numamove's import; the interpreter's own start-up comes before)")
 
 
 def _finish(reports: list[Any], as_json: bool, doc: dict[str, Any]) -> None:
@@ -464,6 +488,7 @@ def file_cmd(paths: tuple[str, ...], to_text: str, from_text: str | None, thread
                     click.echo("  " + "; ".join(c.plan.describe()[1:]))
         return
     opts = MoveOptions(to, from_nodes, False, limit[0], policy, None, None, dry_run, calibration)
+    work_started = time.perf_counter()
     reports = [move_file(p, topo, opts, here, allowed, progress_printer(quiet or as_json)) for p in paths]
     docs = []
     for r in reports:
@@ -471,7 +496,8 @@ def file_cmd(paths: tuple[str, ...], to_text: str, from_text: str | None, thread
         d.pop("pid")
         d["file"] = d.pop("name")
         docs.append(d)
-    _finish(reports, as_json, {"dry_run": dry_run, "calibration": calibration.why, "files": docs})
+    _finish(reports, as_json, {"dry_run": dry_run, "calibration": calibration.why,
+                               "timings": _timings(reports, work_started), "files": docs})
 
 
 @cli.command()
@@ -658,11 +684,9 @@ def demo(ctx: click.Context, size: str, huge: str) -> None:
 
 
 def _node_of_cpus(pid: int, topo: Any) -> int:
-    import psutil
-
     try:
-        cpus = psutil.Process(pid).cpu_affinity() or []
-    except psutil.NoSuchProcess:
+        cpus = os.sched_getaffinity(pid)
+    except ProcessLookupError:
         from .proc import NoSuchProcessError
 
         raise NoSuchProcessError(f"no process with PID {pid}") from None

@@ -11,7 +11,6 @@ file gets later come from there too, while that node has free memory.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import mmap
 import os
@@ -23,10 +22,10 @@ from typing import Any
 from . import _native
 from .calibration import Loaded
 from .errors import NativeError, NodeUnavailableError, NumamoveError, UsageError
-from .maps import Segment
 from .migrate import MoveOptions, TargetReport, move_pageset
 from .planner import Plan
-from .proc import CAP_SYS_NICE, PageSet, Target, has_capability
+from .proc import CAP_SYS_NICE, Target, has_capability
+from .scan import PageSet, locate
 from .topology import Topology
 
 SUPPORTED = ("tmpfs", "hugetlbfs")
@@ -90,7 +89,8 @@ def move_file(path: str, topo: Topology, opts: MoveOptions, here: int, allowed: 
         raise NumamoveError(f"{path}: cannot map it: {exc.strerror}") from None
     keep, addr, _ = _native.buffer_address(mm, what=path)
     try:
-        arr = _native.PageArray(length // page)
+        ps = PageSet(os.getpid())
+        out = ps.output(page, length // page)
         if fstype == "hugetlbfs":
             # mincore sees only this mapping's page tables on hugetlbfs, not the file's pages:
             # move a file whose every page exists (st_blocks), reading each so we map it
@@ -99,14 +99,15 @@ def move_file(path: str, topo: Topology, opts: MoveOptions, here: int, allowed: 
                                  "bytes allocated) would get them filled; not moved")
             for off in range(0, length, page):
                 _ = mm[off]
-            n = arr.add_range(addr, length, page, None)
+            out.append(addr, length, page)
         else:
-            n = _native.resident_pages(arr, addr, length, page)
-        seg = Segment(addr, length, page, "shm", True)
-        ps = PageSet(os.getpid(), arr, [(seg, 0, n)] if n else [])
+            _native.resident_pages(out, addr, length, page)
+        if out.count:
+            ps.segments.append(("shm", page, 0, out.count))
+        locate(ps)
         # pages other processes map need MPOL_MF_MOVE_ALL, which CAP_SYS_NICE allows (root has it)
         move_all = opts.move_all or has_capability(CAP_SYS_NICE)
-        run = dataclasses.replace(opts, move_all=move_all)
+        run = opts.replace(move_all=move_all)
         rep = move_pageset(target, ps, topo, run, here, allowed, progress)
         if not opts.dry_run:
             try:

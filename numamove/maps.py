@@ -9,41 +9,38 @@ Which pages numamove hands to move_pages, and how:
   2 MiB block of an anonymous mapping that /proc/kpageflags shows as a THP head is
   passed once (a 4 KiB address inside a THP breaks the kernel's batching). Reading
   PFNs and kpageflags needs root; without it THPs are passed as 4 KiB pages, which
-  still moves them, less efficiently.
+  still moves them, less efficiently. The pagemap scan itself is numamove.scan's, in C.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from .errors import UsageError
 
 BASE = 4096
 HUGE = 2 << 20
+_SIZES = frozenset(("KernelPageSize", "Rss", "AnonHugePages", "Shared_Hugetlb", "Private_Hugetlb"))
 KINDS = ("anon", "heap", "stack", "file", "shm")
 SPECIAL = ("[vdso]", "[vvar]", "[vsyscall]", "[vvar_vclock]", "[uprobes]")
-KPF_COMPOUND_HEAD = 15
-KPF_THP = 22
-
-_HEADER = re.compile(
-    r"^([0-9a-f]+)-([0-9a-f]+)\s+(\S{4})\s+([0-9a-f]+)\s+(\S+)\s+(\d+)\s*(.*)$")
 
 
-@dataclass
 class Mapping:
     """One VMA as smaps shows it."""
 
-    start: int
-    end: int
-    perms: str
-    path: str
-    kernel_page_size: int = BASE
-    rss: int = 0
-    anon_huge: int = 0
-    vmflags: frozenset[str] = field(default_factory=frozenset)
+    __slots__ = ("start", "end", "perms", "path", "kernel_page_size", "rss", "anon_huge", "vmflags")
+
+    def __init__(self, start: int, end: int, perms: str, path: str, kernel_page_size: int = BASE,
+                 rss: int = 0, anon_huge: int = 0, vmflags: frozenset[str] = frozenset()) -> None:
+        self.start = start
+        self.end = end
+        self.perms = perms
+        self.path = path
+        self.kernel_page_size = kernel_page_size
+        self.rss = rss
+        self.anon_huge = anon_huge
+        self.vmflags = vmflags
 
     @property
     def length(self) -> int:
@@ -95,24 +92,26 @@ def read_smaps(pid: int, proc: str = "/proc") -> list[Mapping]:
     cur: Mapping | None = None
     with open(f"{proc}/{pid}/smaps") as fh:
         for line in fh:
-            m = _HEADER.match(line)
-            if m:
-                cur = Mapping(int(m.group(1), 16), int(m.group(2), 16), m.group(3), m.group(7).strip())
-                maps.append(cur)
+            key, sep, rest = line.partition(":")
+            if sep and " " not in key:  # "Rss:   12 kB"; a header's first word holds no colon
+                if cur is None:
+                    continue
+                if key == "VmFlags":
+                    cur.vmflags = frozenset(rest.split())
+                elif key in _SIZES:
+                    kb = int(rest.split()[0]) * 1024
+                    if key == "KernelPageSize":
+                        cur.kernel_page_size = kb
+                    elif key == "AnonHugePages":
+                        cur.anon_huge = kb
+                    else:  # Rss; hugetlb pages are not in Rss: they have their own two lines
+                        cur.rss += kb
                 continue
-            if cur is None:
-                continue
-            key, _, rest = line.partition(":")
-            if key == "VmFlags":
-                cur.vmflags = frozenset(rest.split())
-            elif key in ("KernelPageSize", "Rss", "AnonHugePages", "Shared_Hugetlb", "Private_Hugetlb"):
-                kb = int(rest.split()[0]) * 1024
-                if key == "KernelPageSize":
-                    cur.kernel_page_size = kb
-                elif key == "AnonHugePages":
-                    cur.anon_huge = kb
-                else:  # hugetlb pages are not in Rss: they have their own two lines
-                    cur.rss += kb
+            # "start-end perms offset dev inode [path]": the path may hold spaces
+            parts = line.split(None, 5)
+            start, _, end = parts[0].partition("-")
+            cur = Mapping(int(start, 16), int(end, 16), parts[1], parts[5].strip() if len(parts) > 5 else "")
+            maps.append(cur)
     return maps
 
 
@@ -135,22 +134,6 @@ def parse_only(text: str) -> frozenset[str]:
     return kinds
 
 
-@dataclass(frozen=True)
-class Segment:
-    """A piece of a mapping passed to move_pages with one page size."""
-
-    start: int
-    length: int
-    page_size: int
-    kind: str
-    shared: bool
-    thp: bool = False  # a THP block found via kpageflags: known present, one entry per 2 MiB
-
-    @property
-    def huge(self) -> bool:
-        return self.page_size > BASE
-
-
 def clip(m: Mapping, ranges: Iterable[tuple[int, int]] | None) -> list[tuple[int, int]]:
     """The parts of a mapping inside the --range list (all of it without one), page-aligned."""
     if not ranges:
@@ -163,69 +146,4 @@ def clip(m: Mapping, ranges: Iterable[tuple[int, int]] | None) -> list[tuple[int
         hi = hi + (-(hi - m.start)) % ps
         if lo < hi:
             out.append((lo, min(hi, m.end)))
-    return out
-
-
-class PageFlags:
-    """Reads /proc/PID/pagemap and /proc/kpageflags (the latter root only)."""
-
-    def __init__(self, pid: int, proc: str = "/proc") -> None:
-        self.pagemap = os.open(f"{proc}/{pid}/pagemap", os.O_RDONLY)
-        try:
-            self.kpageflags: int | None = os.open(f"{proc}/kpageflags", os.O_RDONLY)
-        except OSError:
-            self.kpageflags = None
-
-    def entries(self, start: int, length: int) -> bytes:
-        """Raw pagemap entries (8 bytes per 4 KiB page) of the range."""
-        n = length // BASE
-        return os.pread(self.pagemap, n * 8, (start // BASE) * 8)
-
-    def is_thp_head(self, entry: int) -> bool:
-        pfn = entry & ((1 << 55) - 1)
-        if self.kpageflags is None or not (entry >> 63) or pfn == 0:
-            return False
-        raw = os.pread(self.kpageflags, 8, pfn * 8)
-        if len(raw) < 8:
-            return False
-        flags = int.from_bytes(raw, "little")
-        return bool(flags >> KPF_THP & 1) and bool(flags >> KPF_COMPOUND_HEAD & 1)
-
-    def close(self) -> None:
-        os.close(self.pagemap)
-        if self.kpageflags is not None:
-            os.close(self.kpageflags)
-
-
-def segments_of(m: Mapping, lo: int, hi: int, pf: PageFlags | None) -> list[Segment]:
-    """Split [lo, hi) of a mapping into 4 KiB and huge-page segments."""
-    kind, shared = m.kind, m.shared
-    if m.hugetlb:
-        return [Segment(lo, hi - lo, m.kernel_page_size, kind, shared)]
-    if m.anon_huge == 0 or pf is None or pf.kpageflags is None:
-        return [Segment(lo, hi - lo, BASE, kind, shared)]
-    segs: list[Segment] = []
-    cur = lo
-    block = lo + (-lo) % HUGE
-    while block + HUGE <= hi:
-        raw = pf.entries(block, BASE)
-        if len(raw) == 8 and pf.is_thp_head(int.from_bytes(raw, "little")):
-            if block > cur:
-                segs.append(Segment(cur, block - cur, BASE, kind, shared))
-            segs.append(Segment(block, HUGE, HUGE, kind, shared, thp=True))
-            cur = block + HUGE
-        block += HUGE
-    if cur < hi:
-        segs.append(Segment(cur, hi - cur, BASE, kind, shared))
-    return _merge(segs)
-
-
-def _merge(segs: list[Segment]) -> list[Segment]:
-    out: list[Segment] = []
-    for s in segs:
-        if out and (out[-1].page_size, out[-1].thp) == (s.page_size, s.thp) and \
-                out[-1].start + out[-1].length == s.start:
-            p = out.pop()
-            s = Segment(p.start, p.length + s.length, s.page_size, s.kind, s.shared, s.thp)
-        out.append(s)
     return out

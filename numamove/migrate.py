@@ -14,20 +14,21 @@ import errno
 import os
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _native
-from .calibration import Loaded
 from .errors import InvalidNodeError, NativeError, NodeUnavailableError
 from .planner import BASE_PAGE, Plan, make_plan
-from .proc import AccessError, NoSuchProcessError, PageSet, ProcessError, Target, collect, tally, where
-from .topology import Topology
+from .proc import AccessError, NoSuchProcessError, ProcessError, Target
+from .scan import PageSet, collect
+
+if TYPE_CHECKING:
+    from .calibration import Loaded
+    from .topology import Topology
 
 RETRIES = 3
-RETRYABLE = {-errno.EBUSY, -errno.EAGAIN, -errno.ENOMEM}
+RETRYABLE = [-errno.EBUSY, -errno.EAGAIN, -errno.ENOMEM]
 # what a status means, for reports
 REASONS = {
     -errno.EACCES: "shared with other processes (use --all)",
@@ -46,41 +47,60 @@ def reason(status: int) -> str:
     return REASONS.get(status, f"{errno.errorcode.get(-status, status)}")
 
 
-@dataclass(frozen=True)
 class MoveOptions:
-    to: int
-    from_nodes: frozenset[int] | None = None
-    move_all: bool = False
-    limit: int | None = None  # None: auto (the calibration's, else the patch's 4)
-    policy: str = "auto"
-    batch: int | None = None  # entries per move_pages call; None: each thread's share in one call
-    max_pause_ms: float | None = None
-    dry_run: bool = False
-    calibration: Loaded | None = None  # what policy/threads auto follow
+    """What to move where, and how (see `numamove proc --help`)."""
+
+    __slots__ = ("to", "from_nodes", "move_all", "limit", "policy", "batch", "max_pause_ms", "dry_run",
+                 "calibration")
+
+    def __init__(self, to: int, from_nodes: frozenset[int] | None = None, move_all: bool = False,
+                 limit: int | None = None, policy: str = "auto", batch: int | None = None,
+                 max_pause_ms: float | None = None, dry_run: bool = False,
+                 calibration: Loaded | None = None) -> None:
+        self.to = to
+        self.from_nodes = from_nodes
+        self.move_all = move_all
+        self.limit = limit  # None: auto (the calibration's, else the patch's 4)
+        self.policy = policy
+        self.batch = batch  # entries per move_pages call; None: each thread's share in 4 calls
+        self.max_pause_ms = max_pause_ms
+        self.dry_run = dry_run
+        self.calibration = calibration  # what policy/threads auto follow
+
+    def replace(self, **changes: Any) -> MoveOptions:
+        kw = {k: getattr(self, k) for k in self.__slots__}
+        kw.update(changes)
+        return MoveOptions(**kw)
 
 
-@dataclass
+def _pb(v: list[int]) -> dict[str, int]:
+    return {"pages": v[0], "bytes": v[1]}
+
+
 class TargetReport:
-    """One process: pages per node before and after, moved, failed and skipped by reason."""
+    """One process: pages per node before and after, moved, failed and skipped by reason, and timings."""
 
-    target: Target
-    to: int
-    before: dict[int, list[int]] = field(default_factory=dict)  # node -> [pages, bytes]
-    after: dict[int, list[int]] = field(default_factory=dict)
-    requested: list[int] = field(default_factory=lambda: [0, 0])
-    moved: list[int] = field(default_factory=lambda: [0, 0])
-    already: list[int] = field(default_factory=lambda: [0, 0])
-    huge_moved: int = 0
-    failed: dict[str, list[int]] = field(default_factory=dict)
-    skipped: dict[str, list[int]] = field(default_factory=dict)
-    skipped_mappings: dict[str, int] = field(default_factory=dict)
-    plans: list[Plan] = field(default_factory=list)
-    batches: int = 0
-    max_call_ms: float = 0.0
-    seconds: float = 0.0
-    workers: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    dry_run: bool = False
+    def __init__(self, target: Target, to: int, dry_run: bool = False) -> None:
+        self.target = target
+        self.to = to
+        self.dry_run = dry_run
+        self.before: dict[int, list[int]] = {}  # node -> [pages, bytes]
+        self.after: dict[int, list[int]] = {}
+        self.requested = [0, 0]
+        self.moved = [0, 0]
+        self.already = [0, 0]
+        self.huge_moved = 0
+        self.failed: dict[str, list[int]] = {}
+        self.skipped: dict[str, list[int]] = {}
+        self.skipped_mappings: dict[str, int] = {}
+        self.plans: list[Plan] = []
+        self.batches = 0
+        self.max_call_ms = 0.0
+        self.seconds = 0.0  # in the move: nm_move calls, retries included
+        self.bookkeeping = 0.0  # reading maps and pagemap, locating and counting pages, planning
+        self.queried = 0  # pages whose node a move_pages query supplied (no PFN)
+        self.workers: list[dict[str, Any]] = []
+        self.notes: list[str] = []
 
     @property
     def gbps(self) -> float:
@@ -91,34 +111,22 @@ class TargetReport:
         return bool(self.failed)
 
     def to_json(self) -> dict[str, Any]:
-        def pb(v: list[int]) -> dict[str, int]:
-            return {"pages": v[0], "bytes": v[1]}
-
         return {
             "pid": self.target.pid, "name": self.target.name, "to": self.to,
             "dry_run": self.dry_run,
-            "before": {str(k): pb(v) for k, v in sorted(self.before.items())},
-            "after": {str(k): pb(v) for k, v in sorted(self.after.items())},
-            "requested": pb(self.requested), "moved": pb(self.moved), "already_there": pb(self.already),
+            "before": {str(k): _pb(v) for k, v in sorted(self.before.items())},
+            "after": {str(k): _pb(v) for k, v in sorted(self.after.items())},
+            "requested": _pb(self.requested), "moved": _pb(self.moved), "already_there": _pb(self.already),
             "huge_pages_moved": self.huge_moved,
-            "failed": {k: pb(v) for k, v in self.failed.items()},
-            "skipped": {k: pb(v) for k, v in self.skipped.items()},
+            "failed": {k: _pb(v) for k, v in self.failed.items()},
+            "skipped": {k: _pb(v) for k, v in self.skipped.items()},
             "skipped_mappings": dict(self.skipped_mappings),
             "plans": [p.to_json() for p in self.plans],
             "move_pages_calls": self.batches, "max_call_ms": self.max_call_ms,
-            "seconds": self.seconds, "gbps": self.gbps,
+            "seconds": self.seconds, "bookkeeping_seconds": self.bookkeeping, "gbps": self.gbps,
+            "pages_located_by_query": self.queried,
             "workers": self.workers, "notes": self.notes,
         }
-
-
-def _by_node(ps: PageSet, status: list[int]) -> dict[int, list[int]]:
-    out: dict[int, list[int]] = {}
-    for (st, _kind, _huge), (pages, nbytes) in tally(ps, status).items():
-        if st >= 0:
-            acc = out.setdefault(st, [0, 0])
-            acc[0] += pages
-            acc[1] += nbytes
-    return out
 
 
 def migrate(target: Target, topo: Topology, opts: MoveOptions, ranges: list[tuple[int, int]] | None,
@@ -131,94 +139,93 @@ def migrate(target: Target, topo: Topology, opts: MoveOptions, ranges: list[tupl
         AccessError: not permitted (reading its maps, moving its pages, --all without CAP_SYS_NICE).
         NodeUnavailableError: the destination is outside the process's cpuset or lacks free memory.
     """
+    t0 = time.perf_counter()
     ps = collect(target.pid, ranges, only)
-    return move_pageset(target, ps, topo, opts, here, allowed, progress)
+    rep = move_pageset(target, ps, topo, opts, here, allowed, progress)
+    rep.bookkeeping = time.perf_counter() - t0 - rep.seconds  # collecting the pages included
+    return rep
 
 
 def move_pageset(target: Target, ps: PageSet, topo: Topology, opts: MoveOptions, here: int,
                  allowed: frozenset[int], progress: Callable[[int, int], None] | None = None) -> TargetReport:
-    """Move the pages of ps (in target's address space) to opts.to and report what happened."""
+    """Move the pages of ps (in target's address space) to opts.to and report what happened.
+
+    Where each page is comes from ps (its PFN's node, or a query); where it went, from the
+    status array move_pages fills (nm_move asks again for the entries of a call the kernel
+    cut short), so no page is looked up twice.
+    """
+    t0 = time.perf_counter()
     rep = TargetReport(target, opts.to, dry_run=opts.dry_run)
     rep.skipped_mappings = ps.skipped
-    before = where(ps)
-    rep.before = _by_node(ps, before)
-    wanted: set[int] = set()
-    for (st, _kind, _huge), (pages, nbytes) in tally(ps, before).items():
-        if st == opts.to:
-            rep.already[0] += pages
-            rep.already[1] += nbytes
-        elif st < 0:
-            _add(rep.skipped, reason(st), nbytes, pages)
-        elif opts.from_nodes is None or st in opts.from_nodes:
-            wanted.add(st)
-            rep.requested[0] += pages
-            rep.requested[1] += nbytes
+    rep.queried = ps.queried
+    classes = [(c, dict(_native.tally(c.nodes, c.count))) for c in ps.ordered()]
+    wanted: list[tuple[Any, int, int]] = []  # (class, source node, pages)
+    for c, counts in classes:
+        size = c.page_size
+        for st, n in sorted(counts.items()):
+            if st >= 0:
+                _add(rep.before, st, n * size, n)
+            if st == opts.to:
+                _add_to(rep.already, n, n * size)
+            elif st < 0:
+                _add(rep.skipped, reason(st), n * size, n)
+            elif opts.from_nodes is None or st in opts.from_nodes:
+                wanted.append((c, st, n))
+                _add_to(rep.requested, n, n * size)
     free = topo.node(opts.to).mem_free
     if rep.requested[1] and free and rep.requested[1] > free:
         from .nodelist import format_bytes
 
         raise NodeUnavailableError(f"node {opts.to} has {format_bytes(free)} free, PID {target.pid} has "
-                               f"{format_bytes(rep.requested[1])} to move there")
+                                   f"{format_bytes(rep.requested[1])} to move there")
     flags = _native.MPOL_MF_MOVE_ALL if opts.move_all else _native.MPOL_MF_MOVE
-    # pages not handed to move_pages stay where the first query found them; _account moves the
-    # others to wherever the query after their batch finds them
+    # pages not handed to move_pages stay where they were found; _account moves the others to
+    # wherever their status says they are
     rep.after = {node: list(v) for node, v in rep.before.items()}
-    t0 = time.perf_counter()
-    for page_size, lo, hi in ps.classes():
-        base = _native.offset(ps.pages.pages, lo)
-        for src in sorted(wanted):
-            pages, n = _native.select_node(base, before[lo:hi], hi - lo, src)
-            if n == 0:
-                continue
-            plan = make_plan(topo, src, opts.to, n, n * page_size // BASE_PAGE, opts.limit, opts.policy,
-                             here, allowed, opts.calibration, engine="move")
-            rep.plans.append(plan)
-            if opts.dry_run:
-                rep.batches += -(-n // _batch_size(n, plan.threads, opts, None))
-                continue
-            statuses = _run_batches(target.pid, pages, n, plan, flags, opts, rep, progress)
-            _account(rep, target.pid, pages, n, page_size, statuses, opts, src)
+    for c, src, n in wanted:
+        size = c.page_size
+        pages = c.pages if n == c.count else _native.select_values(c.pages, c.nodes, c.count, [src])[0]
+        plan = make_plan(topo, src, opts.to, n, n * size // BASE_PAGE, opts.limit, opts.policy,
+                         here, allowed, opts.calibration, engine="move")
+        rep.plans.append(plan)
+        if opts.dry_run:
+            rep.batches += -(-n // _batch_size(n, plan.threads, opts, None))
+            continue
+        status = _native.raw_new("int[]", n)
+        tm = time.perf_counter()
+        _run_batches(target.pid, pages, n, plan, flags, opts, rep, progress, status)
+        rep.seconds += time.perf_counter() - tm
+        _account(rep, status, n, size, opts, src)
     if opts.dry_run:
         rep.after = rep.before
-        return rep
-    rep.seconds = time.perf_counter() - t0
+    rep.bookkeeping = time.perf_counter() - t0 - rep.seconds
     return rep
 
 
-def _account(rep: TargetReport, pid: int, pages: Any, n: int, page_size: int, statuses: list[int],
-             opts: MoveOptions, src: int) -> None:
-    """Count what really happened to pages[0..n) (all on src before): a nodes=NULL query says where
-    they are now, and the move's status says why the others are not on the destination."""
-    try:
-        after = _native.query_nodes(pid, pages, n)
-    except NativeError as exc:
-        if exc.errno == errno.ESRCH:
-            _add(rep.failed, "process exited", n * page_size, n)
-            rep.notes.append("the process exited during the move: final placement unknown")
-            return
-        raise
+def _account(rep: TargetReport, status: Any, n: int, page_size: int, opts: MoveOptions, src: int) -> None:
+    """Count what happened to n pages, all on src before: status says where each is now, or why not."""
     rep.after[src][0] -= n
     rep.after[src][1] -= n * page_size
-    for node, c in Counter(after).items():
-        if node >= 0:
-            acc = rep.after.setdefault(node, [0, 0])
-            acc[0] += c
-            acc[1] += c * page_size
-    rep.after = {k: v for k, v in rep.after.items() if v[0]}
-    moved = after.count(opts.to)
-    rep.moved[0] += moved
-    rep.moved[1] += moved * page_size
-    if page_size > BASE_PAGE:
-        rep.huge_moved += moved
-    for k in [k for k, a in enumerate(after) if a != opts.to]:
-        st = statuses[k]
-        why = reason(st) if st < 0 else (
-            "moved, then moved away again" if st == opts.to else f"still on node {after[k]}")
+    for st, c in _native.tally(status, n):
+        if st >= 0:
+            _add(rep.after, st, c * page_size, c)
+        if st == opts.to:
+            _add_to(rep.moved, c, c * page_size)
+            if page_size > BASE_PAGE:
+                rep.huge_moved += c
+            continue
+        why = reason(st) if st < 0 else f"still on node {st}"
         shared_skip = st == -errno.EACCES and not opts.move_all
-        _add(rep.skipped if shared_skip else rep.failed, why, page_size, 1)
+        _add(rep.skipped if shared_skip else rep.failed, why, c * page_size, c)
+    rep.after = {k: v for k, v in rep.after.items() if v[0]}
 
 
-def _add(d: dict[str, list[int]], key: str, nbytes: int, pages: int) -> None:
+def _add_to(acc: list[int], pages: int, nbytes: int) -> None:
+    acc[0] += pages
+    acc[1] += nbytes
+
+
+def _add(d: dict[Any, list[int]], key: Any, nbytes: int, pages: int) -> None:
     acc = d.setdefault(key, [0, 0])
     acc[0] += pages
     acc[1] += nbytes
@@ -237,16 +244,18 @@ def _batch_size(n: int, threads: int, opts: MoveOptions, progress: Callable[[int
 
 
 def _run_batches(pid: int, pages: Any, n: int, plan: Plan, flags: int, opts: MoveOptions,
-                 rep: TargetReport, progress: Callable[[int, int], None] | None) -> list[int]:
-    """Move pages[0..n) in rounds of threads x batch entries; retry busy pages; return statuses."""
-    status: list[int] = []
+                 rep: TargetReport, progress: Callable[[int, int], None] | None, status: Any) -> None:
+    """Move pages[0..n) in rounds of threads x batch entries, statuses into status[0..n);
+    retry busy pages, and pages a cut-short call left on their node, on one thread."""
     batch = _batch_size(n, plan.threads, opts, progress)
+    target = _native.raw_new("int[]", n)
+    _native.fill_int(target, n, plan.dst)
     k = 0
     if opts.max_pause_ms is not None and n:
-        # measure one small call, then size batches so one call stays within the pause budget
+        # time one small call, then size batches so one call stays within the pause budget
         probe = min(n, 64)
-        status += _call(pid, pages, 0, probe, plan, flags, probe, rep)
-        per_entry = rep.max_call_ms / probe
+        res = _call(pid, pages, 0, probe, plan, flags, probe, rep, status, target)
+        per_entry = max(w.max_call_ns for w in res.workers) / 1e6 / probe
         batch = max(1, int(opts.max_pause_ms * 0.8 / per_entry)) if per_entry > 0 else batch
         rep.notes.append(f"--max-pause {opts.max_pause_ms:g} ms: {batch} entries per move_pages call")
         k = probe
@@ -254,34 +263,32 @@ def _run_batches(pid: int, pages: Any, n: int, plan: Plan, flags: int, opts: Mov
         # one nm_move over everything lets threads share out the batches; a progress bar needs
         # nm_move to return now and then
         m = n - k if progress is None else min(n - k, batch * plan.threads)
-        status += _call(pid, pages, k, m, plan, flags, batch, rep)
+        _call(pid, pages, k, m, plan, flags, batch, rep, status, target)
         k += m
         if progress:
             progress(k, n)
+    one = Plan(plan.src, plan.dst, plan.policy, plan.direction, plan.cpu_node, plan.cpus[:1], plan.split,
+               n, n, 1, dict(plan.reasons))
     for _ in range(RETRIES):
-        again = [i for i, st in enumerate(status) if st in RETRYABLE]
-        if not again:
+        sub, idx, m = _native.select_values(pages, status, n, [*RETRYABLE, plan.src])
+        if not m:
             break
-        sub = _native.page_list([pages[i] for i in again])
-        one = Plan(plan.src, plan.dst, plan.policy, plan.direction, plan.cpu_node, plan.cpus[:1], plan.split,
-                   len(again), len(again), 1, dict(plan.reasons))
-        res = _call(pid, sub, 0, len(again), one, flags, batch, rep)
-        for i, st in zip(again, res):
-            status[i] = st
-    return status
+        res_status = _native.raw_new("int[]", m)
+        _call(pid, sub, 0, m, one, flags, batch, rep, res_status, target)
+        _native.scatter(status, idx, res_status, m)
 
 
 def _call(pid: int, pages: Any, k: int, m: int, plan: Plan, flags: int, batch: int,
-          rep: TargetReport) -> list[int]:
-    ptr = _native.offset(pages, k)
+          rep: TargetReport, status: Any, target: Any) -> _native.MoveBatch:
+    ptr, st = _native.offset(pages, k), _native.offset(status, k)
     try:
-        res = _native.move(pid, ptr, m, plan.dst, flags, plan.cpus, plan.threads, batch)
+        res = _native.move(pid, ptr, m, plan.dst, flags, plan.cpus, plan.threads, batch, st, target)
     except NativeError as exc:
         if exc.errno not in (errno.EAGAIN, errno.ENOMEM) or plan.threads == 1:
             raise
         rep.notes.append(f"could not start {plan.threads} threads ({os.strerror(exc.errno or 0)}): "
                          "retried on one thread")
-        res = _native.move(pid, ptr, m, plan.dst, flags, plan.cpus[:1], 1, batch)
+        res = _native.move(pid, ptr, m, plan.dst, flags, plan.cpus[:1], 1, batch, st, target)
     for w in res.workers:
         rep.batches += w.calls
         rep.max_call_ms = max(rep.max_call_ms, w.max_call_ns / 1e6)
@@ -290,7 +297,7 @@ def _call(pid: int, pages: Any, k: int, m: int, plan: Plan, flags: int, batch: i
                             "seconds": w.ns / 1e9, "error": os.strerror(-w.err) if w.err else None})
         if w.err:
             _raise_call_error(pid, -w.err, plan.dst, flags)
-    return res.status
+    return res
 
 
 def _raise_call_error(pid: int, err: int, node: int, flags: int) -> None:

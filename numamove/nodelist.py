@@ -11,8 +11,6 @@ from collections.abc import Iterable
 
 from .errors import NodeListError, SizeError
 
-_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
-
 
 def parse_list(text: str, universe: Iterable[int] | None = None, what: str = "node") -> list[int]:
     """Parse a numactl-style list into sorted unique integers.
@@ -39,7 +37,7 @@ def parse_list(text: str, universe: Iterable[int] | None = None, what: str = "no
         return []
     out: set[int] = set()
     for part in s.split(","):
-        m = _RANGE.match(part.strip())
+        m = re.match(r"^(\d+)(?:-(\d+))?$", part.strip())  # compiled on first use: start-up
         if not m:
             raise NodeListError(f"invalid {what} list '{text}': '{part}' is not N or N-M")
         lo = int(m.group(1))
@@ -69,7 +67,6 @@ def format_list(values: Iterable[int]) -> str:
     return ",".join(parts)
 
 
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?$", re.I)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -79,7 +76,7 @@ def parse_size(text: str) -> int:
     Raises:
         SizeError: not a size, or not positive.
     """
-    m = _SIZE.match(text.strip())
+    m = re.match(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?$", text.strip(), re.I)
     if not m:
         raise SizeError(f"invalid size '{text}': use a number with an optional K, M, G or T suffix")
     n = int(float(m.group(1)) * _UNITS[m.group(2).upper()])

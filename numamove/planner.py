@@ -20,13 +20,14 @@ numamove runs on are arguments, so every rule is tested on made-up machines.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .calibration import Choice, Loaded
 from .errors import UsageError
 from .nodelist import format_list
-from .topology import Topology
+
+if TYPE_CHECKING:
+    from .calibration import Choice, Loaded
+    from .topology import Topology
 
 BASE_PAGE = 4096
 HUGE_PAGE = 2 << 20
@@ -40,21 +41,36 @@ SPLIT_GROUP = "group"
 SPLIT_CHUNK = "chunk"
 
 
-@dataclass(frozen=True)
 class Plan:
     """How one batch is copied, and why."""
 
-    src: int
-    dst: int
-    policy: str  # as asked: push, pull or auto
-    direction: str  # what was applied: push or pull
-    cpu_node: int  # node whose CPUs run the copy
-    cpus: tuple[int, ...]  # one per thread
-    split: str
-    items: int
-    base_pages: int
-    limit: int
-    reasons: dict[str, str] = field(default_factory=dict)
+    __slots__ = ("src", "dst", "policy", "direction", "cpu_node", "cpus", "split", "items", "base_pages",
+                 "limit", "reasons")
+
+    def __init__(self, src: int, dst: int, policy: str, direction: str, cpu_node: int, cpus: tuple[int, ...],
+                 split: str, items: int, base_pages: int, limit: int, reasons: dict[str, str] | None = None) -> None:
+        self.src = src
+        self.dst = dst
+        self.policy = policy  # as asked: push, pull or auto
+        self.direction = direction  # what was applied: push or pull
+        self.cpu_node = cpu_node  # node whose CPUs run the copy
+        self.cpus = cpus  # one per thread
+        self.split = split
+        self.items = items
+        self.base_pages = base_pages
+        self.limit = limit
+        self.reasons = reasons if reasons is not None else {}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Plan) and all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    def replace(self, **changes: Any) -> Plan:
+        kw = {k: getattr(self, k) for k in self.__slots__}
+        kw.update(changes)
+        return Plan(**kw)
+
+    def __repr__(self) -> str:
+        return "Plan(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"
 
     @property
     def threads(self) -> int:

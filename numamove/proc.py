@@ -7,18 +7,13 @@ migrates that address space once.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import re
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
-from . import _native
-from .errors import NativeError, NumamoveError, UsageError
-from .maps import BASE, Mapping, PageFlags, Segment, clip, read_smaps, segments_of
+from .errors import NumamoveError, UsageError
 
 PF_KTHREAD = 0x00200000
 EXIT_BUSY = 4
@@ -50,12 +45,16 @@ class BusyError(NumamoveError):
     exit_code = EXIT_BUSY
 
 
-@dataclass(frozen=True)
 class Target:
-    pid: int  # the thread-group leader
-    name: str
-    cmdline: str
-    asked: tuple[int, ...]  # the PIDs/TIDs the user named that share this address space
+    """A process to migrate: its thread-group leader, and the PIDs/TIDs named that share its address space."""
+
+    __slots__ = ("pid", "name", "cmdline", "asked")
+
+    def __init__(self, pid: int, name: str, cmdline: str, asked: tuple[int, ...]) -> None:
+        self.pid = pid
+        self.name = name
+        self.cmdline = cmdline
+        self.asked = asked
 
 
 def _status_field(pid: int, key: str) -> str:
@@ -142,103 +141,6 @@ def mems_allowed(pid: int) -> list[int]:
     return parse_list(_status_field(pid, "Mems_allowed_list"), None, "node")
 
 
-@dataclass
-class PageSet:
-    """The selected pages of one process, in a C array, with the segments they came from."""
-
-    pid: int
-    pages: _native.PageArray
-    segments: list[tuple[Segment, int, int]]  # (segment, first index, count)
-    skipped: dict[str, int] = field(default_factory=dict)  # reason -> mappings
-
-    @property
-    def count(self) -> int:
-        return self.pages.count
-
-    def classes(self) -> list[tuple[int, int, int]]:
-        """(page size, first index, end index) of each page size's run, largest first."""
-        out: list[tuple[int, int, int]] = []
-        for seg, first, n in self.segments:
-            if out and out[-1][0] == seg.page_size:
-                out[-1] = (seg.page_size, out[-1][1], first + n)
-            else:
-                out.append((seg.page_size, first, first + n))
-        return out
-
-
-def collect(pid: int, ranges: list[tuple[int, int]] | None = None,
-            only: frozenset[str] | None = None) -> PageSet:
-    """Every present, migratable page of pid in the selection, one entry per (huge) page.
-
-    Raises:
-        NoSuchProcessError, AccessError.
-    """
-    try:
-        maps = read_smaps(pid)
-        pf = PageFlags(pid)
-    except FileNotFoundError:
-        raise NoSuchProcessError(f"no process with PID {pid} (it may have exited)") from None
-    except PermissionError:
-        raise AccessError(f"not allowed to read the memory map of PID {pid}: run as its owner or "
-                          "root, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH") from None
-    try:
-        skipped: Counter[str] = Counter()
-        plan: list[tuple[Mapping, Segment]] = []
-        for m in maps:
-            why = m.skip_reason()
-            if why:
-                if m.rss:
-                    skipped[why] += 1
-                continue
-            if only is not None and m.kind not in only:
-                continue
-            for lo, hi in clip(m, ranges):
-                plan.extend((m, s) for s in segments_of(m, lo, hi, pf))
-        cap = sum(s.length // s.page_size + 1 for _, s in plan)
-        arr = _native.PageArray(cap)
-        segs: list[tuple[Segment, int, int]] = []
-        # largest pages first: each page size is then one contiguous run of the array, which the
-        # migration splits between threads by count, and equal sizes make that split even
-        for _, s in sorted(plan, key=lambda ms: -ms[1].page_size):
-            first = arr.count
-            try:
-                pm = None if s.thp else pf.entries(s.start, s.length)
-            except OSError as exc:
-                if exc.errno == errno.ESRCH:
-                    raise NoSuchProcessError(f"PID {pid} exited") from None
-                raise
-            n = arr.add_range(s.start, s.length, s.page_size, pm)
-            if n:
-                segs.append((s, first, n))
-        return PageSet(pid, arr, segs, dict(skipped))
-    finally:
-        pf.close()
-
-
-def where(ps: PageSet) -> list[int]:
-    """Node (or -errno) of every selected page, queried with move_pages(nodes=NULL)."""
-    try:
-        return _native.query_nodes(ps.pid, ps.pages.pages, ps.count)
-    except NativeError as exc:
-        if exc.errno == errno.ESRCH:
-            raise NoSuchProcessError(f"PID {ps.pid} exited") from None
-        if exc.errno == errno.EPERM:
-            raise AccessError(f"not allowed to query the pages of PID {ps.pid}: run as its owner "
-                              "or root, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH") from None
-        raise
-
-
-def tally(ps: PageSet, status: list[int]) -> dict[tuple[int, str, bool], tuple[int, int]]:
-    """(node or -errno, kind, huge) -> (pages, bytes)."""
-    out: dict[tuple[int, str, bool], list[int]] = {}
-    for seg, first, n in ps.segments:
-        for st, c in Counter(status[first:first + n]).items():
-            acc = out.setdefault((st, seg.kind, seg.huge), [0, 0])
-            acc[0] += c
-            acc[1] += c * seg.page_size
-    return {k: (v[0], v[1]) for k, v in out.items()}
-
-
 CAP_SYS_PTRACE = 19
 CAP_SYS_NICE = 23
 
@@ -307,6 +209,20 @@ def _status_start_time(pid: int) -> str:
         raise NoSuchProcessError(f"no process with PID {pid}") from None
 
 
+def _running(comm: str) -> bool:
+    """Whether a process named comm runs (a /proc scan: psutil's import would cost more than it)."""
+    want = comm + "\n"
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/comm") as fh:
+                    if fh.read() == want:
+                        return True
+            except OSError:
+                continue
+    return False
+
+
 def environment_warnings() -> list[str]:
     """Things that can move pages back after numamove has moved them."""
     out = []
@@ -318,13 +234,11 @@ def environment_warnings() -> list[str]:
     except OSError:
         pass
     try:
-        import psutil
-
-        if any(p.info["name"] == "numad" for p in psutil.process_iter(["name"])):
+        if _running("numad"):
             out.append("numad is running: it may move pages back")
-    except Exception:  # noqa: BLE001 - a warning must never stop a migration
+    except OSError:  # a warning must never stop a migration
         pass
     return out
 
 
-__all__ = ["BASE", "PageSet", "Target", "TargetLock", "collect", "resolve_targets", "tally", "where"]
+__all__ = ["Target", "TargetLock", "resolve_targets"]

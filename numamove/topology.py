@@ -1,10 +1,10 @@
 """The machine's NUMA topology: nodes, their CPUs and memory, and the distance matrix.
 
-Which nodes exist (online, with CPUs, with memory) always comes from sysfs, and
-every node is validated against it before py-libnuma sees it: py-libnuma
-segfaults on an out-of-range node.  CPUs, distances and memory sizes come from
-py-libnuma on the real machine, and from the sysfs files when ``root`` points at a
-fake tree (tests) or libnuma cannot be loaded.
+Everything comes from sysfs by default: it is what libnuma itself reads, and reading it
+directly keeps py-libnuma's import (~15 ms: ctypes.util runs a subprocess to find the
+library) off the path of `numamove proc`.  `numamove nodes` asks py-libnuma for CPUs,
+distances and memory sizes (use_libnuma=True), after every node has been validated
+against sysfs: py-libnuma segfaults on an out-of-range node.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .errors import InvalidNodeError, TopologyError
@@ -22,15 +20,20 @@ from .nodelist import format_list, parse_list
 NODE_DIR = "sys/devices/system/node"
 
 
-@dataclass(frozen=True)
 class Node:
     """One online NUMA node."""
 
-    id: int
-    cpus: tuple[int, ...]
-    mem_total: int  # bytes
-    mem_free: int  # bytes
-    has_memory: bool
+    __slots__ = ("id", "cpus", "mem_total", "mem_free", "has_memory")
+
+    def __init__(self, id: int, cpus: tuple[int, ...], mem_total: int, mem_free: int, has_memory: bool) -> None:
+        self.id = id
+        self.cpus = cpus
+        self.mem_total = mem_total  # bytes
+        self.mem_free = mem_free  # bytes
+        self.has_memory = has_memory
+
+    def __repr__(self) -> str:
+        return f"Node({self.id}, cpus={self.cpus}, has_memory={self.has_memory})"
 
     @property
     def has_cpu(self) -> bool:
@@ -48,13 +51,16 @@ class Node:
         }
 
 
-@dataclass(frozen=True)
 class Topology:
     """Online nodes and the distances between them."""
 
-    nodes: dict[int, Node]
-    distances: dict[tuple[int, int], int] = field(default_factory=dict)
-    source: str = "sysfs"
+    __slots__ = ("nodes", "distances", "source")
+
+    def __init__(self, nodes: dict[int, Node], distances: dict[tuple[int, int], int] | None = None,
+                 source: str = "sysfs") -> None:
+        self.nodes = nodes
+        self.distances = distances if distances is not None else {}
+        self.source = source
 
     @property
     def ids(self) -> list[int]:
@@ -113,14 +119,15 @@ class Topology:
         }
 
 
-def _read(path: Path) -> str:
+def _read(path: str) -> str:
     try:
-        return path.read_text().strip()
+        with open(path) as fh:
+            return fh.read().strip()
     except OSError as exc:
         raise TopologyError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def _meminfo(path: Path) -> tuple[int, int]:
+def _meminfo(path: str) -> tuple[int, int]:
     total = free = 0
     for line in _read(path).splitlines():
         m = re.match(r"Node \d+ (MemTotal|MemFree):\s+(\d+) kB", line)
@@ -143,54 +150,54 @@ def _libnuma() -> Any:
         return None
 
 
-def read_topology(root: str | os.PathLike[str] = "/", use_libnuma: bool | None = None) -> Topology:
+def read_topology(root: str | os.PathLike[str] = "/", use_libnuma: bool = False) -> Topology:
     """Read the topology.
 
     Args:
         root: the file-system root holding ``sys/`` (a fake tree in tests).
-        use_libnuma: ask py-libnuma for CPUs, distances and memory; the default
-            is True for the real root when libnuma loads.
+        use_libnuma: ask py-libnuma for CPUs, distances and memory (when libnuma loads and
+            root is the real one); by default sysfs, which is what libnuma reads too.
 
     Raises:
         TopologyError: sysfs has no NUMA information.
     """
-    base = Path(root) / NODE_DIR
-    if not base.is_dir():
+    base = os.path.join(os.fspath(root), NODE_DIR)
+    if not os.path.isdir(base):
         raise TopologyError(f"{base} missing: is this Linux with sysfs mounted?")
-    online = parse_list(_read(base / "online"), None, "node")
-    with_mem = set(_optional_list(base / "has_memory", online))
+    online = parse_list(_read(os.path.join(base, "online")), None, "node")
+    with_mem = set(_optional_list(os.path.join(base, "has_memory"), online))
     numa = None
-    if use_libnuma or (use_libnuma is None and Path(root) == Path("/")):
+    if use_libnuma and os.path.realpath(root) == "/":
         numa = _libnuma()
         if numa is not None and not numa.info.numa_available():
             numa = None
     nodes: dict[int, Node] = {}
     distances: dict[tuple[int, int], int] = {}
     for n in online:
-        ndir = base / f"node{n}"
+        ndir = os.path.join(base, f"node{n}")
         if numa is not None:
             cpus = tuple(numa.info.node_to_cpus(n))
             total, free = numa.memory.node_memory_info(n)
         else:
-            cpus = tuple(parse_list(_read(ndir / "cpulist"), None, "CPU"))
-            total, free = _meminfo(ndir / "meminfo")
+            cpus = tuple(parse_list(_read(os.path.join(ndir, "cpulist")), None, "CPU"))
+            total, free = _meminfo(os.path.join(ndir, "meminfo"))
         nodes[n] = Node(n, cpus, int(total), int(free), n in with_mem)
     for a in online:
         if numa is not None:
             row = [int(numa.info.numa_distance(a, b)) for b in online]
         else:
-            raw = [int(x) for x in _read(base / f"node{a}" / "distance").split()]
+            raw = [int(x) for x in _read(os.path.join(base, f"node{a}", "distance")).split()]
             row = _distance_row(raw, online, base)
         for b, d in zip(online, row):
             distances[(a, b)] = d
     return Topology(nodes, distances, "libnuma" if numa is not None else "sysfs")
 
 
-def _optional_list(path: Path, default: Iterable[int]) -> list[int]:
-    return parse_list(_read(path), None, "node") if path.exists() else list(default)
+def _optional_list(path: str, default: Iterable[int]) -> list[int]:
+    return parse_list(_read(path), None, "node") if os.path.exists(path) else list(default)
 
 
-def _distance_row(raw: list[int], online: list[int], base: Path) -> list[int]:
+def _distance_row(raw: list[int], online: list[int], base: str) -> list[int]:
     # the kernel prints one distance per online node, in id order
     if len(raw) != len(online):
         raise TopologyError(f"{base}: {len(raw)} distances for {len(online)} online nodes")
@@ -214,12 +221,57 @@ def l3_domains(cpus: Iterable[int], root: str | os.PathLike[str] = "/") -> dict[
     out: dict[int, str] = {}
     for cpu in cpus:
         out[cpu] = "unknown"
-        cache = Path(root) / "sys/devices/system/cpu" / f"cpu{cpu}" / "cache"
-        for idx in sorted(cache.glob("index*")):
+        cache = os.path.join(os.fspath(root), "sys/devices/system/cpu", f"cpu{cpu}", "cache")
+        try:
+            indexes = sorted(e for e in os.listdir(cache) if e.startswith("index"))
+        except OSError:
+            continue
+        for idx in indexes:
             try:
-                if (idx / "level").read_text().strip() == "3":
-                    out[cpu] = (idx / "shared_cpu_list").read_text().strip()
+                if _read(os.path.join(cache, idx, "level")) == "3":
+                    out[cpu] = _read(os.path.join(cache, idx, "shared_cpu_list"))
                     break
-            except OSError:
+            except TopologyError:
                 continue
+    return out
+
+
+def pfn_ranges(root: str = "/") -> list[tuple[int, int, int]]:
+    """(first PFN, end PFN, node) runs of the memory blocks sysfs lists under each node, merged.
+
+    A block listed under two nodes (a node boundary inside it) is left out: its pages' nodes
+    are then asked of the kernel. No memory-block directory (no memory hotplug support): [].
+    """
+    mem = os.path.join(root, "sys/devices/system/memory")
+    nodes = os.path.join(root, NODE_DIR)
+    try:
+        with open(os.path.join(mem, "block_size_bytes")) as fh:
+            per = int(fh.read().strip(), 16) // 4096
+        names = os.listdir(nodes)
+    except (OSError, ValueError):
+        return []
+    owner: dict[int, int] = {}
+    shared: set[int] = set()
+    for name in names:
+        if not (name.startswith("node") and name[4:].isdigit()):
+            continue
+        n = int(name[4:])
+        try:
+            entries = os.listdir(os.path.join(nodes, name))
+        except OSError:
+            continue
+        for e in entries:
+            if e.startswith("memory") and e[6:].isdigit():
+                b = int(e[6:])
+                if owner.setdefault(b, n) != n:
+                    shared.add(b)
+    out: list[tuple[int, int, int]] = []
+    for b in sorted(owner):
+        if b in shared:
+            continue
+        n = owner[b]
+        if out and out[-1][1] == b * per and out[-1][2] == n:
+            out[-1] = (out[-1][0], (b + 1) * per, n)
+        else:
+            out.append((b * per, (b + 1) * per, n))
     return out

@@ -61,8 +61,8 @@ def main() -> int:
 
     for mod in ("numamove.cli", "numamove.migrate", "numamove.proc", "numamove.files", "numamove.maps",
                 "numamove.report", "numamove.topology", "numamove.calibration", "numamove.nodelist",
-                "numamove.planner", "numamove.engine", "numamove._native", "psutil", "numa", "json", "mmap",
-                "fcntl", "errno", "difflib", "tempfile", "subprocess"):
+                "numamove.planner", "numamove.engine", "numamove._native", "numamove.scan", "psutil", "numa",
+                "json", "mmap", "fcntl", "errno", "difflib", "tempfile", "subprocess"):
         importlib.import_module(mod)
     from numamove.topology import read_topology
 

@@ -107,8 +107,8 @@ def test_parse_only() -> None:
 
 
 def test_this_process_pages_are_collected_and_located() -> None:
-    """collect() finds a private mapping's present pages only, and where() places them on a node."""
-    from numamove.proc import collect, tally, where
+    """collect() finds a private mapping's present pages only, each placed on a node."""
+    from numamove.scan import collect
 
     m = mmap.mmap(-1, 64 * 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     for i in range(0, 64 * 4096, 2 * 4096):  # touch every other page
@@ -118,8 +118,7 @@ def test_this_process_pages_are_collected_and_located() -> None:
     addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
     ps = collect(os.getpid(), [(addr, addr + 64 * 4096)], frozenset({"anon"}))
     assert ps.count == 32
-    status = where(ps)
-    assert all(s >= 0 for s in status)
-    counts = tally(ps, status)
+    counts = ps.tally()
+    assert all(node >= 0 for node, _, _ in counts)
     assert sum(p for p, _ in counts.values()) == 32
     m.close()

@@ -22,9 +22,7 @@ MIB = 1 << 20
 
 def where_range(pid: int, start: int, length: int, page: int = 4096) -> set[int]:
     """Nodes of the pages of [start, start+length) in pid (move_pages, nodes=NULL)."""
-    arr = _native.PageArray(length // page)
-    arr.add_range(start, length, page, None)
-    return set(_native.query_nodes(pid, arr.pages, arr.count))
+    return set(_native.page_nodes(start, length, page, pid))
 
 
 def proc_json(*args: str) -> tuple[int, dict[str, Any], str]:

@@ -34,9 +34,7 @@ KINDS = ("huge", "4k", "file")
 
 
 def nodes_of(pid: int, start: int, length: int) -> set[int]:
-    arr = _native.PageArray(length // 4096)
-    arr.add_range(start, length, 4096, None)
-    return set(_native.query_nodes(pid, arr.pages, arr.count))
+    return set(_native.page_nodes(start, length, 4096, pid))
 
 
 def main() -> int:

@@ -1,0 +1,172 @@
+"""A process's pages in C arrays: which pages to move, and the node each one is on, counted in C.
+
+collect() reads /proc/PID/smaps for the mappings (their kinds, huge pages, what cannot
+migrate), then scans /proc/PID/pagemap in C, a chunk at a time, so memory grows with the
+resident pages and never with virtual size (a sanitizer's terabytes of shadow cost nothing).
+
+Where numamove may read PFNs (CAP_SYS_ADMIN: root), each page's node is its PFN's node,
+from the memory blocks sysfs lists under each node, and the shared and huge zero pages are
+recognised by their PFNs (move_pages reports them as -EFAULT). Then no move_pages query is
+needed before a move: that query alone costs ~50 ms per GiB of 4 KiB pages. A PFN in no
+known block, or any page when PFNs are hidden (not root), gets its node from one
+move_pages(nodes=NULL) query, as before.
+
+Pages go into one array per page size (4 KiB, THP, each hugetlb size): each is one run the
+migration splits between threads by count.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from . import _native
+from .maps import BASE, HUGE, read_smaps
+from .maps import clip as _clip
+
+CAP_SYS_ADMIN = 21
+
+
+class PageSet:
+    """The selected pages of one process: per page size a PageOut, with the mappings they came from."""
+
+    __slots__ = ("pid", "classes", "segments", "skipped", "queried")
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.classes: dict[int, _native.PageOut] = {}
+        self.segments: list[tuple[str, int, int, int]] = []  # (kind, page size, first index, count)
+        self.skipped: dict[str, int] = {}  # reason -> mappings
+        self.queried = 0  # pages whose node a move_pages query supplied (PFN unknown)
+
+    @property
+    def count(self) -> int:
+        return sum(c.count for c in self.classes.values())
+
+    def ordered(self) -> list[_native.PageOut]:
+        """The page-size classes that hold pages, largest pages first."""
+        return [self.classes[k] for k in sorted(self.classes, reverse=True) if self.classes[k].count]
+
+    def output(self, page_size: int, cap: int) -> _native.PageOut:
+        """The array for pages of page_size, made with room for cap pages when new."""
+        c = self.classes.get(page_size)
+        if c is None:
+            c = self.classes[page_size] = _native.PageOut(page_size, cap)
+        return c
+
+    def tally(self) -> dict[tuple[int, str, bool], tuple[int, int]]:
+        """(node or -errno, kind, huge) -> (pages, bytes), counted in C per mapping."""
+        out: dict[tuple[int, str, bool], tuple[int, int]] = {}
+        for kind, size, first, n in self.segments:
+            nodes = self.classes[size].nodes + first
+            for v, c in _native.tally(nodes, n):
+                p, b = out.get((v, kind, size > BASE), (0, 0))
+                out[(v, kind, size > BASE)] = (p + c, b + c * size)
+        return out
+
+
+def _pfn_table() -> list[tuple[int, int, int]]:
+    from .proc import has_capability
+    from .topology import pfn_ranges
+
+    return pfn_ranges() if has_capability(CAP_SYS_ADMIN) else []
+
+
+def collect(pid: int, ranges: list[tuple[int, int]] | None = None,
+            only: frozenset[str] | None = None) -> PageSet:
+    """Every present, migratable page of pid in the selection, one entry per (huge) page, with its node.
+
+    Raises:
+        NoSuchProcessError, AccessError.
+    """
+    from .proc import AccessError, NoSuchProcessError
+
+    denied = ("not allowed to read the memory map of PID {}: run as its owner or root, "
+              "or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH")
+    try:
+        maps = read_smaps(pid)
+        pagemap = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
+    except FileNotFoundError:
+        raise NoSuchProcessError(f"no process with PID {pid} (it may have exited)") from None
+    except PermissionError:
+        raise AccessError(denied.format(pid)) from None
+    try:
+        kpf = os.open("/proc/kpageflags", os.O_RDONLY)
+    except OSError:
+        kpf = -1
+    ps = PageSet(pid)
+    try:
+        table = _pfn_table()
+        ctx = _native.ScanContext(pagemap, kpf, table, _native.zero_pfns() if table else (0, 0))
+        todo = []
+        resident: dict[int, int] = {}  # page size -> resident bytes (smaps): the arrays' first size
+        for m in maps:
+            why = m.skip_reason()
+            if why:
+                if m.rss:
+                    ps.skipped[why] = ps.skipped.get(why, 0) + 1
+                continue
+            if only is not None and m.kind not in only:
+                continue
+            clips = _clip(m, ranges)
+            if not clips:
+                continue
+            size = m.kernel_page_size if m.hugetlb else BASE
+            thp = not m.hugetlb and m.anon_huge > 0 and kpf >= 0
+            resident[size] = resident.get(size, 0) + m.rss - (m.anon_huge if thp else 0)
+            if thp:
+                resident[HUGE] = resident.get(HUGE, 0) + m.anon_huge
+            todo.append((m, clips, size, thp))
+        for m, clips, size, thp in todo:
+            out = ps.output(size, resident[size] // size + 16)
+            huge = ps.output(HUGE, resident[HUGE] // HUGE + 16) if thp else None
+            for lo, hi in clips:
+                a, b = out.count, huge.count if huge is not None else 0
+                try:
+                    ctx.scan(lo, hi - lo, size, out, huge)
+                except OSError as exc:
+                    if exc.errno == errno.ESRCH:
+                        raise NoSuchProcessError(f"PID {pid} exited") from None
+                    raise
+                if huge is not None and huge.count > b:
+                    ps.segments.append((m.kind, HUGE, b, huge.count - b))
+                if out.count > a:
+                    ps.segments.append((m.kind, size, a, out.count - a))
+        locate(ps)
+    finally:
+        os.close(pagemap)
+        if kpf >= 0:
+            os.close(kpf)
+    return ps
+
+
+def locate(ps: PageSet) -> None:
+    """Fill in with one move_pages(nodes=NULL) query the nodes the PFNs did not give."""
+    for c in ps.ordered():
+        counts = dict(_native.tally(c.nodes, c.count))
+        unknown = counts.get(_native.NODE_UNKNOWN, 0)
+        if not unknown:
+            continue
+        ps.queried += unknown
+        if unknown == c.count:
+            _query(ps.pid, c.pages, c.count, c.nodes)
+            continue
+        sub, idx, m = _native.select_values(c.pages, c.nodes, c.count, [_native.NODE_UNKNOWN])
+        st = _native.raw_new("int[]", m)
+        _query(ps.pid, sub, m, st)
+        _native.scatter(c.nodes, idx, st, m)
+
+
+def _query(pid: int, pages: object, n: int, into: object) -> None:
+    from .errors import NativeError
+    from .proc import AccessError, NoSuchProcessError
+
+    try:
+        _native.query_into(pid, pages, n, into)
+    except NativeError as exc:
+        if exc.errno == errno.ESRCH:
+            raise NoSuchProcessError(f"PID {pid} exited") from None
+        if exc.errno == errno.EPERM:
+            raise AccessError(f"not allowed to query the pages of PID {pid}: run as its owner "
+                              "or root, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH") from None
+        raise
