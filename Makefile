@@ -48,12 +48,13 @@ test-host: build ## only the host tests (multi-node tests are skipped with the r
 test-numa: build ## only the multi-node tests, inside the two QEMU guests
 	$(PY) tests/vm/harness.py run --topology all
 
-bench: build ## benchmarks: engine vs memcpy here; in 2-node guests proc vs migratepages, auto vs push/pull
+bench: build ## benchmarks: engine vs memcpy here; in 2-node guests whole runs and proc vs migratepages, auto vs push/pull
 	@mkdir -p .cache
 	NUMAMOVE_CALIBRATION=.cache/calibration.json $(VENV)/bin/numamove calibrate -q
 	NUMAMOVE_CALIBRATION=.cache/calibration.json $(VENV)/bin/numamove bench --size 1G --threads 1,2,4,auto \
 	  --policy push,pull,auto --repeats 5
 	$(VENV)/bin/numamove bench --buffer --size 1G --threads 1,2 --repeats 5
+	$(PY) tests/vm/harness.py bench-whole
 	$(PY) tests/vm/harness.py bench
 	$(PY) tests/vm/harness.py bench-auto
 

@@ -534,6 +534,11 @@ def main(argv: list[str] | None = None) -> int:
     ba = sub.add_parser("bench-auto", help="boot the two-node guest (a CPU a node) and run "
                                            "tests/vm/bench_auto.py: policy auto vs push vs pull")
     ba.add_argument("bench_args", nargs="*")
+    bw = sub.add_parser("bench-whole", help="boot the two-node guest (a CPU a node), then the bench guest (node 0 "
+                                            "with two vCPUs, node 1 memory-only), and run tests/vm/bench_whole.py "
+                                            "in each: the numamove CLI vs the migratepages CLI, whole processes")
+    bw.add_argument("--shape", choices=["two", "bench", "all"], default="all")
+    bw.add_argument("bench_args", nargs="*")
     ns = ap.parse_args(argv)
     try:
         if ns.cmd == "prepare":
@@ -549,6 +554,18 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"guest benchmark failed (rc={res.rc}); console tail:\n{_tail(res.console)}", file=sys.stderr)
                 return 1
             return 0
+        if ns.cmd == "bench-whole":
+            rc = 0
+            for shape in (["two", "bench"] if ns.shape == "all" else [ns.shape]):
+                topo = BENCH if shape == "bench" else TOPOLOGIES["two"]
+                print(f"== guest shape '{shape}': " + ", ".join(
+                    f"node {n.node}: {len(n.cpus)} vCPU(s), {n.mem_mib} MiB" for n in topo.nodes), flush=True)
+                res = run_guest(topo, [], python_args=["tests/vm/bench_whole.py", *ns.bench_args])
+                print(_tail(res.log, 400), flush=True)
+                if res.rc != 0:
+                    print(f"guest benchmark failed (rc={res.rc}); console tail:\n{_tail(res.console)}", file=sys.stderr)
+                    rc = 1
+            return rc
         if ns.cmd == "shell":
             run_guest(TOPOLOGIES[ns.topology], [], interactive=True)
             return 0
