@@ -21,7 +21,7 @@ setup(
     },
     cffi_modules=["csrc/build_ffi.py:ffibuilder"],
     data_files=[("share/man/man8", ["man/numamove.8"])],  # `make man` regenerates it from the CLI help
-    entry_points={"console_scripts": ["numamove=numamove.cli:main"]},
+    entry_points={"console_scripts": ["numamove=numamove.entry:main"]},
     classifiers=["Operating System :: POSIX :: Linux", "Programming Language :: C",
                  "Programming Language :: Python :: 3"],
 )

@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
 from . import __version__
-from .errors import EXIT_FAILURE, EXIT_PARTIAL, EXIT_USAGE, NodeUnavailableError, NumamoveError
-from .maps import parse_range
+from .commands import calibration_for, emit_json, finish, node_option, parse_pids, timings
+from .errors import EXIT_USAGE
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -25,17 +25,6 @@ Exit codes:
   3  partly done (some pages could not be moved)
   4  busy: another numamove is migrating the same process (see proc --wait)
   130  interrupted"""
-
-
-def _emit_json(doc: Any) -> None:
-    import json
-
-    click.echo(json.dumps(doc, indent=2, sort_keys=False))
-
-
-def _fail(msg: str, code: int) -> NoReturn:
-    click.echo(f"numamove: error: {msg}", err=True)
-    sys.exit(code)
 
 
 @click.group(
@@ -80,7 +69,7 @@ def nodes(as_json: bool) -> None:
 
     topo = read_topology(use_libnuma=True)
     if as_json:
-        _emit_json(topo.to_json())
+        emit_json(topo.to_json())
         return
     click.echo(f"{'node':>4}  {'cpus':<14}{'count':>5}  {'memory total':>13}  {'free':>11}  notes")
     for n in topo.ids:
@@ -99,31 +88,10 @@ def nodes(as_json: bool) -> None:
         click.echo(f"{a:>5} " + "".join(f"{topo.distance(a, b):>5}" for b in topo.ids))
 
 
-def _calibration(topo: Any, quiet: bool = False) -> Any:
-    """The calibration policy/threads auto follow on this machine; a bad file is a warning only."""
-    from .calibration import load
-
-    loaded = load(topo)
-    if loaded.warning and not quiet:
-        click.echo(f"numamove: warning: {loaded.warning}", err=True)
-    return loaded
-
-
 THREADS_HELP = ("Thread limit, 1..32, or auto: the calibration's for this pair, else the patch's 4 "
                 "(the plan may use fewer: node CPUs, small batches).")
 POLICY_HELP = ("Which node's CPUs do the work: push = source, pull = destination, auto = the faster "
                "one by `numamove calibrate` on this machine, else push.")
-
-
-def _node_option(value: str | None, topo: Any, role: str) -> int | None:
-    if value is None:
-        return None
-    from .nodelist import parse_list
-
-    ids = parse_list(value, None, "node") if value.strip() != "all" else topo.ids
-    if len(ids) != 1:
-        raise click.BadParameter(f"'{value}' names {len(ids)} nodes; give exactly one", param_hint=role)
-    return int(topo.node(ids[0]).id)
 
 
 @cli.command()
@@ -171,8 +139,8 @@ def bench(src_text: str | None, dst_text: str | None, size_text: str, threads_te
     policies = parse_policies(policy_text)
     size = parse_size(size_text)
     topo = read_topology()
-    src = _node_option(src_text, topo, "--from")
-    dst = _node_option(dst_text, topo, "--to")
+    src = node_option(src_text, topo, "--from")
+    dst = node_option(dst_text, topo, "--to")
     notes: list[str] = []
     if src is None or dst is None:
         a, b, notes = default_pair(topo)
@@ -184,12 +152,12 @@ def bench(src_text: str | None, dst_text: str | None, size_text: str, threads_te
 
         doc = run_buffer_bench(topo, dst, size, limits, repeats)
         if as_json:
-            _emit_json(doc)
+            emit_json(doc)
         else:
             for line in render_buffer_bench(doc):
                 click.echo(line)
         return
-    calibration = _calibration(topo)
+    calibration = calibration_for(topo)
     if dry_run or verbose:
         import os
 
@@ -198,7 +166,7 @@ def bench(src_text: str | None, dst_text: str | None, size_text: str, threads_te
                            frozenset(os.sched_getaffinity(0)), calibration)
         if dry_run:
             if as_json:
-                _emit_json({"dry_run": True, "notes": notes, "calibration": calibration.why,
+                emit_json({"dry_run": True, "notes": notes, "calibration": calibration.why,
                             "plans": [p.to_json() for _, _, p in plans]})
             else:
                 for n in notes:
@@ -214,19 +182,10 @@ def bench(src_text: str | None, dst_text: str | None, size_text: str, threads_te
             click.echo(f"plan (policy {pol}, limit {lim or 'auto'}): " + "; ".join(p.describe()[1:]), err=True)
     res = run_bench(topo, src, dst, size, limits, policies, repeats, huge, notes, calibration)
     if as_json:
-        _emit_json(res.to_json())
+        emit_json(res.to_json())
     else:
         for line in render(res):
             click.echo(line)
-
-
-def _parse_pids(pids: tuple[str, ...]) -> list[int]:
-    out = []
-    for p in pids:
-        if not p.isdigit() or int(p) <= 0:
-            raise click.BadParameter(f"'{p}' is not a PID", param_hint="PID")
-        out.append(int(p))
-    return out
 
 
 @cli.command()
@@ -249,7 +208,7 @@ def show(pids: tuple[str, ...], as_json: bool) -> None:
     if not pids:
         raise click.UsageError("give at least one PID")
     docs = []
-    for t in resolve_targets(_parse_pids(pids)):
+    for t in resolve_targets(parse_pids(pids)):
         ps = collect(t.pid)
         counts = ps.tally()
         nodes = sorted({st for st, _, _ in counts if st >= 0})
@@ -273,7 +232,7 @@ def show(pids: tuple[str, ...], as_json: bool) -> None:
                 click.echo(f"  {k:<14}" + "".join(f"{format_bytes(v.get(n, 0)):>14}" for n in nodes))
             click.echo(f"  {'total':<14}" + "".join(f"{format_bytes(total[n]):>14}" for n in nodes))
     if as_json:
-        _emit_json({"processes": docs})
+        emit_json({"processes": docs})
 
 
 @cli.command()
@@ -324,87 +283,10 @@ def proc(pids: tuple[str, ...], to_text: str, from_text: str | None, name: str |
       numamove proc 1234 --to cpus --only anon,heap --dry-run
       numamove proc 1234 --to 1 --max-pause 20      # latency-sensitive workload
     """
-    import os
+    from .commands import proc_run
 
-    from .maps import parse_only
-    from .migrate import MoveOptions, migrate, progress_printer
-    from .planner import parse_threads
-    from .proc import TargetLock, environment_warnings, mems_allowed, resolve_targets
-    from .topology import current_node, read_topology
-
-    limit = parse_threads(threads_text)
-    if len(limit) != 1:
-        raise click.BadParameter("give one thread limit", param_hint="--threads")
-    range_list = [parse_range(r) for r in ranges] if ranges else None
-    kinds = parse_only(only) if only else None
-    pid_list = _parse_pids(pids)
-    if not pid_list and name is None:
-        raise click.UsageError("give at least one PID or --name REGEX")
-    topo = read_topology()
-    from_nodes = frozenset(topo.parse_nodes(from_text)) if from_text else None
-    to_cpus = to_text.strip() == "cpus"
-    fixed_to = None if to_cpus else _node_option(to_text, topo, "--to")
-    if fixed_to is not None:
-        topo.require(fixed_to, "--to", memory=True)
-    targets = resolve_targets(pid_list, name)
-    if not quiet:
-        for w in environment_warnings():
-            click.echo(f"numamove: warning: {w}", err=True)
-    calibration = _calibration(topo, quiet)
-    if (verbose or dry_run) and not as_json:
-        click.echo(f"auto: {calibration.why}", err=verbose and not dry_run)
-    here = current_node(topo)
-    allowed = frozenset(os.sched_getaffinity(0))
-    reports = []
-    work_started = time.perf_counter()
-    for t in targets:
-        to = fixed_to if fixed_to is not None else _node_of_cpus(t.pid, topo)
-        if to not in mems_allowed(t.pid):
-            raise NodeUnavailableError(f"node {to} is outside the cpuset of PID {t.pid} "
-                                   f"(Mems_allowed: {','.join(map(str, mems_allowed(t.pid)))})")
-        opts = MoveOptions(to, from_nodes, move_all, limit[0], policy, batch, max_pause, dry_run, calibration)
-        with TargetLock(t.pid, wait=wait):
-            rep = migrate(t, topo, opts, range_list, kinds, here, allowed, progress_printer(quiet or as_json))
-        reports.append(rep)
-        if verbose and not as_json:
-            for p in rep.plans:
-                click.echo("plan: " + "; ".join(p.describe()), err=True)
-    timings = _timings(reports, work_started)
-    if verbose and not as_json:
-        click.echo(_timings_line(timings), err=True)
-    _finish(reports, as_json, {"dry_run": dry_run, "calibration": calibration.why, "timings": timings,
-                               "processes": [r.to_json() for r in reports]})
-
-
-def _timings(reports: list[Any], work_started: float) -> dict[str, float]:
-    """Where the run's time went: start-up (numamove's import to the first target: imports, options,
-    topology, calibration, targets), bookkeeping (maps, pagemap, counting, planning) and the move."""
-    from . import IMPORTED_AT
-
-    return {"startup_seconds": work_started - IMPORTED_AT,
-            "bookkeeping_seconds": sum(r.bookkeeping for r in reports),
-            "move_seconds": sum(r.seconds for r in reports),
-            "total_seconds": time.perf_counter() - IMPORTED_AT}
-
-
-def _timings_line(t: dict[str, float]) -> str:
-    return (f"time: start-up {t['startup_seconds'] * 1e3:.1f} ms, bookkeeping {t['bookkeeping_seconds'] * 1e3:.1f} ms, "
-            f"move {t['move_seconds'] * 1e3:.1f} ms, total {t['total_seconds'] * 1e3:.1f} ms "
-            "(from numamove's import; the interpreter's own start-up comes before)")
-
-
-def _finish(reports: list[Any], as_json: bool, doc: dict[str, Any]) -> None:
-    """Print migration reports (doc as JSON, or text) and exit 3 when any is partial."""
-    if as_json:
-        _emit_json(doc)
-    else:
-        from .report import render_migration
-
-        for r in reports:
-            for line in render_migration(r):
-                click.echo(line)
-    if any(r.partial for r in reports):
-        sys.exit(EXIT_PARTIAL)
+    proc_run(pids, to_text, from_text, name, ranges, only, move_all, threads_text, policy, batch, max_pause,
+             wait, dry_run, verbose, quiet, as_json)
 
 
 @cli.command(name="file")
@@ -455,13 +337,13 @@ def file_cmd(paths: tuple[str, ...], to_text: str, from_text: str | None, thread
     if len(limit) != 1:
         raise click.BadParameter("give one thread limit", param_hint="--threads")
     topo = read_topology()
-    to = _node_option(to_text, topo, "--to")
+    to = node_option(to_text, topo, "--to")
     assert to is not None
     topo.require(to, "--to", memory=True)
     from_nodes = frozenset(topo.parse_nodes(from_text)) if from_text else None
     here = current_node(topo)
     allowed = frozenset(os.sched_getaffinity(0))
-    calibration = _calibration(topo, quiet)
+    calibration = calibration_for(topo, quiet)
     if dry_run and not as_json:
         click.echo(f"auto: {calibration.why}")
     if output and not do_copy:
@@ -474,7 +356,7 @@ def file_cmd(paths: tuple[str, ...], to_text: str, from_text: str | None, thread
         copies = [copy_file(p, output, to, topo, limit[0], policy, here, allowed, dry_run, calibration)
                   for p in paths]
         if as_json:
-            _emit_json({"dry_run": dry_run, "calibration": calibration.why, "copies": [c.to_json() for c in copies]})
+            emit_json({"dry_run": dry_run, "calibration": calibration.why, "copies": [c.to_json() for c in copies]})
         else:
             from .nodelist import format_bytes
 
@@ -496,8 +378,8 @@ def file_cmd(paths: tuple[str, ...], to_text: str, from_text: str | None, thread
         d.pop("pid")
         d["file"] = d.pop("name")
         docs.append(d)
-    _finish(reports, as_json, {"dry_run": dry_run, "calibration": calibration.why,
-                               "timings": _timings(reports, work_started), "files": docs})
+    finish(reports, as_json, {"dry_run": dry_run, "calibration": calibration.why,
+                               "timings": timings(reports, work_started), "files": docs})
 
 
 @cli.command()
@@ -581,7 +463,7 @@ def calibrate(pairs_text: str | None, budget: float, size_text: str, repeats: in
                                                      "cpu_node": s.cpu_node, "same_cpus_as": s.same_as}
                                                     for s in samples]})
         if as_json:
-            _emit_json(doc)
+            emit_json(doc)
             return
         for n in notes:
             click.echo(f"note: {n}")
@@ -602,7 +484,7 @@ def calibrate(pairs_text: str | None, budget: float, size_text: str, repeats: in
     if plot_path:
         plot(run, plot_path)
     if as_json:
-        _emit_json(run.to_json())
+        emit_json(run.to_json())
         return
     for line in render(run):
         click.echo(line)
@@ -683,23 +565,10 @@ def demo(ctx: click.Context, size: str, huge: str) -> None:
         child.wait()
 
 
-def _node_of_cpus(pid: int, topo: Any) -> int:
-    try:
-        cpus = os.sched_getaffinity(pid)
-    except ProcessLookupError:
-        from .proc import NoSuchProcessError
+def click_main(args: list[str]) -> int:
+    """Run the click CLI on args, turning every error into one line and an exit code."""
+    from .entry import fail, guarded
 
-        raise NoSuchProcessError(f"no process with PID {pid}") from None
-    nodes = sorted({n for c in cpus if (n := topo.node_of_cpu(c)) is not None})
-    if len(nodes) != 1:
-        raise click.UsageError(f"PID {pid} may run on CPUs of nodes {','.join(map(str, nodes))}: "
-                               "name one with --to NODE")
-    return int(nodes[0])
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the CLI and turn every error into one line and an exit code."""
-    args = sys.argv[1:] if argv is None else list(argv)
     if os.environ.get("_NUMAMOVE_COMPLETE"):
         # click's shell completion: the shell calls us with this set and no arguments
         cli.main(args=args, prog_name="numamove")
@@ -708,22 +577,26 @@ def main(argv: list[str] | None = None) -> int:
         with click.Context(cli, info_name="numamove") as ctx:
             click.echo(cli.get_help(ctx))
         return EXIT_USAGE
-    try:
+
+    def run() -> None:
         cli.main(args=args, prog_name="numamove", standalone_mode=False)
+
+    try:
+        return guarded(run)
     except click.UsageError as exc:
         hint = f" (see 'numamove {exc.ctx.command.name} --help')" if exc.ctx and exc.ctx.parent else ""
-        _fail(exc.format_message().replace("\n", " ") + hint, EXIT_USAGE)
+        fail(exc.format_message().replace("\n", " ") + hint, EXIT_USAGE)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.Abort:
-        _fail("aborted", 130)
-    except NumamoveError as exc:
-        _fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
-    except BrokenPipeError:
-        return EXIT_FAILURE
-    return 0
+        fail("aborted", 130)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The entry point (numamove.entry.main): the fast path for proc, this CLI for the rest."""
+    from .entry import main as entry_main
+
+    return entry_main(argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,161 @@
+"""What the commands do once their arguments are parsed, without click.
+
+`numamove proc` runs here both from the click CLI (numamove.cli) and from the entry
+point's fast path (numamove.entry, numamove.fastargs), which parses the common forms of
+`proc` without importing click: click's import alone costs ~30 ms, half of a small run.
+Everything here reports through echo() and raises numamove's own errors, never click's,
+so that both paths print the same words and exit with the same codes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+from .errors import EXIT_PARTIAL, NodeUnavailableError, UsageError
+
+
+def echo(text: str, err: bool = False) -> None:
+    stream = sys.stderr if err else sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
+
+
+def emit_json(doc: Any) -> None:
+    import json
+
+    echo(json.dumps(doc, indent=2, sort_keys=False))
+
+
+def calibration_for(topo: Any, quiet: bool = False) -> Any:
+    """The calibration policy/threads auto follow on this machine; a bad file is a warning only."""
+    from .calibration import load
+
+    loaded = load(topo)
+    if loaded.warning and not quiet:
+        echo(f"numamove: warning: {loaded.warning}", err=True)
+    return loaded
+
+
+def node_option(value: str | None, topo: Any, role: str) -> int | None:
+    """One node named by an option ("1", or "all" on a one-node machine), validated; None when not given."""
+    if value is None:
+        return None
+    from .nodelist import parse_list
+
+    ids = parse_list(value, None, "node") if value.strip() != "all" else topo.ids
+    if len(ids) != 1:
+        raise UsageError(f"invalid value for {role}: '{value}' names {len(ids)} nodes; give exactly one")
+    return int(topo.node(ids[0]).id)
+
+
+def parse_pids(pids: tuple[str, ...]) -> list[int]:
+    out = []
+    for p in pids:
+        if not p.isdigit() or int(p) <= 0:
+            raise UsageError(f"invalid value for PID: '{p}' is not a PID")
+        out.append(int(p))
+    return out
+
+
+def node_of_cpus(pid: int, topo: Any) -> int:
+    """The one node whose CPUs pid may run on (--to cpus)."""
+    try:
+        cpus = os.sched_getaffinity(pid)
+    except ProcessLookupError:
+        from .proc import NoSuchProcessError
+
+        raise NoSuchProcessError(f"no process with PID {pid}") from None
+    nodes = sorted({n for c in cpus if (n := topo.node_of_cpu(c)) is not None})
+    if len(nodes) != 1:
+        raise UsageError(f"PID {pid} may run on CPUs of nodes {','.join(map(str, nodes))}: "
+                         "name one with --to NODE")
+    return int(nodes[0])
+
+
+def timings(reports: list[Any], work_started: float) -> dict[str, float]:
+    """Where the run's time went: start-up (numamove's import to the first target: imports, options,
+    topology, calibration, targets), bookkeeping (maps, pagemap, counting, planning) and the move."""
+    from . import IMPORTED_AT
+
+    return {"startup_seconds": work_started - IMPORTED_AT,
+            "bookkeeping_seconds": sum(r.bookkeeping for r in reports),
+            "move_seconds": sum(r.seconds for r in reports),
+            "total_seconds": time.perf_counter() - IMPORTED_AT}
+
+
+def timings_line(t: dict[str, float]) -> str:
+    return (f"time: start-up {t['startup_seconds'] * 1e3:.1f} ms, bookkeeping {t['bookkeeping_seconds'] * 1e3:.1f} ms, "
+            f"move {t['move_seconds'] * 1e3:.1f} ms, total {t['total_seconds'] * 1e3:.1f} ms "
+            "(from numamove's import; the interpreter's own start-up comes before)")
+
+
+def finish(reports: list[Any], as_json: bool, doc: dict[str, Any]) -> None:
+    """Print migration reports (doc as JSON, or text) and exit 3 when any is partial."""
+    if as_json:
+        emit_json(doc)
+    else:
+        from .report import render_migration
+
+        for r in reports:
+            for line in render_migration(r):
+                echo(line)
+    if any(r.partial for r in reports):
+        sys.exit(EXIT_PARTIAL)
+
+
+def proc_run(pids: tuple[str, ...], to_text: str, from_text: str | None, name: str | None,
+             ranges: tuple[str, ...], only: str | None, move_all: bool, threads_text: str, policy: str,
+             batch: int | None, max_pause: float | None, wait: bool, dry_run: bool, verbose: bool, quiet: bool,
+             as_json: bool) -> None:
+    """`numamove proc` (see its --help in numamove.cli)."""
+    from .maps import parse_only, parse_range
+    from .migrate import MoveOptions, migrate, progress_printer
+    from .planner import parse_threads
+    from .proc import TargetLock, environment_warnings, mems_allowed, resolve_targets
+    from .topology import current_node, read_topology
+
+    limit = parse_threads(threads_text)
+    if len(limit) != 1:
+        raise UsageError("invalid value for --threads: give one thread limit")
+    range_list = [parse_range(r) for r in ranges] if ranges else None
+    kinds = parse_only(only) if only else None
+    pid_list = parse_pids(pids)
+    if not pid_list and name is None:
+        raise UsageError("give at least one PID or --name REGEX")
+    topo = read_topology()
+    from_nodes = frozenset(topo.parse_nodes(from_text)) if from_text else None
+    to_cpus = to_text.strip() == "cpus"
+    fixed_to = None if to_cpus else node_option(to_text, topo, "--to")
+    if fixed_to is not None:
+        topo.require(fixed_to, "--to", memory=True)
+    targets = resolve_targets(pid_list, name)
+    if not quiet:
+        for w in environment_warnings():
+            echo(f"numamove: warning: {w}", err=True)
+    calibration = calibration_for(topo, quiet)
+    if (verbose or dry_run) and not as_json:
+        echo(f"auto: {calibration.why}", err=verbose and not dry_run)
+    here = current_node(topo)
+    allowed = frozenset(os.sched_getaffinity(0))
+    reports = []
+    work_started = time.perf_counter()
+    for t in targets:
+        to = fixed_to if fixed_to is not None else node_of_cpus(t.pid, topo)
+        if to not in mems_allowed(t.pid):
+            raise NodeUnavailableError(f"node {to} is outside the cpuset of PID {t.pid} "
+                                       f"(Mems_allowed: {','.join(map(str, mems_allowed(t.pid)))})")
+        opts = MoveOptions(to, from_nodes, move_all, limit[0], policy, batch, max_pause, dry_run, calibration)
+        with TargetLock(t.pid, wait=wait):
+            rep = migrate(t, topo, opts, range_list, kinds, here, allowed, progress_printer(quiet or as_json))
+        reports.append(rep)
+        if verbose and not as_json:
+            for p in rep.plans:
+                echo("plan: " + "; ".join(p.describe()), err=True)
+    t = timings(reports, work_started)
+    if verbose and not as_json:
+        echo(timings_line(t), err=True)
+    finish(reports, as_json, {"dry_run": dry_run, "calibration": calibration.why, "timings": t,
+                              "processes": [r.to_json() for r in reports]})

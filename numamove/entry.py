@@ -1,0 +1,53 @@
+"""The `numamove` command's entry point: the fast path for `proc`, click for everything else.
+
+`numamove proc PID... --to N` with the common options is parsed by numamove.fastargs and
+run by numamove.commands without importing click (~30 ms, half of a small run's wall time).
+Anything else (help, another command, an option or value the fast parser does not accept)
+goes to the click CLI, which gives the same result for everything the fast path takes
+(tests/test_fastargs.py checks that on generated command lines) and the usage errors.
+Either way every error is one line on stderr and a documented exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+from .errors import EXIT_FAILURE, NumamoveError
+
+
+def fail(msg: str, code: int) -> NoReturn:
+    sys.stderr.write(f"numamove: error: {msg}\n")
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+def guarded(run: Callable[[], None]) -> int:
+    """Run a command, mapping numamove's errors, ^C and a closed pipe to one line and an exit code."""
+    try:
+        run()
+    except NumamoveError as exc:
+        fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    except BrokenPipeError:
+        return EXIT_FAILURE
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the command and turn every error into one line and an exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["proc"] and not os.environ.get("_NUMAMOVE_COMPLETE"):
+        from .fastargs import proc_params
+
+        params = proc_params(args[1:])
+        if params is not None:
+            from .commands import proc_run
+
+            return guarded(lambda: proc_run(**params))
+    from .cli import click_main
+
+    return click_main(args)

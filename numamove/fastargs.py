@@ -1,0 +1,99 @@
+"""The common forms of `numamove proc` parsed without click.
+
+A strict subset of what click accepts for `proc`: PIDs, the options below as `--opt VALUE`
+or `--opt=VALUE`, and the flags on their own. Anything else (--help, `--`, a combined
+`-qv`, an unknown option, a value that starts with '-', a number click would have to
+convert in a way this parser does not, an option whose value is missing) gives None, and
+the click CLI parses the command line instead, with its usage errors. For every command
+line this parser accepts, it returns exactly the parameters click would pass to `proc`
+(tests/test_fastargs.py checks that on generated command lines).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+FLAG, TEXT, MULTI = "flag", "text", "multi"
+POLICIES = ("push", "pull", "auto")
+
+# option -> (parameter, kind): kind is FLAG, TEXT, MULTI, a tuple of choices, or (type, low, high)
+PROC_OPTIONS: dict[str, tuple[str, Any]] = {
+    "--to": ("to_text", TEXT),
+    "--from": ("from_text", TEXT),
+    "--name": ("name", TEXT),
+    "--range": ("ranges", MULTI),
+    "--only": ("only", TEXT),
+    "--all": ("move_all", FLAG),
+    "--threads": ("threads_text", TEXT),
+    "--policy": ("policy", POLICIES),
+    "--batch": ("batch", (int, 1, 1 << 24)),
+    "--max-pause": ("max_pause", (float, 0.1, 60000.0)),
+    "--wait": ("wait", FLAG),
+    "--dry-run": ("dry_run", FLAG),
+    "-v": ("verbose", FLAG),
+    "--verbose": ("verbose", FLAG),
+    "-q": ("quiet", FLAG),
+    "--quiet": ("quiet", FLAG),
+    "--json": ("as_json", FLAG),
+}
+PROC_DEFAULTS: dict[str, Any] = {
+    "pids": (), "to_text": None, "from_text": None, "name": None, "ranges": (), "only": None,
+    "move_all": False, "threads_text": "auto", "policy": "auto", "batch": None, "max_pause": None,
+    "wait": False, "dry_run": False, "verbose": False, "quiet": False, "as_json": False,
+}
+
+
+def _number(text: str, kind: tuple[type, float, float]) -> float | int | None:
+    typ, low, high = kind
+    digits = text.replace(".", "", 1) if typ is float else text
+    if not digits.isascii() or not digits.isdigit():
+        return None  # signs, spaces, exponents, underscores: click's conversion decides
+    value = typ(text)
+    return value if low <= value <= high else None
+
+
+def proc_params(argv: list[str]) -> dict[str, Any] | None:
+    """The parameters of `proc` for argv (what follows `proc`), or None to leave it to click."""
+    params = dict(PROC_DEFAULTS)
+    pids: list[str] = []
+    ranges: list[str] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        i += 1
+        if not tok.startswith("-"):
+            pids.append(tok)
+            continue
+        name, eq, value = tok.partition("=") if tok.startswith("--") else (tok, "", "")
+        spec = PROC_OPTIONS.get(name)
+        if spec is None:
+            return None
+        param, kind = spec
+        if kind == FLAG:
+            if eq:
+                return None
+            params[param] = True
+            continue
+        if not eq:
+            if i >= len(argv) or argv[i].startswith("-"):
+                return None
+            value = argv[i]
+            i += 1
+        if kind == MULTI:
+            ranges.append(value)
+        elif kind == TEXT:
+            params[param] = value
+        elif kind == POLICIES:
+            if value not in POLICIES:
+                return None
+            params[param] = value
+        else:
+            number = _number(value, kind)
+            if number is None:
+                return None
+            params[param] = number
+    if params["to_text"] is None:
+        return None  # --to is required: click says so
+    params["pids"] = tuple(pids)
+    params["ranges"] = tuple(ranges)
+    return params

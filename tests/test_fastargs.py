@@ -1,0 +1,69 @@
+"""The click-free parser of `numamove proc`: whatever it accepts, click would parse the same way."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import click
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from numamove.cli import cli
+from numamove.fastargs import PROC_DEFAULTS, PROC_OPTIONS, proc_params
+
+TOKENS = [*PROC_OPTIONS, "--help", "-h", "--", "-", "-qv", "--bogus", "--to=1", "--to=", "--batch=0", "--batch=5",
+          "--max-pause=0.05", "--max-pause=20", "--policy=pull", "--json=1", "123", "4567", "abc", "", "0", "1",
+          "-1", "+3", " 7", "1_0", "1.5", "1e3", "0x10", "push", "pull", "up", "auto", "0-1", "7f00-7f10",
+          "anon,heap", "cpus", "16777217", "60001", "0.1", "٣"]
+
+
+def click_params(argv: list[str]) -> dict[str, Any] | None:
+    """What click passes to proc for argv, or None where click refuses it."""
+    try:
+        with cli.commands["proc"].make_context("proc", list(argv)) as ctx:
+            return dict(ctx.params)
+    except click.exceptions.ClickException:
+        return None
+    except click.exceptions.Exit:  # --help
+        return None
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(TOKENS), max_size=8))
+def test_fast_parse_equals_clicks_wherever_it_parses(argv: list[str]) -> None:
+    """On generated command lines the fast parser gives click's parameters, or leaves the line to click."""
+    fast = proc_params(argv)
+    if fast is not None:
+        assert fast == click_params(argv), argv
+
+
+@pytest.mark.parametrize("argv", [
+    ["123", "--to", "1"], ["--to=1", "123", "456", "-q", "--json"], ["1", "--to", "0", "--range", "a-b", "--range=c-d"],
+    ["1", "--to", "1", "--batch", "64", "--max-pause", "20", "--policy", "pull", "--threads", "2", "-v"],
+    ["--name", "postgres", "--to", "cpus", "--from", "0,2", "--only", "anon", "--all", "--wait", "--dry-run"],
+])
+def test_common_command_lines_take_the_fast_path(argv: list[str]) -> None:
+    """The forms operators type every day never need click, and match it."""
+    fast = proc_params(argv)
+    assert fast is not None and fast == click_params(argv)
+
+
+def test_every_proc_option_is_known_to_the_fast_parser_or_left_to_click() -> None:
+    """An option added to proc without the fast parser knowing it is left to click, never misparsed."""
+    cmd = cli.commands["proc"]
+    names = {o for p in cmd.params if isinstance(p, click.Option) for o in p.opts}
+    assert set(PROC_OPTIONS) <= names
+    assert set(PROC_DEFAULTS) == {p.name for p in cmd.params}
+    assert click_params(["--to", "0"]) == {**PROC_DEFAULTS, "to_text": "0"}
+
+
+def test_the_fast_path_does_not_import_click() -> None:
+    """`numamove proc PID --to N` runs without importing click (its import is half a small run)."""
+    code = ("import os, sys; from numamove.entry import main\n"
+            "rc = main(['proc', str(os.getpid()), '--to', '0', '--dry-run', '-q'])\n"
+            "print('click' in sys.modules, rc)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.splitlines()[-1] == "False 0", out.stdout + out.stderr
