@@ -15,7 +15,7 @@ import click
 
 from . import __version__
 from .commands import calibration_for, emit_json, finish, node_option, parse_pids, timings
-from .errors import EXIT_USAGE
+from .errors import EXIT_FAILURE, EXIT_USAGE
 
 EXIT_CODES_HELP = """\b
 Exit codes:

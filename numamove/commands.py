@@ -154,8 +154,8 @@ def proc_run(pids: tuple[str, ...], to_text: str, from_text: str | None, name: s
         if verbose and not as_json:
             for p in rep.plans:
                 echo("plan: " + "; ".join(p.describe()), err=True)
-    t = timings(reports, work_started)
+    spent = timings(reports, work_started)
     if verbose and not as_json:
-        echo(timings_line(t), err=True)
-    finish(reports, as_json, {"dry_run": dry_run, "calibration": calibration.why, "timings": t,
+        echo(timings_line(spent), err=True)
+    finish(reports, as_json, {"dry_run": dry_run, "calibration": calibration.why, "timings": spent,
                               "processes": [r.to_json() for r in reports]})
