@@ -21,10 +21,12 @@
 
 static int nm_fault_count;
 static int nm_fault_err;
+static int nm_fault_skip;
 
-void nm_fault_inject_thread_create(int count, int err)
+void nm_fault_inject_thread_create(int count, int err, int skip)
 {
 	__atomic_store_n(&nm_fault_err, err, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&nm_fault_skip, skip, __ATOMIC_SEQ_CST);
 	__atomic_store_n(&nm_fault_count, count, __ATOMIC_SEQ_CST);
 }
 
@@ -142,7 +144,9 @@ static int nm_thread_create(pthread_t *t, struct nm_thread_arg *a)
 {
 	int left = __atomic_load_n(&nm_fault_count, __ATOMIC_SEQ_CST);
 
-	if (left > 0) {
+	if (left > 0 && __atomic_load_n(&nm_fault_skip, __ATOMIC_SEQ_CST) > 0)
+		__atomic_sub_fetch(&nm_fault_skip, 1, __ATOMIC_SEQ_CST);
+	else if (left > 0) {
 		__atomic_store_n(&nm_fault_count, left - 1, __ATOMIC_SEQ_CST);
 		return __atomic_load_n(&nm_fault_err, __ATOMIC_SEQ_CST);
 	}
@@ -294,7 +298,90 @@ int nm_move(int pid, void **pages, const int *nodes, int *status, size_t count, 
 	t0 = nm_now_ns();
 	err = nm_run(nm_move_do, work, sizeof(work[0]), n_threads, &report->threads);
 	report->wall_ns = nm_now_ns() - t0;
-	return err;
+	return report->threads ? 0 : err; /* started workers took every batch between them */
+}
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+struct nm_map_work {
+	char *dst;
+	const char *src;
+	size_t len, chunk;
+	size_t *next;         /* shared cursor */
+	int *err;             /* shared: the first error, 0 while none */
+	long long *mismatch;  /* shared: the first differing offset found */
+	nm_worker_result *res;
+};
+
+static void nm_map_do(void *p)
+{
+	struct nm_map_work *w = p;
+	nm_worker_result *r = w->res;
+	uint64_t t0;
+
+	r->pin_err = r->cpu >= 0 ? nm_pin_self(r->cpu) : 0;
+	r->cpu_at_start = sched_getcpu();
+	t0 = nm_now_ns();
+	while (!__atomic_load_n(w->err, __ATOMIC_RELAXED)) {
+		size_t off = __atomic_fetch_add(w->next, w->chunk, __ATOMIC_RELAXED), n;
+		int rc = 0, none = 0;
+
+		if (off >= w->len)
+			break;
+		n = w->len - off < w->chunk ? w->len - off : w->chunk;
+		/* allocate the piece's pages first: a full node or file system fails here, never SIGBUS */
+		if (madvise(w->dst + off, n, MADV_POPULATE_WRITE) != 0) {
+			rc = -errno;
+		} else {
+			memcpy(w->dst + off, w->src + off, n);
+			if (memcmp(w->dst + off, w->src + off, n) != 0) {
+				size_t k = 0;
+
+				while (k < n && w->dst[off + k] == w->src[off + k])
+					k++;
+				__atomic_store_n(w->mismatch, (long long)(off + k), __ATOMIC_SEQ_CST);
+				rc = -EILSEQ;
+			}
+		}
+		if (rc) {
+			__atomic_compare_exchange_n(w->err, &none, rc, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+			break;
+		}
+		r->bytes += n;
+		r->pieces++;
+	}
+	r->ns = nm_now_ns() - t0;
+	r->cpu_at_end = sched_getcpu();
+}
+
+int nm_copy_into_map(void *dst, const void *src, size_t len, size_t chunk, const int *cpus, int n_threads,
+		     nm_copy_report *report, long long *mismatch)
+{
+	struct nm_map_work work[NM_MAX_THREADS];
+	size_t next = 0;
+	uint64_t t0;
+	int i, err = 0, rc;
+
+	if (!report || !mismatch || (len && (!dst || !src)) || !chunk || chunk % 4096 || n_threads < 1 ||
+	    n_threads > NM_MAX_THREADS)
+		return -EINVAL;
+	memset(report, 0, sizeof(*report));
+	*mismatch = -1;
+	for (i = 0; i < n_threads; i++) {
+		nm_worker_result *r = &report->workers[i];
+
+		work[i] = (struct nm_map_work){ dst, src, len, chunk, &next, &err, mismatch, r };
+		r->cpu = cpus ? cpus[i] : -1;
+		r->cpu_at_start = r->cpu_at_end = -1;
+	}
+	t0 = nm_now_ns();
+	rc = nm_run(nm_map_do, work, sizeof(work[0]), n_threads, &report->threads);
+	report->wall_ns = nm_now_ns() - t0;
+	if (err)
+		return err;
+	return report->threads ? 0 : rc; /* started workers took every piece between them */
 }
 
 void nm_fill_int(int *arr, size_t n, int value)

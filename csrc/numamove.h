@@ -88,6 +88,23 @@ typedef struct nm_move_report {
 int nm_copy(const nm_item *items, size_t n_items, const int *cpus, int n_threads,
 	    int mode, nm_copy_report *report);
 
+/*
+ * Copy src[0..len) to dst[0..len), a shared mapping of the new file, on n_threads
+ * threads pinned to cpus[] (NULL: unpinned), in pieces of `chunk` bytes (a
+ * multiple of 4096) taken from a shared cursor.  Each piece is populated first
+ * (MADV_POPULATE_WRITE: its pages allocated on the file's policy node by the
+ * thread that fills them, in parallel, and a full node or file system is an
+ * error, never a SIGBUS), then copied, then compared while both are in cache:
+ * one pass over memory, verified.  (pwrite would skip the page faults, but
+ * writers of one file serialize on its inode lock.)  Returns 0; -errno of the
+ * first failed populate (-EINVAL: the kernel predates 5.14; every worker stops);
+ * -EILSEQ when a piece differs after its copy (*mismatch: the first differing
+ * offset); -EINVAL for bad arguments; or -EAGAIN/-ENOMEM when no worker could
+ * start (workers that did start take every piece between them).
+ */
+int nm_copy_into_map(void *dst, const void *src, size_t len, size_t chunk, const int *cpus, int n_threads,
+		     nm_copy_report *report, long long *mismatch);
+
 /* Offset of the first byte where a and b differ, or -1 when equal. */
 long long nm_compare(const void *a, const void *b, size_t len);
 
@@ -147,9 +164,9 @@ long nm_move_pages(int pid, unsigned long count, void **pages, const int *nodes,
  * A call that returns a positive count (the kernel aborted the rest of its
  * batch and left their status unset) is followed by a nodes=NULL query of
  * the same entries, so that status[] always holds where each reached page
- * is, or why not.  Returns 0, -EINVAL, or -EAGAIN/-ENOMEM when workers could not be created
- * (started workers finish first; the caller can retry single-threaded: a
- * repeated move_pages of a page already on its node is a no-op).
+ * is, or why not.  Returns 0, -EINVAL, or -EAGAIN/-ENOMEM when no worker could
+ * be created (workers that did start take every batch between them; the caller
+ * retries single-threaded).
  */
 int nm_move(int pid, void **pages, const int *nodes, int *status, size_t count, int flags,
 	    const int *cpus, int n_threads, size_t batch, nm_move_report *report);
@@ -172,8 +189,9 @@ int nm_bind_node(void *addr, size_t len, int node);
 /* arr[0..n) = value (the per-page target node array for move_pages). */
 void nm_fill_int(int *arr, size_t n, int value);
 
-/* Test hook: the next `count` worker creations fail with err (0 clears). */
-void nm_fault_inject_thread_create(int count, int err);
+/* Test hook: after `skip` more successful worker creations, the next `count` fail with err
+ * (count 0 clears). */
+void nm_fault_inject_thread_create(int count, int err, int skip);
 
 /* CPU the calling thread runs on, or -errno. */
 int nm_current_cpu(void);

@@ -94,6 +94,31 @@ def copy(items: Items, cpus: tuple[int, ...] | None, threads: int, mode: str) ->
     return CopyReport(rep.threads, mode, rep.wall_ns, workers)
 
 
+def copy_into_map(dst: int, src: int, length: int, chunk: int, cpus: tuple[int, ...] | None,
+                  threads: int) -> CopyReport:
+    """nm_copy_into_map: populate, copy and compare src[0..length) into the shared mapping dst, piece by
+    piece, on pinned threads.
+
+    Raises:
+        NativeError: func "madvise" when populating failed (ENOMEM, EFAULT: no room; EINVAL: a
+            kernel before 5.14), EILSEQ (the copy differs: its offset in the message), or func
+            "pthread_create" when no worker could start.
+    """
+    rep = ffi.new("nm_copy_report *")
+    mismatch = ffi.new("long long *")
+    cpu_arr = ffi.new("int[]", list(cpus)) if cpus else ffi.NULL
+    rc = lib.nm_copy_into_map(ffi.cast("void *", dst), ffi.cast("void *", src), length, chunk, cpu_arr, threads,
+                              rep, mismatch)
+    if rc == -_errno.EILSEQ:
+        raise NativeError(_errno.EILSEQ, "nm_copy_into_map", f"the copy differs from its source at byte {mismatch[0]}")
+    if rc < 0 and rep.threads == 0:
+        raise NativeError(-rc, "pthread_create", f"starting {threads} copy threads")
+    _check(rc, "madvise", f"allocating {length} bytes (MADV_POPULATE_WRITE)")
+    workers = tuple(WorkerReport(w.cpu, w.cpu_at_start, w.cpu_at_end, w.pin_err, w.pieces, w.bytes, w.ns)
+                    for w in (rep.workers[i] for i in range(rep.threads)))
+    return CopyReport(rep.threads, "pieces", rep.wall_ns, workers)
+
+
 def memcpy_ns(dst: int, src: int, length: int) -> int:
     """Single-threaded memcpy on the calling thread: the baseline. Returns nanoseconds."""
     return int(lib.nm_memcpy_ns(ffi.cast("void *", dst), ffi.cast("void *", src), length))
@@ -182,9 +207,9 @@ def current_cpu() -> int:
     return _check(lib.nm_current_cpu(), "sched_getcpu")
 
 
-def fault_inject_thread_create(count: int, err: int = _errno.EAGAIN) -> None:
-    """Test hook: the next ``count`` worker creations fail with ``err``."""
-    lib.nm_fault_inject_thread_create(count, err)
+def fault_inject_thread_create(count: int, err: int = _errno.EAGAIN, skip: int = 0) -> None:
+    """Test hook: after ``skip`` more successful worker creations, the next ``count`` fail with ``err``."""
+    lib.nm_fault_inject_thread_create(count, err, skip)
 
 
 def resident_pages(out: PageOut, addr: int, length: int, page_size: int) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,7 @@ from .errors import NativeError, NodeUnavailableError, NumamoveError, UsageError
 from .migrate import MoveOptions, TargetReport, move_pageset
 from .planner import Plan
 from .proc import CAP_SYS_NICE, Target, has_capability
-from .scan import PageSet, locate
+from .scan import PageSet, collect, locate
 from .topology import Topology
 
 SUPPORTED = ("tmpfs", "hugetlbfs")
@@ -241,20 +240,32 @@ def copy_file(path: str, output: str | None, node: int, topo: Topology, limit: i
         kd, daddr, _ = _native.buffer_address(dst, writable=True, what=tmp)
         try:
             _native.bind_node(daddr, size, node)  # the new file's shared policy: every page on node
-            try:
-                os.posix_fallocate(dfd, 0, size)  # ENOSPC/ENOMEM here, not SIGBUS in a copy thread
-            except OSError as exc:
-                raise NumamoveError(f"no space for {size} bytes on node {node} ({exc.strerror})") from None
-            from .engine import run_plan
+            room = os.statvfs(os.path.dirname(os.path.abspath(tmp)))
+            if room.f_bavail * room.f_frsize < size:
+                raise NumamoveError(f"no space for {size} bytes in {os.path.dirname(os.path.abspath(dest))} "
+                                    f"({room.f_bavail * room.f_frsize} bytes free)")
+            from .engine import copy_into_mapping
 
             assert plan is not None
-            run_plan(plan, _native.Items.ranges(daddr, saddr, size, item))
-            if _native.compare(saddr, daddr, size) != -1:
-                raise VerificationError(f"{tmp}: the copy differs from {path}")
+            # one pass over memory: each thread populates a piece (its pages allocated on node; a full
+            # node is an error here, never a SIGBUS), copies it and compares it while it is in cache
+            try:
+                copy_into_mapping(plan, daddr, saddr, size)
+            except NativeError as exc:
+                if exc.errno == errno.EILSEQ:
+                    raise VerificationError(f"{tmp}: {exc}; {path} was probably written to during the copy: "
+                                            "copy discarded, original untouched") from None
+                if exc.func == "madvise" and exc.errno == errno.EINVAL:
+                    raise NumamoveError("file --copy needs Linux 5.14 or later (MADV_POPULATE_WRITE)") from None
+                if exc.func == "madvise":
+                    raise NumamoveError(f"no room for {size} bytes on node {node}: {exc.strerror}") from None
+                raise
             after = os.fstat(sfd)
             if (after.st_mtime_ns, after.st_size) != (st.st_mtime_ns, st.st_size):
                 raise NumamoveError(f"{path} changed during the copy: copy discarded, original untouched")
-            on_node = dict(Counter(_native.page_nodes(daddr, size)))
+            on_node: dict[int, int] = {}  # where the new file's pages are, from their PFNs (no query as root)
+            for (where, _kind, _huge), (pages, _bytes) in collect(os.getpid(), [(daddr, daddr + size)]).tally().items():
+                on_node[where] = on_node.get(where, 0) + pages
         finally:
             del ks, kd
             src.close()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import mmap
 import os
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -180,3 +182,104 @@ def test_public_copy_api() -> None:
         copy(b"read-only", src)
     with pytest.raises(UsageError, match="src must be a buffer"):
         copy(dst, 42)
+
+
+def _shared_file(tmp: str, size: int) -> tuple[int, mmap.mmap]:
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.ftruncate(fd, size)
+    return fd, mmap.mmap(fd, size, mmap.MAP_SHARED)
+
+
+def test_copy_into_map_is_byte_exact_and_fills_the_file() -> None:
+    """The one-pass file copy (populate, copy, compare per piece) leaves the file equal to the source."""
+    size = 5 * (1 << 20) + 4096 * 3  # not a whole number of pieces
+    src = os.urandom(size)
+    path = f"/dev/shm/numamove-test-cim-{os.getpid()}"
+    fd, m = _shared_file(path, size)
+    try:
+        keep_s, saddr, _ = _native.buffer_address(src)
+        keep_d, daddr, _ = _native.buffer_address(m, writable=True)
+        rep = _native.copy_into_map(daddr, saddr, size, 1 << 20, None, 2)
+        assert sum(w.bytes for w in rep.workers) == size and rep.threads == 2
+        assert os.pread(fd, size, 0) == src
+    finally:
+        del keep_s, keep_d
+        m.close()
+        os.close(fd)
+        os.unlink(path)
+
+
+@pytest.mark.parametrize("skip, threads_seen", [(1, 1), (0, 0)])
+def test_copy_into_map_thread_failures(skip: int, threads_seen: int) -> None:
+    """A partial start still copies everything (the started worker takes every piece); no worker at all
+    is pthread_create's error, which the engine turns into a single-threaded retry."""
+    from numamove.engine import copy_into_mapping
+    from numamove.planner import Plan
+
+    size = 3 << 20
+    src = os.urandom(size)
+    path = f"/dev/shm/numamove-test-cimf-{os.getpid()}"
+    fd, m = _shared_file(path, size)
+    try:
+        keep_s, saddr, _ = _native.buffer_address(src)
+        keep_d, daddr, _ = _native.buffer_address(m, writable=True)
+        plan = Plan(0, 0, "push", "push", 0, (-1, -1), "group", 3, 768, 2, {})
+        _native.fault_inject_thread_create(1, skip=skip)
+        try:
+            rep, why = copy_into_mapping(plan, daddr, saddr, size)
+        finally:
+            _native.fault_inject_thread_create(0)
+        # one worker started: it took every piece; none: the engine retried on one thread
+        assert (why is None) == (threads_seen == 1), why
+        assert rep.threads == 1 and sum(w.bytes for w in rep.workers) == size
+        assert os.pread(fd, size, 0) == src
+    finally:
+        del keep_s, keep_d
+        m.close()
+        os.close(fd)
+        os.unlink(path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_copy_into_a_full_file_system_is_an_error_not_a_sigbus(tmp_path: Any) -> None:
+    """Writing past a tmpfs's size fails the populate with an errno; the process is never killed by SIGBUS."""
+    import subprocess
+
+    mnt = str(tmp_path)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "none", mnt], check=True)
+    try:
+        size = 4 << 20
+        fd, m = _shared_file(os.path.join(mnt, "x"), size)
+        src = bytes(size)
+        keep_s, saddr, _ = _native.buffer_address(src)
+        keep_d, daddr, _ = _native.buffer_address(m, writable=True)
+        with pytest.raises(NativeError) as exc:
+            _native.copy_into_map(daddr, saddr, size, 1 << 20, None, 2)
+        assert exc.value.func == "madvise" and exc.value.errno in (errno.EFAULT, errno.ENOSPC, errno.ENOMEM)
+        del keep_s, keep_d
+        m.close()
+        os.close(fd)
+    finally:
+        subprocess.run(["umount", mnt], check=True)
+
+
+@pytest.mark.parametrize("skip", [0, 1])
+def test_move_with_workers_that_could_not_start(skip: int) -> None:
+    """nm_move: when only some workers start, they take every batch (no error); when none does, the
+    error comes back and migrate's caller retries on one thread."""
+    with _native.Region(64 * 4096, read_topology().memory_nodes()[0], base_pages=True) as r:
+        node = r.node
+        pages = _native.page_list([r.addr + i * 4096 for i in range(64)])
+        status = _native.raw_new("int[]", 64)
+        _native.fault_inject_thread_create(1, skip=skip)
+        try:
+            if skip:
+                res = _native.move(0, pages, 64, node, _native.MPOL_MF_MOVE, (), 2, 8, status)
+                assert len(res.workers) == 1 and res.workers[0].done == 64
+                assert list(status) == [node] * 64
+            else:
+                with pytest.raises(NativeError) as exc:
+                    _native.move(0, pages, 64, node, _native.MPOL_MF_MOVE, (), 2, 8, status)
+                assert exc.value.errno == errno.EAGAIN
+        finally:
+            _native.fault_inject_thread_create(0)
