@@ -168,13 +168,14 @@ static int nm_run(nm_work_fn fn, void *works, size_t size, int n, int *started)
 	*started = 0;
 	if (n == 1) {
 		cpu_set_t saved;
-		int have = pthread_getaffinity_np(pthread_self(), sizeof(saved), &saved) == 0;
 
-		fn(works);
-		if (have)
+		/* on the caller's thread only when its affinity can be put back afterwards */
+		if (pthread_getaffinity_np(pthread_self(), sizeof(saved), &saved) == 0) {
+			fn(works);
 			pthread_setaffinity_np(pthread_self(), sizeof(saved), &saved);
-		*started = 1;
-		return 0;
+			*started = 1;
+			return 0;
+		}
 	}
 	for (i = 0; i < n; i++) {
 		args[i] = (struct nm_thread_arg){ fn, (char *)works + (size_t)i * size };
@@ -401,9 +402,12 @@ long long nm_compare(const void *a, const void *b, size_t len)
 		size_t n = len - off < step ? len - off : step;
 
 		if (memcmp(x + off, y + off, n) != 0) {
-			while (x[off] == y[off])
-				off++;
-			return (long long)off;
+			size_t k = off;
+
+			/* bounded: a writer may have made the block equal again since memcmp looked */
+			while (k < off + n && x[k] == y[k])
+				k++;
+			return (long long)(k < off + n ? k : off);
 		}
 		off += n;
 	}

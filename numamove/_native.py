@@ -152,6 +152,9 @@ class Region:
         self.node = node
         self.huge = huge
         self.length = length
+        # what nm_map_on_node really mapped: it rounds up to whole (huge) pages
+        align = (2 << 20) if huge and like is None else 4096
+        self._mapped = -(-length // align) * align
         self.addr = int(ffi.cast("uintptr_t", out[0]))
         self._open = True
 
@@ -165,9 +168,9 @@ class Region:
         return memoryview(ffi.buffer(ffi.cast("char *", self.addr), self.length))
 
     def close(self) -> None:
-        if self._open:
+        if getattr(self, "_open", False):  # not set when the mapping itself failed
             self._open = False
-            lib.nm_unmap(ffi.cast("void *", self.addr), self.length)
+            lib.nm_unmap(ffi.cast("void *", self.addr), self._mapped)
 
     def __enter__(self) -> Region:
         return self

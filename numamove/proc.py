@@ -102,12 +102,14 @@ def resolve_targets(pids: list[int], name: str | None = None) -> list[Target]:
             rx = re.compile(name)
         except re.error as exc:
             raise UsageError(f"invalid --name regex '{name}': {exc}") from None
-        me = os.getpid()
+        mine = _self_and_ancestors()
         found = 0
         for p in psutil.process_iter(["pid", "name", "cmdline"]):
             info: dict[str, Any] = p.info
-            if info["pid"] == me or not info.get("cmdline"):
-                continue  # numamove itself, kernel threads and zombies have no cmdline
+            if info["pid"] in mine or not info.get("cmdline"):
+                # numamove, and what started it (`sudo numamove ... --name x`, `sh -c '...'` hold
+                # the pattern in their own command lines); kernel threads and zombies have no cmdline
+                continue
             if rx.search(info["name"] or "") or rx.search(" ".join(info["cmdline"])):
                 asked.setdefault(info["pid"], []).append(info["pid"])
                 found += 1
@@ -116,6 +118,19 @@ def resolve_targets(pids: list[int], name: str | None = None) -> list[Target]:
     out = []
     for tgid, given in asked.items():
         out.append(Target(tgid, _comm(tgid), _cmdline(tgid), tuple(given)))
+    return out
+
+
+def _self_and_ancestors() -> set[int]:
+    """This process and every process above it, up to init."""
+    out: set[int] = set()
+    pid = os.getpid()
+    while pid > 0 and pid not in out:
+        out.add(pid)
+        try:
+            pid = int(_status_field(pid, "PPid"))
+        except (ProcessError, ValueError):
+            break
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -240,3 +241,12 @@ def test_file_copy_on_this_machine(tmp_path: Any) -> None:
         assert code == 2 and "--output goes with --copy" in err
     finally:
         os.unlink(path)
+
+
+def test_name_never_matches_numamove_or_what_started_it() -> None:
+    """--name skips numamove's ancestors: the shell whose command line holds the pattern is not a target."""
+    marker = f"numamove-marker-{os.getpid()}"
+    script = (f"{sys.executable} -m numamove proc --name '{marker}' --to 0 --dry-run --json; rc=$?; "
+              f"echo {marker} >/dev/null; exit $rc")
+    p = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "no process matches" in p.stderr, p.stdout + p.stderr

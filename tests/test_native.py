@@ -283,3 +283,15 @@ def test_move_with_workers_that_could_not_start(skip: int) -> None:
                 assert exc.value.errno == errno.EAGAIN
         finally:
             _native.fault_inject_thread_create(0)
+
+
+def test_a_huge_region_is_unmapped_whole() -> None:
+    """A huge-page region of an odd length is mapped in whole 2 MiB pages, and close() unmaps all of them."""
+    node = read_topology().memory_nodes()[0]
+    r = _native.Region((3 << 20) + 1, node, huge=True, fault=False)
+    lo, hi = r.addr, r.addr + (4 << 20)
+    r.close()
+    with open("/proc/self/maps") as fh:
+        for line in fh:
+            a, b = (int(x, 16) for x in line.split()[0].split("-"))
+            assert b <= lo or a >= hi, f"left mapped: {line.strip()}"

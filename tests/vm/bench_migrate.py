@@ -108,39 +108,88 @@ def main() -> int:
     return 0 if ok else 1
 
 
+HOLDER = ("import mmap, os, sys, time\n"
+          "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+          "m = mmap.mmap(fd, os.fstat(fd).st_size, mmap.MAP_SHARED, mmap.PROT_READ)\n"
+          "for off in range(0, len(m), 4096):\n"
+          "    _ = m[off]\n"
+          "print('ready', flush=True)\n"
+          "sys.stdin.read()\n")
+
+
+def _cli(*args: str) -> float:
+    t = time.perf_counter()
+    subprocess.run([str(Path(sys.executable).parent / "numamove"), *args], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
 def bench_file(topo: Any, here: int, allowed: frozenset[int]) -> bool:
-    """A SIZE file in /dev/shm on node 0: `numactl --membind=1 cp` against numamove file (in place, --copy)."""
-    from numamove.files import copy_file, move_file
+    """A SIZE file in /dev/shm on node 0, moved to node 1 by whole processes, RUNS rounds in rotating order:
+    `numactl --membind=1 cp` against `numamove file --copy --output`, and the kernel's own path for a
+    shared file (a process maps it, `migratepages` as root moves its shared pages) against `numamove
+    file` in place. Each in-place move is undone untimed before the next."""
+    from numamove.files import move_file
 
     path = "/dev/shm/numamove-bench"
     mib = parse_size(SIZE) >> 20
     subprocess.run(["numactl", "--membind=0", sys.executable, "-c",
                     f"f = open('{path}', 'wb')\nb = bytes(range(256)) * 4096\n"
                     f"for _ in range({mib}): f.write(b)\n"], check=True)
-    cp: list[float] = []
-    inplace: list[float] = []
-    copied: list[float] = []
+    times: dict[str, list[float]] = {"cp": [], "copy": [], "migratepages": [], "inplace": []}
     ok = True
-    for _ in range(RUNS):
-        t = time.perf_counter()
-        subprocess.run(["numactl", "--membind=1", "cp", path, path + ".cp"], check=True)
-        cp.append(time.perf_counter() - t)
-        os.unlink(path + ".cp")
-        t = time.perf_counter()
-        rep = move_file(path, topo, MoveOptions(1), here, allowed)
-        inplace.append(time.perf_counter() - t)
-        ok &= not rep.failed and set(rep.after) == {1}
-        move_file(path, topo, MoveOptions(0), here, allowed)  # back, untimed
-        t = time.perf_counter()
-        c = copy_file(path, path + ".nm", 1, topo, 4, "auto", here, allowed)
-        copied.append(time.perf_counter() - t)
-        ok &= set(c.pages_on_node) == {1}
-        os.unlink(path + ".nm")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+    try:
+        arms = list(times)
+        for r in range(RUNS):
+            for arm in arms[r % len(arms):] + arms[:r % len(arms)]:
+                t = time.perf_counter()
+                if arm == "cp":
+                    subprocess.run(["numactl", "--membind=1", "cp", path, path + ".out"], check=True)
+                elif arm == "copy":
+                    _cli("file", path, "--copy", "--output", path + ".out", "--to", "1", "-q")
+                elif arm == "migratepages":
+                    subprocess.run(["migratepages", str(holder.pid), "0", "1"], check=True)
+                else:
+                    _cli("file", path, "--to", "1", "-q")
+                times[arm].append(time.perf_counter() - t)
+                if arm in ("cp", "copy"):
+                    c = _native_file_nodes(path + ".out")
+                    ok &= c == {1}
+                    os.unlink(path + ".out")
+                else:
+                    ok &= _native_file_nodes(path) == {1}
+                    move_file(path, topo, MoveOptions(0), here, allowed)  # back, untimed
+    finally:
+        holder.kill()
+        holder.wait()
     os.unlink(path)
-    a, b, c2 = statistics.median(cp), statistics.median(inplace), statistics.median(copied)
-    print(f"file {mib} MiB on /dev/shm, node 0 -> 1: numactl --membind=1 cp median {a:.2f} s; "
-          f"numamove file in place {b:.2f} s ({a / b:.2f}x cp); numamove file --copy {c2:.2f} s ({a / c2:.2f}x cp)")
+    m = {k: statistics.median(v) for k, v in times.items()}
+    print(f"file {mib} MiB on /dev/shm, node 0 -> 1, whole processes, medians of {RUNS}: "
+          f"numactl --membind=1 cp {m['cp']:.2f} s, numamove file --copy --output {m['copy']:.2f} s "
+          f"({m['cp'] / m['copy']:.2f}x cp); migratepages of a process mapping it {m['migratepages']:.2f} s, "
+          f"numamove file in place {m['inplace']:.2f} s ({m['migratepages'] / m['inplace']:.2f}x migratepages)")
     return ok
+
+
+def _native_file_nodes(path: str) -> set[int]:
+    """Nodes of a tmpfs file's pages: mapped and read here, then asked of the kernel."""
+    import mmap
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        m = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+        for off in range(0, size, 4096):
+            _ = m[off]
+        keep, addr, _ = _native.buffer_address(m)
+        nodes = set(_native.page_nodes(addr, size))
+        del keep
+        m.close()
+        return nodes
+    finally:
+        os.close(fd)
 
 
 if __name__ == "__main__":
