@@ -208,7 +208,10 @@ def show(pids: tuple[str, ...], as_json: bool) -> None:
     if not pids:
         raise click.UsageError("give at least one PID")
     docs = []
-    for t in resolve_targets(parse_pids(pids)):
+    targets, bad = resolve_targets(parse_pids(pids))
+    if bad:
+        raise bad[0][1]
+    for t in targets:
         ps = collect(t.pid)
         counts = ps.tally()
         nodes = sorted({st for st, _, _ in counts if st >= 0})

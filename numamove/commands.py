@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from .errors import EXIT_PARTIAL, NodeUnavailableError, UsageError
+from .errors import EXIT_FAILURE, EXIT_PARTIAL, NodeUnavailableError, NumamoveError, UsageError
 
 
 def echo(text: str, err: bool = False) -> None:
@@ -114,7 +114,7 @@ def proc_run(pids: tuple[str, ...], to_text: str, from_text: str | None, name: s
     from .maps import parse_only, parse_range
     from .migrate import MoveOptions, migrate, progress_printer
     from .planner import parse_threads
-    from .proc import TargetLock, environment_warnings, mems_allowed, resolve_targets
+    from .proc import NoSuchProcessError, PidReusedError, TargetLock, environment_warnings, mems_allowed, resolve_targets
     from .topology import current_node, read_topology
 
     limit = parse_threads(threads_text)
@@ -131,7 +131,7 @@ def proc_run(pids: tuple[str, ...], to_text: str, from_text: str | None, name: s
     fixed_to = None if to_cpus else node_option(to_text, topo, "--to")
     if fixed_to is not None:
         topo.require(fixed_to, "--to", memory=True)
-    targets = resolve_targets(pid_list, name)
+    targets, unusable = resolve_targets(pid_list, name)
     if not quiet:
         for w in environment_warnings():
             echo(f"numamove: warning: {w}", err=True)
@@ -141,21 +141,76 @@ def proc_run(pids: tuple[str, ...], to_text: str, from_text: str | None, name: s
     here = current_node(topo)
     allowed = frozenset(os.sched_getaffinity(0))
     reports = []
+    outcomes = [Outcome(pid, "", "failed", exc) for pid, exc in unusable]
     work_started = time.perf_counter()
     for t in targets:
-        to = fixed_to if fixed_to is not None else node_of_cpus(t.pid, topo)
-        if to not in mems_allowed(t.pid):
-            raise NodeUnavailableError(f"node {to} is outside the cpuset of PID {t.pid} "
-                                       f"(Mems_allowed: {','.join(map(str, mems_allowed(t.pid)))})")
-        opts = MoveOptions(to, from_nodes, move_all, limit[0], policy, batch, max_pause, dry_run, calibration)
-        with TargetLock(t.pid, wait=wait):
-            rep = migrate(t, topo, opts, range_list, kinds, here, allowed, progress_printer(quiet or as_json))
+        # one target's trouble never discards the others' work: each gets its own outcome
+        try:
+            t.check_same()
+            to = fixed_to if fixed_to is not None else node_of_cpus(t.pid, topo)
+            if to not in mems_allowed(t.pid):
+                raise NodeUnavailableError(f"node {to} is outside the cpuset of PID {t.pid} "
+                                           f"(Mems_allowed: {','.join(map(str, mems_allowed(t.pid)))})")
+            opts = MoveOptions(to, from_nodes, move_all, limit[0], policy, batch, max_pause, dry_run, calibration)
+            with TargetLock(t.pid, wait=wait):
+                t.check_same()  # the lock is taken by PID: the same process still?
+                rep = migrate(t, topo, opts, range_list, kinds, here, allowed,
+                              progress_printer(quiet or as_json))
+        except (NoSuchProcessError, PidReusedError) as exc:
+            outcomes.append(Outcome(t.pid, t.name, "skipped", exc))
+            continue
+        except NumamoveError as exc:
+            outcomes.append(Outcome(t.pid, t.name, "failed", exc))
+            continue
         reports.append(rep)
+        outcomes.append(Outcome(t.pid, t.name, "moved", None))
         if verbose and not as_json:
             for p in rep.plans:
                 echo("plan: " + "; ".join(p.describe()), err=True)
     spent = timings(reports, work_started)
     if verbose and not as_json:
         echo(timings_line(spent), err=True)
-    finish(reports, as_json, {"dry_run": dry_run, "calibration": calibration.why, "timings": spent,
-                              "processes": [r.to_json() for r in reports]})
+    doc = {"dry_run": dry_run, "calibration": calibration.why, "timings": spent,
+           "targets": [o.to_json() for o in outcomes], "processes": [r.to_json() for r in reports]}
+    if as_json:
+        emit_json(doc)
+    else:
+        from .report import render_migration
+
+        for r in reports:
+            for line in render_migration(r):
+                echo(line)
+    for o in outcomes:
+        if o.error is not None:
+            echo(f"numamove: {'error' if o.outcome == 'failed' else 'warning'}: {o.error}", err=True)
+    sys.exit(exit_code(outcomes, reports))
+
+
+class Outcome:
+    """What became of one target: moved (its report says how many pages), skipped (it exited, or
+    its PID now belongs to another process) or failed (why, and the exit code that failure has)."""
+
+    __slots__ = ("pid", "name", "outcome", "error")
+
+    def __init__(self, pid: int, name: str, outcome: str, error: NumamoveError | None) -> None:
+        self.pid = pid
+        self.name = name
+        self.outcome = outcome
+        self.error = error
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.pid, "name": self.name, "outcome": self.outcome,
+                "reason": str(self.error) if self.error is not None else None,
+                "exit_code": self.error.exit_code if self.error is not None and self.outcome == "failed" else 0}
+
+
+def exit_code(outcomes: list[Outcome], reports: list[Any]) -> int:
+    """0: every target moved whole; 3: some targets or pages failed; nothing done: the failure's own code
+    (1, or 4 when another numamove holds the process), 1 when every target had exited."""
+    failed = [o for o in outcomes if o.outcome == "failed"]
+    if not reports:
+        assert failed or outcomes, "no targets at all is refused before this"
+        return failed[0].error.exit_code if failed and failed[0].error is not None else EXIT_FAILURE
+    if failed or any(r.partial for r in reports):
+        return EXIT_PARTIAL
+    return 0

@@ -141,6 +141,7 @@ def migrate(target: Target, topo: Topology, opts: MoveOptions, ranges: list[tupl
     """
     t0 = time.perf_counter()
     ps = collect(target.pid, ranges, only)
+    target.check_same()  # the pages were read from this process, not from one that took its PID since
     rep = move_pageset(target, ps, topo, opts, here, allowed, progress)
     rep.bookkeeping = time.perf_counter() - t0 - rep.seconds  # collecting the pages included
     return rep

@@ -35,6 +35,10 @@ class AccessError(ProcessError, PermissionError):
     """Not allowed to read or move that process's pages."""
 
 
+class PidReusedError(ProcessError):
+    """The process exited and another one took its PID."""
+
+
 class LockError(NumamoveError, OSError):
     """The per-process lock file cannot be created."""
 
@@ -46,15 +50,23 @@ class BusyError(NumamoveError):
 
 
 class Target:
-    """A process to migrate: its thread-group leader, and the PIDs/TIDs named that share its address space."""
+    """A process to migrate: its thread-group leader, the PIDs/TIDs named that share its address
+    space, and its start time (a PID reused by another process has another one)."""
 
-    __slots__ = ("pid", "name", "cmdline", "asked")
+    __slots__ = ("pid", "name", "cmdline", "asked", "start")
 
-    def __init__(self, pid: int, name: str, cmdline: str, asked: tuple[int, ...]) -> None:
+    def __init__(self, pid: int, name: str, cmdline: str, asked: tuple[int, ...], start: str = "") -> None:
         self.pid = pid
         self.name = name
         self.cmdline = cmdline
         self.asked = asked
+        self.start = start
+
+    def check_same(self) -> None:
+        """Raise PidReusedError if the PID now belongs to another process, NoSuchProcessError if to none."""
+        if self.start and _status_start_time(self.pid) != self.start:
+            raise PidReusedError(f"PID {self.pid} ({self.name}) exited and its PID now belongs to another "
+                                 "process: not moved")
 
 
 def _status_field(pid: int, key: str) -> str:
@@ -80,20 +92,29 @@ def is_kernel_thread(pid: int) -> bool:
     return bool(int(fields[6]) & PF_KTHREAD)
 
 
-def resolve_targets(pids: list[int], name: str | None = None) -> list[Target]:
+def resolve_targets(pids: list[int], name: str | None = None) -> tuple[list[Target], list[tuple[int, ProcessError]]]:
     """PIDs and a --name regex to thread-group leaders, each once, in the order given.
 
+    Returns:
+        The targets, and (PID, why) for each named PID that cannot be one (gone, a kernel thread,
+        not readable): one bad PID never stops the others.
+
     Raises:
-        NoSuchProcessError, KernelThreadError: a named PID that cannot be a target.
-        UsageError: a bad regex; NoSuchProcessError: a regex that matches nothing.
+        UsageError: a PID <= 0, a bad regex. NoSuchProcessError: --name matches nothing and no
+        PID was named.
     """
     asked: dict[int, list[int]] = {}
+    bad: list[tuple[int, ProcessError]] = []
     for pid in pids:
         if pid <= 0:
             raise UsageError(f"invalid PID {pid}")
-        if is_kernel_thread(pid):
-            raise KernelThreadError(f"PID {pid} is a kernel thread: it has no user memory to move")
-        tgid = int(_status_field(pid, "Tgid"))
+        try:
+            if is_kernel_thread(pid):
+                raise KernelThreadError(f"PID {pid} is a kernel thread: it has no user memory to move")
+            tgid = int(_status_field(pid, "Tgid"))
+        except ProcessError as exc:
+            bad.append((pid, exc))
+            continue
         asked.setdefault(tgid, []).append(pid)
     if name is not None:
         import psutil
@@ -117,8 +138,13 @@ def resolve_targets(pids: list[int], name: str | None = None) -> list[Target]:
             raise NoSuchProcessError(f"no process matches --name '{name}'")
     out = []
     for tgid, given in asked.items():
-        out.append(Target(tgid, _comm(tgid), _cmdline(tgid), tuple(given)))
-    return out
+        try:
+            start = _status_start_time(tgid)
+        except NoSuchProcessError as exc:
+            bad.append((tgid, exc))
+            continue
+        out.append(Target(tgid, _comm(tgid), _cmdline(tgid), tuple(given), start))
+    return out, bad
 
 
 def _self_and_ancestors() -> set[int]:

@@ -250,3 +250,41 @@ def test_name_never_matches_numamove_or_what_started_it() -> None:
               f"echo {marker} >/dev/null; exit $rc")
     p = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and "no process matches" in p.stderr, p.stdout + p.stderr
+
+
+def test_one_bad_target_never_discards_the_others() -> None:
+    """proc GOOD 999999 --json: one JSON document with GOOD moved and 999999 failed, exit 3, one error line."""
+    from workload_helper import Workload
+
+    from numamove.topology import read_topology
+
+    node = read_topology().memory_nodes()[0]
+    with Workload("--size", "4M") as w:
+        code, out, err = run("proc", str(w.pid), "999999", "--to", str(node), "--json", "-q")
+    doc = json.loads(out)
+    assert code == 3, err
+    assert [(t["pid"], t["outcome"]) for t in doc["targets"]] == [(999999, "failed"), (w.pid, "moved")]
+    assert "no process with PID 999999" in doc["targets"][0]["reason"] and doc["targets"][0]["exit_code"] == 1
+    assert [p["pid"] for p in doc["processes"]] == [w.pid]
+    assert err.count("\n") == 1 and "no process with PID 999999" in err
+
+
+def test_a_reused_pid_is_skipped_never_moved(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A target whose PID now belongs to a process with another start time is skipped; nothing done: exit 1."""
+    import numamove.proc as proc_mod
+    from workload_helper import Workload
+
+    with Workload("--size", "4M") as w:
+        real = proc_mod.resolve_targets
+
+        def stale(pids: list[int], name: str | None = None) -> Any:
+            targets, bad = real(pids, name)
+            for t in targets:
+                t.start = "1"  # as if recorded for an earlier process with this PID
+            return targets, bad
+
+        monkeypatch.setattr(proc_mod, "resolve_targets", stale)
+        code, out, err = run("proc", str(w.pid), "--to", "0", "--json", "-q")
+    doc = json.loads(out)
+    assert code == 1 and doc["processes"] == []
+    assert doc["targets"][0]["outcome"] == "skipped" and "belongs to another process" in doc["targets"][0]["reason"]

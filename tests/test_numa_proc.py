@@ -212,7 +212,7 @@ def test_process_exiting_before_the_move_is_reported() -> None:
     from numamove.topology import read_topology
 
     w = Workload("--size", "4M", "--node", "0")
-    t = resolve_targets([w.pid])[0]
+    t = resolve_targets([w.pid])[0][0]
     w.close()
     with pytest.raises(NoSuchProcessError) as exc:
         migrate(t, read_topology(), MoveOptions(1), None, None, 0, frozenset({0, 1}))
@@ -394,3 +394,17 @@ def test_hugetlb_pages_move_whole_with_proc_and_file() -> None:
         if os.path.exists(path):
             os.unlink(path)
         subprocess.run(["umount", mnt], check=False)
+
+
+@pytest.mark.numa(nodes=2, guest="two")
+def test_good_targets_move_when_another_fails() -> None:
+    """proc GOOD 999999 --to 1: GOOD's pages are on node 1, the JSON reports both, the exit code is 3."""
+    with Workload("--size", "8M", "--node", "0") as w:
+        code, out, err = run("proc", str(w.pid), "999999", "--to", "1", "--json", "-q")
+        doc = json.loads(out)
+        assert code == 3, err
+        outcomes = {t["pid"]: t["outcome"] for t in doc["targets"]}
+        assert outcomes == {w.pid: "moved", 999999: "failed"}
+        assert doc["processes"][0]["moved"]["pages"] > 0
+        assert where_range(w.pid, *w.anon) == {1}
+        assert w.check()[0]

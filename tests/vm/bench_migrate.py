@@ -64,7 +64,7 @@ def main() -> int:
         args = ["--size", "0", "--huge", SIZE] if kind == "huge" else ["--size", SIZE]
         with Workload(*args, "--node", "0") as w:
             region = w.huge if kind == "huge" else w.anon
-            target = resolve_targets([w.pid])[0]
+            target = resolve_targets([w.pid])[0][0]
             at = 0
             mp: list[float] = []
             nm: list[float] = []
