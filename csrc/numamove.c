@@ -12,6 +12,7 @@
 #include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -810,4 +811,18 @@ int nm_zero_pfns(int self_pagemap_fd, uint64_t *zero, uint64_t *huge_zero)
 		*huge_zero = a;
 	munmap(raw, maplen);
 	return 0;
+}
+
+long nm_fs_type(int fd)
+{
+	struct statfs sf;
+
+	if (fstatfs(fd, &sf) != 0)
+		return -errno;
+	return (long)sf.f_type;
+}
+
+int nm_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags)
+{
+	return syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, flags) ? -errno : 0;
 }

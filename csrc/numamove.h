@@ -260,6 +260,12 @@ size_t nm_select_values(void **pages, const int *values, size_t n, const int *wa
  */
 int nm_zero_pfns(int self_pagemap_fd, uint64_t *zero, uint64_t *huge_zero);
 
+/* The file system type (statfs f_type, e.g. 0x01021994 for tmpfs) of an open file, or -errno. */
+long nm_fs_type(int fd);
+
+/* renameat2(2): flags such as RENAME_EXCHANGE (2) or RENAME_NOREPLACE (1). Returns 0 or -errno. */
+int nm_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
+
 /* dst[idx[k]] = src[k] for k < n. */
 void nm_scatter_int(int *dst, const size_t *idx, const int *src, size_t n);
 /* cffi-end */

@@ -433,3 +433,21 @@ def offset(pages: Any, k: int) -> Any:
 
 MPOL_MF_MOVE = 1 << 1
 MPOL_MF_MOVE_ALL = 1 << 2
+
+
+TMPFS_MAGIC = 0x01021994
+HUGETLBFS_MAGIC = 0x958458F6
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+
+def fs_type(fd: int) -> int:
+    """statfs f_type of an open file (TMPFS_MAGIC, HUGETLBFS_MAGIC, ...)."""
+    return _check(lib.nm_fs_type(fd), "fstatfs")
+
+
+def renameat2(olddirfd: int, old: str, newdirfd: int, new: str, flags: int) -> None:
+    """renameat2(2); raises OSError with the errno (EXDEV, EPERM, EEXIST ...)."""
+    rc = lib.nm_renameat2(olddirfd, old.encode(), newdirfd, new.encode(), flags)
+    if rc < 0:
+        raise OSError(-rc, os.strerror(-rc), new)

@@ -352,7 +352,7 @@ def file_cmd(paths: tuple[str, ...], to_text: str, from_text: str | None, thread
     if output and not do_copy:
         raise click.UsageError("--output goes with --copy")
     if do_copy:
-        from .files import copy_file
+        from .filecopy import copy_file
 
         if output and len(paths) != 1:
             raise click.UsageError("--output takes one source file")
@@ -371,6 +371,8 @@ def file_cmd(paths: tuple[str, ...], to_text: str, from_text: str | None, thread
                 click.echo(line)
                 if c.plan:
                     click.echo("  " + "; ".join(c.plan.describe()[1:]))
+                for note in c.notes:
+                    click.echo(f"  note: {note}")
         return
     opts = MoveOptions(to, from_nodes, False, limit[0], policy, None, None, dry_run, calibration)
     work_started = time.perf_counter()

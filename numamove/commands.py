@@ -114,7 +114,14 @@ def proc_run(pids: tuple[str, ...], to_text: str, from_text: str | None, name: s
     from .maps import parse_only, parse_range
     from .migrate import MoveOptions, migrate, progress_printer
     from .planner import parse_threads
-    from .proc import NoSuchProcessError, PidReusedError, TargetLock, environment_warnings, mems_allowed, resolve_targets
+    from .proc import (
+        NoSuchProcessError,
+        PidReusedError,
+        TargetLock,
+        environment_warnings,
+        mems_allowed,
+        resolve_targets,
+    )
     from .topology import current_node, read_topology
 
     limit = parse_threads(threads_text)

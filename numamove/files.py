@@ -15,16 +15,15 @@ import errno
 import mmap
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import _native
-from .calibration import Loaded
-from .errors import NativeError, NodeUnavailableError, NumamoveError, UsageError
+from .errors import NativeError, NumamoveError, UsageError
 from .migrate import MoveOptions, TargetReport, move_pageset
 from .planner import Plan
 from .proc import CAP_SYS_NICE, Target, has_capability
-from .scan import PageSet, collect, locate
+from .scan import PageSet, locate
 from .topology import Topology
 
 SUPPORTED = ("tmpfs", "hugetlbfs")
@@ -169,120 +168,11 @@ class CopyReport:
     verified: bool
     dry_run: bool
     pages_on_node: dict[int, int]
+    notes: list[str] = field(default_factory=list)  # metadata that could not be kept, and why
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "output": self.output, "node": self.node, "bytes": self.bytes,
                 "seconds": self.seconds, "gbps": self.bytes / self.seconds / 1e9 if self.seconds else 0.0,
                 "plan": self.plan.to_json() if self.plan else None, "verified": self.verified,
-                "dry_run": self.dry_run, "pages_on_node": {str(k): v for k, v in self.pages_on_node.items()}}
-
-
-def copy_file(path: str, output: str | None, node: int, topo: Topology, limit: int | None, policy: str,
-              here: int, allowed: frozenset[int], dry_run: bool = False,
-              calibration: Loaded | None = None) -> CopyReport:
-    """Copy a file into a new tmpfs file whose pages are on node, verify it, and rename it into place.
-
-    Without output, the copy replaces path atomically (mode, owner and extended attributes kept);
-    path must then be on tmpfs and nobody may have it open or mapped. With output, path may be
-    on any file system (staging a data set into node-local shared memory); output must be on tmpfs.
-
-    Raises:
-        UsageError: bad paths or file systems. NumamoveError: in use, changed during the copy,
-        no space on the node (nothing is left behind in each case).
-    """
-    import time
-
-    from .errors import VerificationError
-    from .planner import BASE_PAGE, HUGE_PAGE, make_plan
-
-    dest = output or path
-    if output is None:
-        st, fstype = check_file(path)
-        if fstype != "tmpfs":
-            raise UsageError(f"{path}: --copy replaces files on tmpfs only (this one is on {fstype})")
-    else:
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            raise UsageError(f"{path}: no such file") from None
-        if not os.path.isfile(path):
-            raise UsageError(f"{path} is not a regular file")
-        dfs, mnt = fs_type(os.path.dirname(os.path.abspath(dest)) or ".")
-        if dfs != "tmpfs":
-            raise UsageError(f"--output {dest} must be on tmpfs (its directory is on {dfs}, {mnt})")
-    size = st.st_size
-    free = topo.node(node).mem_free
-    if free and size > free:
-        from .nodelist import format_bytes
-
-        raise NodeUnavailableError(f"node {node} has {format_bytes(free)} free, {path} needs {format_bytes(size)}")
-    if output is None:
-        busy = users_of(path)
-        if busy:
-            who = ", ".join(f"PID {p} ({n})" for p, n in busy[:5])
-            raise NumamoveError(f"{path} is open or mapped by {who}: --copy would detach them; "
-                                f"move it in place instead (without --copy)")
-    item = HUGE_PAGE
-    plan = make_plan(topo, here, node, max(1, -(-size // item)), -(-size // BASE_PAGE), limit, policy, here,
-                     allowed, calibration) if size else None
-    if dry_run or size == 0:
-        return CopyReport(path, dest, node, size, 0.0, plan, False, dry_run, {})
-    t0 = time.perf_counter()
-    tmp = os.path.join(os.path.dirname(os.path.abspath(dest)), f".{os.path.basename(dest)}.numamove-{os.getpid()}")
-    sfd = os.open(path, os.O_RDONLY)
-    dfd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    done = False
-    try:
-        os.ftruncate(dfd, size)
-        src = mmap.mmap(sfd, size, mmap.MAP_SHARED, mmap.PROT_READ)
-        dst = mmap.mmap(dfd, size, mmap.MAP_SHARED)
-        ks, saddr, _ = _native.buffer_address(src, what=path)
-        kd, daddr, _ = _native.buffer_address(dst, writable=True, what=tmp)
-        try:
-            _native.bind_node(daddr, size, node)  # the new file's shared policy: every page on node
-            room = os.statvfs(os.path.dirname(os.path.abspath(tmp)))
-            if room.f_bavail * room.f_frsize < size:
-                raise NumamoveError(f"no space for {size} bytes in {os.path.dirname(os.path.abspath(dest))} "
-                                    f"({room.f_bavail * room.f_frsize} bytes free)")
-            from .engine import copy_into_mapping
-
-            assert plan is not None
-            # one pass over memory: each thread populates a piece (its pages allocated on node; a full
-            # node is an error here, never a SIGBUS), copies it and compares it while it is in cache
-            try:
-                copy_into_mapping(plan, daddr, saddr, size)
-            except NativeError as exc:
-                if exc.errno == errno.EILSEQ:
-                    raise VerificationError(f"{tmp}: {exc}; {path} was probably written to during the copy: "
-                                            "copy discarded, original untouched") from None
-                if exc.func == "madvise" and exc.errno == errno.EINVAL:
-                    raise NumamoveError("file --copy needs Linux 5.14 or later (MADV_POPULATE_WRITE)") from None
-                if exc.func == "madvise":
-                    raise NumamoveError(f"no room for {size} bytes on node {node}: {exc.strerror}") from None
-                raise
-            after = os.fstat(sfd)
-            if (after.st_mtime_ns, after.st_size) != (st.st_mtime_ns, st.st_size):
-                raise NumamoveError(f"{path} changed during the copy: copy discarded, original untouched")
-            on_node: dict[int, int] = {}  # where the new file's pages are, from their PFNs (no query as root)
-            for (where, _kind, _huge), (pages, _bytes) in collect(os.getpid(), [(daddr, daddr + size)]).tally().items():
-                on_node[where] = on_node.get(where, 0) + pages
-        finally:
-            del ks, kd
-            src.close()
-            dst.close()
-        os.fchmod(dfd, st.st_mode & 0o7777)
-        if output is None or os.geteuid() == 0:
-            try:
-                os.fchown(dfd, st.st_uid, st.st_gid)
-            except PermissionError:
-                pass
-        for name in os.listxattr(sfd):
-            os.setxattr(dfd, name, os.getxattr(sfd, name))
-        os.replace(tmp, dest)
-        done = True
-    finally:
-        os.close(sfd)
-        os.close(dfd)
-        if not done and os.path.exists(tmp):
-            os.unlink(tmp)
-    return CopyReport(path, dest, node, size, time.perf_counter() - t0, plan, True, False, on_node)
+                "dry_run": self.dry_run, "pages_on_node": {str(k): v for k, v in self.pages_on_node.items()},
+                "notes": self.notes}

@@ -227,14 +227,17 @@ def test_file_copy_on_this_machine(tmp_path: Any) -> None:
     data = os.urandom(1 << 20)
     with open(path, "wb") as fh:
         fh.write(data)
-    os.chmod(path, 0o600)
+    # neither the copy's own creation mode (0600) nor root's: a kept owner and mode cannot be a default
+    os.chown(path, 65534, 65534)
+    os.chmod(path, 0o2640)
     try:
         code, out, err = run("file", path, "--to", "0", "--copy", "--json")
         assert code == 0, err
         assert json.loads(out)["copies"][0]["verified"] is True
         with open(path, "rb") as fh:
             assert fh.read() == data
-        assert os.stat(path).st_mode & 0o777 == 0o600
+        st = os.stat(path)
+        assert st.st_mode & 0o7777 == 0o2640 and (st.st_uid, st.st_gid) == (65534, 65534)
         code, _, err = run("file", path, "--to", "0", "--copy", "--output", str(tmp_path / "x"))
         assert code == 2 and "must be on tmpfs" in err
         code, _, err = run("file", path, "--to", "0", "--output", "/dev/shm/y")
@@ -271,8 +274,9 @@ def test_one_bad_target_never_discards_the_others() -> None:
 
 def test_a_reused_pid_is_skipped_never_moved(monkeypatch: pytest.MonkeyPatch) -> None:
     """A target whose PID now belongs to a process with another start time is skipped; nothing done: exit 1."""
-    import numamove.proc as proc_mod
     from workload_helper import Workload
+
+    import numamove.proc as proc_mod
 
     with Workload("--size", "4M") as w:
         real = proc_mod.resolve_targets

@@ -1,0 +1,281 @@
+"""`numamove file --copy`: a node-local copy of a file, made safely where other users can write.
+
+numamove runs as root in directories others control (/dev/shm and its subdirectories), so the
+copy acts on descriptors, never on a name twice:
+
+* the source is opened once, without following a symbolic link in its last component (a link
+  is refused with one line: replacing it would split it from the file it points to); its type,
+  file system and metadata come from that descriptor;
+* in place, a write lease (F_SETLEASE F_WRLCK) is taken on it first: the kernel grants it only
+  while nobody else has the file open or mapped, and breaks it when anyone opens it later, so
+  no writer can lose a write to the copy; numamove checks the lease before publishing and aborts
+  if it was broken. Without the lease (another user's file, without CAP_LEASE) it refuses;
+* the copy is an unnamed O_TMPFILE in the destination directory: until it is complete, verified
+  and published there is no name to leave behind, whatever signal arrives (SIGKILL included);
+* owner, then mode (chown clears set-user-ID bits), then extended attributes are set on the
+  descriptor; what could not be kept is reported, never dropped silently;
+* in place, the new file gets a random temporary name and is exchanged with the original
+  (renameat2 RENAME_EXCHANGE), with SIGINT, SIGTERM and SIGHUP held back; if the file that came
+  out is not the one copied (the name was swapped meanwhile), the exchange is undone and the copy
+  discarded. The old file is then unlinked.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+import secrets
+import signal
+import stat
+import time
+from typing import TYPE_CHECKING
+
+from . import _native
+from .errors import NativeError, NodeUnavailableError, NumamoveError, UsageError, VerificationError
+from .files import CopyReport, users_of
+
+if TYPE_CHECKING:
+    from .calibration import Loaded
+    from .topology import Topology
+
+F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
+F_GETLEASE = getattr(fcntl, "F_GETLEASE", 1025)
+HELD_BACK = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _open_dir(path: str) -> int:
+    try:
+        return os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such directory") from None
+    except NotADirectoryError:
+        raise UsageError(f"{path}: not a directory") from None
+    except PermissionError:
+        raise UsageError(f"{path}: permission denied") from None
+
+
+def _open_source(path: str) -> tuple[int, int, str]:
+    """(directory fd, file fd, name): the file opened once, its last component never followed."""
+    parent, name = os.path.split(os.path.abspath(path))
+    dfd = _open_dir(parent)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+    except OSError as exc:
+        os.close(dfd)
+        if exc.errno == errno.ELOOP:
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            raise UsageError(f"{path} is a symbolic link (to {target}): --copy would split it from its file; "
+                             "name the file itself") from None
+        if exc.errno == errno.ENOENT:
+            raise UsageError(f"{path}: no such file") from None
+        if exc.errno == errno.EACCES:
+            raise UsageError(f"{path}: permission denied") from None
+        raise NumamoveError(f"{path}: {exc.strerror}") from None
+    return dfd, fd, name
+
+
+def _take_lease(fd: int, path: str) -> None:
+    """A write lease: nobody else has the file open or mapped now, and a later open breaks it.
+
+    A break is announced with SIGIO, whose default action would end numamove: it is ignored
+    while numamove holds leases, and the lease's state is asked instead (_lease_held).
+    """
+    signal.signal(signal.SIGIO, signal.SIG_IGN)
+    try:
+        fcntl.fcntl(fd, F_SETLEASE, fcntl.F_WRLCK)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EBUSY):
+            busy = users_of(path)
+            who = ", ".join(f"PID {p} ({n})" for p, n in busy[:5]) or \
+                "a process numamove cannot see (another user's; run as root to see which)"
+            raise NumamoveError(f"{path} is open or mapped by {who}: --copy would detach them; "
+                                "move it in place instead (without --copy)") from None
+        if exc.errno == errno.EACCES:
+            raise NumamoveError(f"{path}: only its owner or CAP_LEASE can make sure nobody writes it during "
+                                "the copy (a write lease); not copied") from None
+        raise NumamoveError(f"{path}: cannot take a write lease: {exc.strerror}") from None
+
+
+def _lease_held(fd: int) -> bool:
+    return bool(fcntl.fcntl(fd, F_GETLEASE) == fcntl.F_WRLCK)
+
+
+def _keep_metadata(src: int, dst: int, st: os.stat_result, replace: bool) -> list[str]:
+    """Owner, then mode (chown clears set-user-ID bits), then xattrs, on the descriptor; what failed."""
+    lost: list[str] = []
+    if replace or os.geteuid() == 0:
+        try:
+            os.fchown(dst, st.st_uid, st.st_gid)
+        except OSError as exc:
+            lost.append(f"owner {st.st_uid}:{st.st_gid} not kept ({exc.strerror})")
+    os.fchmod(dst, stat.S_IMODE(st.st_mode))
+    try:
+        names = os.listxattr(src)
+    except OSError as exc:
+        return lost + [f"extended attributes not read ({exc.strerror})"]
+    for name in names:
+        try:
+            os.setxattr(dst, name, os.getxattr(src, name))
+        except OSError as exc:
+            lost.append(f"extended attribute {name} not kept ({exc.strerror})")
+    return lost
+
+
+def copy_file(path: str, output: str | None, node: int, topo: Topology, limit: int | None, policy: str,
+              here: int, allowed: frozenset[int], dry_run: bool = False,
+              calibration: Loaded | None = None) -> CopyReport:
+    """Copy a file into a new tmpfs file whose pages are on node, verify it, and publish it.
+
+    Without output, the copy replaces path atomically (owner, mode and extended attributes kept);
+    path must then be on tmpfs and nobody may have it open or mapped during the copy. With
+    output, path may be on any file system (staging a data set into node-local shared memory);
+    output must be on tmpfs.
+
+    Raises:
+        UsageError: bad paths, a symbolic link, the wrong file systems. NumamoveError: in use or
+        opened during the copy, changed during the copy, no room on the node, not permitted
+        (nothing is left behind in each case).
+    """
+    from .planner import BASE_PAGE, HUGE_PAGE, make_plan
+
+    replace = output is None
+    sdir, sfd, sname = _open_source(path)
+    ddir = -1
+    try:
+        st = os.fstat(sfd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UsageError(f"{path} is a directory: name the files" if stat.S_ISDIR(st.st_mode)
+                             else f"{path} is not a regular file")
+        if replace:
+            if _native.fs_type(sfd) != _native.TMPFS_MAGIC:
+                raise UsageError(f"{path}: --copy replaces files on tmpfs only (use --output to stage a file "
+                                 "from another file system)")
+            ddir, dname = os.dup(sdir), sname
+        else:
+            assert output is not None
+            parent, dname = os.path.split(os.path.abspath(output))
+            ddir = _open_dir(parent)
+            if _native.fs_type(ddir) != _native.TMPFS_MAGIC:
+                raise UsageError(f"--output {output} must be on tmpfs ({parent} is not)")
+        size = st.st_size
+        free = topo.node(node).mem_free
+        if free and size > free:
+            from .nodelist import format_bytes
+
+            raise NodeUnavailableError(f"node {node} has {format_bytes(free)} free, {path} needs {format_bytes(size)}")
+        dest = path if replace else str(output)
+        plan = make_plan(topo, here, node, max(1, -(-size // HUGE_PAGE)), -(-size // BASE_PAGE), limit, policy,
+                         here, allowed, calibration) if size else None
+        if replace:
+            _take_lease(sfd, path)
+        if dry_run:
+            return CopyReport(path, dest, node, size, 0.0, plan, False, True, {})
+        t0 = time.perf_counter()
+        try:
+            dfd = os.open(".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600, dir_fd=ddir)
+        except OSError as exc:
+            raise NumamoveError(f"cannot create the copy in {os.path.dirname(os.path.abspath(dest))}: "
+                                f"{exc.strerror}") from None
+        try:
+            on_node = _fill(dfd, sfd, size, st, node, plan, path) if size else {}
+            notes = _keep_metadata(sfd, dfd, st, replace)
+            if replace and not _lease_held(sfd):
+                raise NumamoveError(f"{path} was opened by another process during the copy: copy discarded, "
+                                    "original untouched")
+            _publish(dfd, ddir, dname, sfd if replace else -1, st, dest)
+        finally:
+            os.close(dfd)
+        rep = CopyReport(path, dest, node, size, time.perf_counter() - t0, plan, True, False, on_node)
+        rep.notes = notes
+        return rep
+    finally:
+        if replace:
+            try:
+                fcntl.fcntl(sfd, F_SETLEASE, fcntl.F_UNLCK)
+            except OSError:
+                pass
+            signal.signal(signal.SIGIO, signal.SIG_DFL)
+        os.close(sfd)
+        os.close(sdir)
+        if ddir >= 0:
+            os.close(ddir)
+
+
+def _fill(dfd: int, sfd: int, size: int, st: os.stat_result, node: int, plan: object, path: str) -> dict[int, int]:
+    """Copy sfd into dfd with its pages on node, verified; where the new pages are."""
+    from .engine import copy_into_mapping
+    from .scan import collect
+
+    os.ftruncate(dfd, size)
+    room = os.fstatvfs(dfd)
+    if room.f_bavail * room.f_frsize < size:
+        raise NumamoveError(f"no space for {size} bytes on this tmpfs ({room.f_bavail * room.f_frsize} bytes free)")
+    src = mmap.mmap(sfd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+    dst = mmap.mmap(dfd, size, mmap.MAP_SHARED)
+    ks, saddr, _ = _native.buffer_address(src, what=path)
+    kd, daddr, _ = _native.buffer_address(dst, writable=True, what="the copy")
+    try:
+        _native.bind_node(daddr, size, node)  # the new file's shared policy: every page on node
+        # one pass over memory: each thread populates a piece (its pages allocated on node; a full
+        # node is an error here, never a SIGBUS), copies it and compares it while it is in cache
+        try:
+            copy_into_mapping(plan, daddr, saddr, size)  # type: ignore[arg-type]
+        except NativeError as exc:
+            if exc.errno == errno.EILSEQ:
+                raise VerificationError(f"{exc}; {path} was written to during the copy: copy discarded, "
+                                        "original untouched") from None
+            if exc.func == "madvise" and exc.errno == errno.EINVAL:
+                raise NumamoveError("file --copy needs Linux 5.14 or later (MADV_POPULATE_WRITE)") from None
+            if exc.func == "madvise":
+                raise NumamoveError(f"no room for {size} bytes on node {node}: {exc.strerror}") from None
+            raise
+        after = os.fstat(sfd)
+        if (after.st_mtime_ns, after.st_size) != (st.st_mtime_ns, st.st_size):
+            raise NumamoveError(f"{path} changed during the copy: copy discarded, original untouched")
+        on_node: dict[int, int] = {}  # where the new file's pages are, from their PFNs (no query as root)
+        for (where, _kind, _huge), (pages, _bytes) in collect(os.getpid(), [(daddr, daddr + size)]).tally().items():
+            on_node[where] = on_node.get(where, 0) + pages
+        return on_node
+    finally:
+        del ks, kd
+        src.close()
+        dst.close()
+
+
+def _publish(dfd: int, ddir: int, dname: str, leased: int, st: os.stat_result, dest: str) -> None:
+    """Give the unnamed copy its name: over output, or (leased >= 0: the original's descriptor,
+    holding its write lease) exchanged with the original."""
+    tmp = f".{dname}.numamove-{secrets.token_hex(6)}"
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_BACK)
+    try:
+        try:
+            os.link(f"/proc/self/fd/{dfd}", tmp, dst_dir_fd=ddir, follow_symlinks=True)
+        except OSError as exc:
+            raise NumamoveError(f"cannot link the copy into {os.path.dirname(os.path.abspath(dest))}: "
+                                f"{exc.strerror}") from None
+        try:
+            if leased < 0:
+                os.rename(tmp, dname, src_dir_fd=ddir, dst_dir_fd=ddir)
+                return
+            _native.renameat2(ddir, tmp, ddir, dname, _native.RENAME_EXCHANGE)
+        except OSError as exc:
+            os.unlink(tmp, dir_fd=ddir)
+            raise NumamoveError(f"cannot put the copy in place of {dest}: {exc.strerror}") from None
+        out = os.stat(tmp, dir_fd=ddir, follow_symlinks=False)
+        swapped = (out.st_dev, out.st_ino) != (st.st_dev, st.st_ino)
+        # An opener of the old file that came before the exchange is held by the kernel until the
+        # lease is released, and has broken it: it would write to a file about to be unlinked.
+        # One that comes after finds the copy under the name. So look now, and undo if broken.
+        if swapped or not _lease_held(leased):
+            _native.renameat2(ddir, tmp, ddir, dname, _native.RENAME_EXCHANGE)
+            os.unlink(tmp, dir_fd=ddir)
+            why = "was replaced by another file" if swapped else "was opened by another process"
+            raise NumamoveError(f"{dest} {why} during the copy: copy discarded, nothing changed")
+        os.unlink(tmp, dir_fd=ddir)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -1,0 +1,114 @@
+"""file --copy where others can write: links, holders, openers during the copy, signals, metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from test_cli import run
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="leases on others' files and chown need root")
+SHM = "/dev/shm"
+
+
+@pytest.fixture
+def shm_file() -> Iterator[str]:
+    path = f"{SHM}/numamove-fc-{os.getpid()}"
+    with open(path, "wb") as fh:
+        fh.write(os.urandom(4 << 20))
+    yield path
+    for name in os.listdir(SHM):
+        if name.startswith(f"numamove-fc-{os.getpid()}") or name.startswith(f".numamove-fc-{os.getpid()}"):
+            os.unlink(os.path.join(SHM, name))
+
+
+def leftovers(path: str) -> list[str]:
+    base = os.path.basename(path)
+    return [n for n in os.listdir(os.path.dirname(path)) if n.startswith(f".{base}.numamove-")]
+
+
+def test_a_symlink_is_refused_and_both_stay_as_they_were(shm_file: str) -> None:
+    """--copy on a link would replace the link with a copy and split it from its file: one line, exit 2."""
+    link = shm_file + "-link"
+    os.symlink(shm_file, link)
+    before = os.stat(shm_file)
+    code, out, err = run("file", link, "--to", "0", "--copy")
+    assert code == 2 and "symbolic link" in err and err.count("\n") == 1
+    assert os.path.islink(link) and os.readlink(link) == shm_file
+    assert os.stat(shm_file).st_ino == before.st_ino
+
+
+def test_a_file_someone_holds_open_is_refused(shm_file: str) -> None:
+    """The write lease cannot be had while another process has the file open: exit 1, naming it."""
+    holder = subprocess.Popen([sys.executable, "-c", f"f = open({shm_file!r}); import sys; sys.stdin.read()"],
+                              stdin=subprocess.PIPE)
+    try:
+        time.sleep(0.3)
+        code, _, err = run("file", shm_file, "--to", "0", "--copy")
+        assert code == 1 and "open or mapped by" in err and f"PID {holder.pid}" in err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not leftovers(shm_file)
+
+
+def test_an_open_during_the_copy_aborts_it_and_loses_nothing(shm_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process that opens the file mid-copy breaks the lease: the copy is discarded, the original (and
+    that process's view of it) untouched, nothing left behind."""
+    import numamove.engine as engine
+
+    real = engine.copy_into_mapping
+    opener: list[subprocess.Popen[bytes]] = []
+
+    def copy_while_someone_opens(*args: Any) -> Any:
+        opener.append(subprocess.Popen([sys.executable, "-c", f"open({shm_file!r}, 'r+b').write(b'W')"]))
+        time.sleep(0.5)  # the open is now waiting on numamove's lease
+        return real(*args)
+
+    monkeypatch.setattr(engine, "copy_into_mapping", copy_while_someone_opens)
+    ino = os.stat(shm_file).st_ino
+    code, _, err = run("file", shm_file, "--to", "0", "--copy")
+    assert code == 1 and "opened by another process" in err, err
+    assert opener[0].wait(timeout=60) == 0
+    assert os.stat(shm_file).st_ino == ino  # the writer wrote to the file that is still there
+    with open(shm_file, "rb") as fh:
+        assert fh.read(1) == b"W"
+    assert not leftovers(shm_file)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_copy_leaves_nothing_behind(sig: int) -> None:
+    """The copy is an unnamed file until it is complete: killed at any point, no temporary name remains
+    and the original is intact."""
+    path = f"{SHM}/numamove-fc-sig-{os.getpid()}"
+    subprocess.run(["dd", "if=/dev/urandom", f"of={path}", "bs=1M", "count=256", "status=none"], check=True)
+    digest = subprocess.run(["md5sum", path], capture_output=True, text=True, check=True).stdout.split()[0]
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "numamove", "file", path, "--to", "0", "--copy", "-q"],
+                             stderr=subprocess.PIPE)
+        time.sleep(1.0)  # start-up and well into the copy
+        p.send_signal(sig)
+        p.wait(timeout=60)
+        assert not leftovers(path)
+        assert subprocess.run(["md5sum", path], capture_output=True, text=True).stdout.split()[0] == digest
+    finally:
+        os.unlink(path)
+
+
+def test_metadata_that_cannot_be_kept_is_reported(shm_file: str) -> None:
+    """An extended attribute is carried over; the report lists what was not (here: nothing)."""
+    try:
+        os.setxattr(shm_file, "user.numamove", b"kept")
+    except OSError:
+        pytest.skip("this tmpfs keeps no user extended attributes")
+    code, out, err = run("file", shm_file, "--to", "0", "--copy", "--json")
+    assert code == 0, err
+    assert json.loads(out)["copies"][0]["notes"] == []
+    assert os.getxattr(shm_file, "user.numamove") == b"kept"
