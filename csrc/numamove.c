@@ -10,6 +10,7 @@
 #include <linux/mempolicy.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/statfs.h>
@@ -29,6 +30,62 @@ void nm_fault_inject_thread_create(int count, int err, int skip)
 	__atomic_store_n(&nm_fault_err, err, __ATOMIC_SEQ_CST);
 	__atomic_store_n(&nm_fault_skip, skip, __ATOMIC_SEQ_CST);
 	__atomic_store_n(&nm_fault_count, count, __ATOMIC_SEQ_CST);
+}
+
+static volatile sig_atomic_t nm_stop_sig;
+static const int nm_stop_sigs[] = { SIGINT, SIGTERM, SIGHUP };
+static struct sigaction nm_stop_saved[3];
+static int nm_stop_installed;
+
+static void nm_stop_handler(int sig)
+{
+	nm_stop_sig = sig;
+}
+
+int nm_stop_install(void)
+{
+	struct sigaction sa;
+	int i;
+
+	if (nm_stop_installed)
+		return 0;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = nm_stop_handler;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	for (i = 0; i < 3; i++) {
+		if (sigaction(nm_stop_sigs[i], &sa, &nm_stop_saved[i]) != 0) {
+			int e = errno;
+
+			while (--i >= 0)
+				sigaction(nm_stop_sigs[i], &nm_stop_saved[i], NULL);
+			return -e;
+		}
+	}
+	nm_stop_installed = 1;
+	return 0;
+}
+
+int nm_stop_restore(void)
+{
+	int i;
+
+	if (!nm_stop_installed)
+		return 0;
+	for (i = 0; i < 3; i++)
+		sigaction(nm_stop_sigs[i], &nm_stop_saved[i], NULL);
+	nm_stop_installed = 0;
+	return 0;
+}
+
+int nm_stop_signal(void)
+{
+	return nm_stop_sig;
+}
+
+void nm_stop_clear(void)
+{
+	nm_stop_sig = 0;
 }
 
 static uint64_t nm_now_ns(void)
@@ -246,7 +303,7 @@ static void nm_move_do(void *p)
 
 	r->pin_err = r->cpu >= 0 ? nm_pin_self(r->cpu) : 0;
 	r->cpu_at_start = sched_getcpu();
-	for (;;) {
+	while (!nm_stop_sig) { /* a recorded signal: no new batch, every page on its old or new node */
 		size_t off = __atomic_fetch_add(w->next, w->batch, __ATOMIC_RELAXED), n;
 		uint64_t t0, dt;
 		long rc;
@@ -326,7 +383,7 @@ static void nm_map_do(void *p)
 	r->pin_err = r->cpu >= 0 ? nm_pin_self(r->cpu) : 0;
 	r->cpu_at_start = sched_getcpu();
 	t0 = nm_now_ns();
-	while (!__atomic_load_n(w->err, __ATOMIC_RELAXED)) {
+	while (!__atomic_load_n(w->err, __ATOMIC_RELAXED) && !nm_stop_sig) {
 		size_t off = __atomic_fetch_add(w->next, w->chunk, __ATOMIC_RELAXED), n;
 		int rc = 0, none = 0;
 

@@ -189,6 +189,19 @@ int nm_bind_node(void *addr, size_t len, int node);
 /* arr[0..n) = value (the per-page target node array for move_pages). */
 void nm_fill_int(int *arr, size_t n, int value);
 
+/*
+ * Stopping between batches.  nm_stop_install() points SIGINT, SIGTERM and SIGHUP at a
+ * handler that only records the signal (saving the caller's handlers); nm_move and
+ * nm_copy_into_map workers take no new batch once one is recorded, so a long call returns
+ * within one batch with every page on its old or its new node.  nm_stop_restore() puts the
+ * caller's handlers back; nm_stop_signal() says which signal arrived (0: none), and
+ * nm_stop_clear() forgets it.  Returns 0 or -errno.
+ */
+int nm_stop_install(void);
+int nm_stop_restore(void);
+int nm_stop_signal(void);
+void nm_stop_clear(void);
+
 /* Test hook: after `skip` more successful worker creations, the next `count` fail with err
  * (count 0 clears). */
 void nm_fault_inject_thread_create(int count, int err, int skip);

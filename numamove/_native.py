@@ -451,3 +451,25 @@ def renameat2(olddirfd: int, old: str, newdirfd: int, new: str, flags: int) -> N
     rc = lib.nm_renameat2(olddirfd, old.encode(), newdirfd, new.encode(), flags)
     if rc < 0:
         raise OSError(-rc, os.strerror(-rc), new)
+
+
+def stop_install() -> None:
+    """Point SIGINT, SIGTERM and SIGHUP at a handler that records them: move and copy workers then take
+    no new batch (see stop_signal). Python's handlers cannot run while the main thread is in C.
+    Forgets a signal recorded before."""
+    lib.nm_stop_clear()
+    _check(lib.nm_stop_install(), "sigaction")
+
+
+def stop_restore() -> None:
+    """Put back the handlers stop_install() replaced."""
+    lib.nm_stop_restore()
+
+
+def stop_signal() -> int:
+    """The signal recorded since the last stop_clear() (0: none)."""
+    return int(lib.nm_stop_signal())
+
+
+def stop_clear() -> None:
+    lib.nm_stop_clear()

@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from .errors import EXIT_FAILURE, EXIT_PARTIAL, NodeUnavailableError, NumamoveError, UsageError
+from .errors import EXIT_FAILURE, EXIT_PARTIAL, Interrupted, NodeUnavailableError, NumamoveError, UsageError
 
 
 def echo(text: str, err: bool = False) -> None:
@@ -112,7 +112,7 @@ def proc_run(pids: tuple[str, ...], to_text: str, from_text: str | None, name: s
              as_json: bool) -> None:
     """`numamove proc` (see its --help in numamove.cli)."""
     from .maps import parse_only, parse_range
-    from .migrate import MoveOptions, migrate, progress_printer
+    from .migrate import MoveOptions, TargetReport, migrate, progress_printer
     from .planner import parse_threads
     from .proc import (
         NoSuchProcessError,
@@ -150,6 +150,8 @@ def proc_run(pids: tuple[str, ...], to_text: str, from_text: str | None, name: s
     reports = []
     outcomes = [Outcome(pid, "", "failed", exc) for pid, exc in unusable]
     work_started = time.perf_counter()
+    stopped: Interrupted | None = None
+    _raise_on_signals()
     for t in targets:
         # one target's trouble never discards the others' work: each gets its own outcome
         try:
@@ -163,6 +165,13 @@ def proc_run(pids: tuple[str, ...], to_text: str, from_text: str | None, name: s
                 t.check_same()  # the lock is taken by PID: the same process still?
                 rep = migrate(t, topo, opts, range_list, kinds, here, allowed,
                               progress_printer(quiet or as_json))
+        except Interrupted as exc:
+            # within one batch of the signal: what moved is reported, the targets after are not touched
+            stopped = exc
+            if isinstance(exc.report, TargetReport):
+                reports.append(exc.report)
+            outcomes.append(Outcome(t.pid, t.name, "interrupted", exc))
+            break
         except (NoSuchProcessError, PidReusedError) as exc:
             outcomes.append(Outcome(t.pid, t.name, "skipped", exc))
             continue
@@ -189,13 +198,26 @@ def proc_run(pids: tuple[str, ...], to_text: str, from_text: str | None, name: s
                 echo(line)
     for o in outcomes:
         if o.error is not None:
-            echo(f"numamove: {'error' if o.outcome == 'failed' else 'warning'}: {o.error}", err=True)
-    sys.exit(exit_code(outcomes, reports))
+            echo(f"numamove: {'warning' if o.outcome == 'skipped' else 'error'}: {o.error}", err=True)
+    sys.exit(stopped.exit_code if stopped is not None else exit_code(outcomes, reports))
+
+
+def _raise_on_signals() -> None:
+    """SIGINT, SIGTERM and SIGHUP raise Interrupted wherever Python is; inside a move the C engine's own
+    handler takes over (numamove._native.stop_install) and numamove stops within one batch."""
+    import signal
+
+    def interrupted(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupted)
 
 
 class Outcome:
     """What became of one target: moved (its report says how many pages), skipped (it exited, or
-    its PID now belongs to another process) or failed (why, and the exit code that failure has)."""
+    its PID now belongs to another process), failed (why, and the exit code that failure has) or
+    interrupted (a signal: its report says what had moved)."""
 
     __slots__ = ("pid", "name", "outcome", "error")
 
@@ -208,7 +230,7 @@ class Outcome:
     def to_json(self) -> dict[str, Any]:
         return {"pid": self.pid, "name": self.name, "outcome": self.outcome,
                 "reason": str(self.error) if self.error is not None else None,
-                "exit_code": self.error.exit_code if self.error is not None and self.outcome == "failed" else 0}
+                "exit_code": self.error.exit_code if self.error is not None and self.outcome != "skipped" else 0}
 
 
 def exit_code(outcomes: list[Outcome], reports: list[Any]) -> int:

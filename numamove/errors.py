@@ -71,3 +71,18 @@ class OutputError(NumamoveError, OSError):
 
 class VerificationError(NumamoveError):
     """Copied bytes differ from their source."""
+
+
+class Interrupted(NumamoveError):
+    """SIGINT, SIGTERM or SIGHUP arrived: numamove stopped within one batch (exit 128 + the signal).
+
+    report: what had moved when it stopped (proc, file in place), or None.
+    """
+
+    def __init__(self, signum: int, report: object = None) -> None:
+        import signal
+
+        self.signum = signum
+        self.report = report
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")

@@ -33,7 +33,7 @@ import time
 from typing import TYPE_CHECKING
 
 from . import _native
-from .errors import NativeError, NodeUnavailableError, NumamoveError, UsageError, VerificationError
+from .errors import Interrupted, NativeError, NodeUnavailableError, NumamoveError, UsageError, VerificationError
 from .files import CopyReport, users_of
 
 if TYPE_CHECKING:
@@ -223,6 +223,7 @@ def _fill(dfd: int, sfd: int, size: int, st: os.stat_result, node: int, plan: ob
         _native.bind_node(daddr, size, node)  # the new file's shared policy: every page on node
         # one pass over memory: each thread populates a piece (its pages allocated on node; a full
         # node is an error here, never a SIGBUS), copies it and compares it while it is in cache
+        _native.stop_install()  # a signal stops the copy within one piece; the unnamed copy vanishes
         try:
             copy_into_mapping(plan, daddr, saddr, size)  # type: ignore[arg-type]
         except NativeError as exc:
@@ -234,6 +235,10 @@ def _fill(dfd: int, sfd: int, size: int, st: os.stat_result, node: int, plan: ob
             if exc.func == "madvise":
                 raise NumamoveError(f"no room for {size} bytes on node {node}: {exc.strerror}") from None
             raise
+        finally:
+            _native.stop_restore()
+        if _native.stop_signal():
+            raise Interrupted(_native.stop_signal())
         after = os.fstat(sfd)
         if (after.st_mtime_ns, after.st_size) != (st.st_mtime_ns, st.st_size):
             raise NumamoveError(f"{path} changed during the copy: copy discarded, original untouched")

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _native
-from .errors import InvalidNodeError, NativeError, NodeUnavailableError
+from .errors import Interrupted, InvalidNodeError, NativeError, NodeUnavailableError
 from .planner import BASE_PAGE, Plan, make_plan
 from .proc import AccessError, NoSuchProcessError, ProcessError, Target
 from .scan import PageSet, collect
@@ -183,23 +183,36 @@ def move_pageset(target: Target, ps: PageSet, topo: Topology, opts: MoveOptions,
     # pages not handed to move_pages stay where they were found; _account moves the others to
     # wherever their status says they are
     rep.after = {node: list(v) for node, v in rep.before.items()}
-    for c, src, n in wanted:
-        size = c.page_size
-        pages = c.pages if n == c.count else _native.select_values(c.pages, c.nodes, c.count, [src])[0]
-        plan = make_plan(topo, src, opts.to, n, n * size // BASE_PAGE, opts.limit, opts.policy,
-                         here, allowed, opts.calibration, engine="move")
-        rep.plans.append(plan)
-        if opts.dry_run:
-            rep.batches += -(-n // _batch_size(n, plan.threads, opts, None))
-            continue
-        status = _native.raw_new("int[]", n)
-        tm = time.perf_counter()
-        _run_batches(target.pid, pages, n, plan, flags, opts, rep, progress, status)
-        rep.seconds += time.perf_counter() - tm
-        _account(rep, status, n, size, opts, src)
+    if not opts.dry_run:
+        _native.stop_install()  # a signal now stops the move within one batch, with its report
+    try:
+        for c, src, n in wanted:
+            size = c.page_size
+            pages = c.pages if n == c.count else _native.select_values(c.pages, c.nodes, c.count, [src])[0]
+            plan = make_plan(topo, src, opts.to, n, n * size // BASE_PAGE, opts.limit, opts.policy,
+                             here, allowed, opts.calibration, engine="move")
+            rep.plans.append(plan)
+            if opts.dry_run:
+                rep.batches += -(-n // _batch_size(n, plan.threads, opts, None))
+                continue
+            status = _native.raw_new("int[]", n)
+            tm = time.perf_counter()
+            _run_batches(target.pid, pages, n, plan, flags, opts, rep, progress, status)
+            rep.seconds += time.perf_counter() - tm
+            _account(rep, status, n, size, opts, src)
+            if _native.stop_signal():
+                break
+    finally:
+        if not opts.dry_run:
+            _native.stop_restore()
     if opts.dry_run:
         rep.after = rep.before
     rep.bookkeeping = time.perf_counter() - t0 - rep.seconds
+    sig = _native.stop_signal()
+    if sig and not opts.dry_run:
+        left = rep.requested[0] - rep.moved[0] - sum(v[0] for v in rep.failed.values())
+        rep.notes.append(f"interrupted: {left} requested pages not moved, still on their node")
+        raise Interrupted(sig, rep)
     return rep
 
 
@@ -207,9 +220,15 @@ def _account(rep: TargetReport, status: Any, n: int, page_size: int, opts: MoveO
     """Count what happened to n pages, all on src before: status says where each is now, or why not."""
     rep.after[src][0] -= n
     rep.after[src][1] -= n * page_size
+    interrupted = _native.stop_signal()
     for st, c in _native.tally(status, n):
         if st >= 0:
             _add(rep.after, st, c * page_size, c)
+        if st == -errno.EINPROGRESS:  # never handed to the kernel: still where it was
+            _add(rep.after, src, c * page_size, c)
+            if interrupted:
+                _add(rep.skipped, "not moved: interrupted", c * page_size, c)
+                continue
         if st == opts.to:
             _add_to(rep.moved, c, c * page_size)
             if page_size > BASE_PAGE:
@@ -268,9 +287,13 @@ def _run_batches(pid: int, pages: Any, n: int, plan: Plan, flags: int, opts: Mov
         k += m
         if progress:
             progress(k, n)
+        if _native.stop_signal():
+            return
     one = Plan(plan.src, plan.dst, plan.policy, plan.direction, plan.cpu_node, plan.cpus[:1], plan.split,
                n, n, 1, dict(plan.reasons))
     for _ in range(RETRIES):
+        if _native.stop_signal():
+            return
         sub, idx, m = _native.select_values(pages, status, n, [*RETRYABLE, plan.src])
         if not m:
             break

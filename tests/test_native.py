@@ -295,3 +295,25 @@ def test_a_huge_region_is_unmapped_whole() -> None:
         for line in fh:
             a, b = (int(x, 16) for x in line.split()[0].split("-"))
             assert b <= lo or a >= hi, f"left mapped: {line.strip()}"
+
+
+def test_a_recorded_signal_stops_moves_between_batches_and_handlers_come_back() -> None:
+    """With the stop handler installed, SIGINT is only recorded: nm_move takes no batch after it, and
+    restoring puts Python's own handler back."""
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    with _native.Region(64 * 4096, read_topology().memory_nodes()[0], base_pages=True) as r:
+        pages = _native.page_list([r.addr + i * 4096 for i in range(64)])
+        status = _native.raw_new("int[]", 64)
+        _native.stop_install()
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            assert _native.stop_signal() == signal.SIGINT
+            res = _native.move(0, pages, 64, r.node, _native.MPOL_MF_MOVE, (), 1, 8, status)
+            assert sum(w.calls for w in res.workers) == 0
+            assert set(status) == {-errno.EINPROGRESS}
+        finally:
+            _native.stop_restore()
+            _native.stop_clear()
+    assert signal.getsignal(signal.SIGINT) is before

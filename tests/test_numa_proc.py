@@ -408,3 +408,27 @@ def test_good_targets_move_when_another_fails() -> None:
         assert doc["processes"][0]["moved"]["pages"] > 0
         assert where_range(w.pid, *w.anon) == {1}
         assert w.check()[0]
+
+
+@pytest.mark.numa(nodes=2, guest="two")
+@pytest.mark.parametrize("sig, code", [(2, 130), (15, 143)])
+def test_a_signal_mid_move_stops_within_a_batch_and_reports_what_moved(sig: int, code: int) -> None:
+    """SIGINT/SIGTERM during a move: numamove stops within one batch, prints what moved as JSON, exits
+    128+signal; every page is on its old or its new node, as the report says, and no byte changed."""
+    with Workload("--size", "96M", "--node", "0") as w:
+        p = subprocess.Popen([sys.executable, "-m", "numamove", "proc", str(w.pid), "--to", "1", "--batch", "64",
+                              "--json", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while 1 not in where_range(w.pid, *w.anon) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == code, err
+        doc = json.loads(out)
+        rep = doc["processes"][0]
+        assert doc["targets"][0]["outcome"] == "interrupted"
+        assert 0 < rep["moved"]["pages"] < rep["requested"]["pages"], rep
+        assert rep["skipped"]["not moved: interrupted"]["pages"] > 0
+        assert set(_native.page_nodes(w.anon[0], w.anon[1], 4096, w.pid)) == {0, 1}  # stopped part way
+        assert {int(n) for n in rep["after"]} == {0, 1}
+        assert w.check()[0]

@@ -33,6 +33,7 @@ from numamove.nodelist import parse_size  # noqa: E402
 from numamove.topology import read_topology  # noqa: E402
 
 NUMAMOVE = str(Path(sys.executable).parent / "numamove")
+VERBOSE = False
 
 
 def timed(cmd: list[str]) -> tuple[float, str]:
@@ -55,6 +56,8 @@ def bench_kind(kind: str, size: str, runs: int) -> tuple[dict[str, float], bool]
     nm: list[float] = []
     startup: list[float] = []
     move: list[float] = []
+    booked: list[float] = []
+    inner: list[float] = []  # numamove's own start-up, from its import (the interpreter's comes before)
     ok = True
     with Workload(*args, "--node", "0") as w:
         region = w.huge if kind == "THP" else w.anon
@@ -69,7 +72,18 @@ def bench_kind(kind: str, size: str, runs: int) -> tuple[dict[str, float], bool]
                     nm.append(wall)
                     doc = json.loads(out)
                     move.append(doc["timings"]["move_seconds"])
-                    ok &= not doc["processes"][0]["failed"]
+                    booked.append(doc["timings"]["bookkeeping_seconds"])
+                    inner.append(doc["timings"]["startup_seconds"])
+                    p = doc["processes"][0]
+                    ok &= not p["failed"]
+                    if VERBOSE:
+                        print(f"  numamove {at}->{1 - at}: wall {wall:.3f} s = start-up {inner[-1]:.3f} (after import) "
+                              f"+ bookkeeping {booked[-1]:.3f} + move {move[-1]:.3f} + rest; "
+                              f"{p['move_pages_calls']} calls, longest {p['max_call_ms']:.0f} ms, "
+                              f"{p['moved']['pages']} pages moved ({p['huge_pages_moved']} huge), "
+                              f"{p['pages_located_by_query']} located by query, threads "
+                              f"{[pl['threads'] for pl in p['plans']]} on {[pl['cpus'] for pl in p['plans']]}, "
+                              f"failed {p['failed']}, notes {p['notes']}")
                 at = 1 - at
                 where = on_node(w.pid, region, page)
                 if where != {at}:
@@ -78,10 +92,12 @@ def bench_kind(kind: str, size: str, runs: int) -> tuple[dict[str, float], bool]
             startup.append(timed([NUMAMOVE, "proc", "1", "--to", "0", "--dry-run", "-q"])[0])
         intact, reads = w.check()
         ok &= intact
-    m = {k: statistics.median(v) for k, v in (("mp", mp), ("nm", nm), ("startup", startup), ("move", move))}
+    m = {k: statistics.median(v) for k, v in (("mp", mp), ("nm", nm), ("startup", startup), ("move", move),
+                                              ("booked", booked), ("inner", inner))}
     m["nm_minus_startup"] = statistics.median([x - m["startup"] for x in nm])
     print(f"{kind} {size}: migratepages {m['mp']:.3f} s | numamove {m['nm']:.3f} s, start-up {m['startup']:.3f} s, "
-          f"wall minus start-up {m['nm_minus_startup']:.3f} s, move phase {m['move']:.3f} s | "
+          f"wall minus start-up {m['nm_minus_startup']:.3f} s, move phase {m['move']:.3f} s "
+          f"(numamove's own split: start-up after import {m['inner']:.3f} s, bookkeeping {m['booked']:.3f} s) | "
           f"numamove vs migratepages: end to end {m['mp'] / m['nm']:.2f}x, "
           f"wall minus start-up {m['mp'] / m['nm_minus_startup']:.2f}x, move phase {m['mp'] / m['move']:.2f}x; "
           f"data intact: {intact} ({reads} read passes), {runs} rounds, medians")
@@ -93,7 +109,11 @@ def main() -> int:
     ap.add_argument("--thp", default="256M", help="THP workload size")
     ap.add_argument("--small", default="128M", help="4 KiB-page workload size")
     ap.add_argument("--runs", type=int, default=8, help="ABBA rounds (each tool moves once a round)")
+    ap.add_argument("--kinds", default="THP,4KiB", help="which workloads: THP, 4KiB or both")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print numamove's own report of every move")
     ns = ap.parse_args()
+    global VERBOSE
+    VERBOSE = ns.verbose
     topo = read_topology()
     print(f"guest: {os.cpu_count()} vCPUs, nodes {topo.ids}, CPUs per node "
           f"{[len(topo.nodes[n].cpus) for n in topo.ids]}; kernel {os.uname().release}")
@@ -101,6 +121,8 @@ def main() -> int:
     parse_size(ns.small)
     ok = True
     for kind, size in (("THP", ns.thp), ("4KiB", ns.small)):
+        if kind not in ns.kinds.split(","):
+            continue
         _, good = bench_kind(kind, size, ns.runs)
         ok &= good
     print("verified: every page on the destination after every move" if ok else "VERIFICATION FAILED")
