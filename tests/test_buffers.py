@@ -108,3 +108,39 @@ def test_heap_buffer_with_shared_edge_pages() -> None:
     assert b == bytearray(range(256)) * 1024 and neighbour == b"n" * 100
     assert set(numamove.where(b)) == {node}
     assert res.edge_pages and all(st == node for st in res.edge_pages.values())
+
+
+def test_writes_beside_the_buffer_during_a_migration_all_survive() -> None:
+    """Bytes that share the buffer's first and last pages, written by another thread all through migrate(),
+    keep every write: those edge pages move in place (move_pages), never through a copy remapped over them."""
+    import threading
+
+    node = numamove.read_topology().memory_nodes()[0]
+    m = mmap.mmap(-1, 66 * 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    m[:] = bytes(range(256)) * (66 * 16)
+    whole = memoryview(m)
+    end = 100 + 64 * 4096
+    buf, head, tail = whole[100:end], whole[0:8], whole[end:end + 8]  # buf begins and ends mid-page
+    stop = threading.Event()
+    last = [0]
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            head[:] = tail[:] = i.to_bytes(8, "little")
+            last[0] = i
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        res = numamove.migrate(buf, node, verify=True)
+    finally:
+        stop.set()
+        t.join()
+    assert last[0] > 0 and res.edge_pages
+    assert int.from_bytes(head, "little") == last[0] == int.from_bytes(tail, "little")
+    assert bytes(buf) == (bytes(range(256)) * (66 * 16))[100:end]
+    for v in (buf, head, tail, whole):
+        v.release()
+    m.close()

@@ -213,7 +213,7 @@ def test_file_in_place_on_this_machine() -> None:
             f = json.loads(out)["files"][0]
             assert f["file"] == path and f["failed"] == {}
             assert f["already_there"]["bytes"] + f["moved"]["bytes"] == 4 << 20
-            assert os.stat(path).st_blocks * 512 <= 4 << 20 + (64 << 10)
+            assert os.stat(path).st_blocks * 512 <= (4 << 20) + (64 << 10)
             assert w.check()[0]
     finally:
         os.unlink(path)

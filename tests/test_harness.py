@@ -81,3 +81,33 @@ def test_extract_vmlinux_finds_the_elf_payload() -> None:
 def test_junit_ids_match_pytest_ids(ran: str, want: str) -> None:
     """Ids from the guests' JUnit files compare equal to the host's collected ids."""
     assert harness._junit_id(ran) == want
+
+
+def test_a_kernel_panic_or_oops_fails_the_run_and_is_not_booted_past(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A guest whose console shows an Oops (or panic, BUG) fails the run, even when the tests passed,
+    and a guest that died with one is not booted again as if QEMU had failed."""
+    import argparse
+
+    console = tmp_path / "console.log"
+    console.write_bytes(b"numamove-guest: up\n[ 12.3] BUG: unable to handle page fault for address: 0\n")
+    (tmp_path / "log").write_text("")
+    calls: list[int] = []
+
+    def fake_run(topo: object, args: list[str]) -> harness.GuestResult:
+        calls.append(1)
+        return harness.GuestResult("two", None, 0, 0, 0, 0, [], 1.0, console, tmp_path / "log")
+
+    monkeypatch.setattr(harness, "run_guest", fake_run)
+    ns = argparse.Namespace(topology="two", k=None, pytest_args=[], allow_skip=False)
+    assert harness.cmd_run(ns) == 1 and calls == [1]
+    assert harness.kernel_trouble(console) == "[ 12.3] BUG: unable to handle page fault for address: 0"
+    console.write_bytes(b"numamove-guest: up\nnumamove-guest: done\n")
+    assert harness.kernel_trouble(console) is None
+
+    def passing(topo: object, args: list[str]) -> harness.GuestResult:
+        console.write_bytes(b"Oops: 0000 [#1] SMP\n")
+        return harness.GuestResult("two", 0, 3, 0, 0, 0, [], 1.0, console, tmp_path / "log")
+
+    monkeypatch.setattr(harness, "run_guest", passing)
+    assert harness.cmd_run(ns) == 1

@@ -48,7 +48,9 @@ def test_copy_between_every_pair_lands_on_the_destination(policy: str, huge: boo
     topo = read_topology()
     mem = topo.memory_nodes()
     for src, dst in itertools.permutations(mem, 2):
-        with _pattern_region(src, src * 7 + dst, huge) as s, _native.Region(SIZE, dst, huge) as d:
+        # the destination is bound to dst but not faulted: the copy threads (on src's CPUs for push) fault
+        # every page in, and each must still land on dst
+        with _pattern_region(src, src * 7 + dst, huge) as s, _native.Region(SIZE, dst, huge, fault=False) as d:
             item = (2 << 20) if huge else 4096
             items = _native.Items.ranges(d.addr, s.addr, SIZE, item)
             plan = make_plan(topo, src, dst, items.count, SIZE // 4096, 4, policy, running_node=0)

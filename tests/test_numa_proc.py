@@ -102,10 +102,14 @@ def test_from_filters_source_nodes_and_several_pids() -> None:
 
 @pytest.mark.numa(nodes=2)
 def test_threads_of_one_process_are_one_target() -> None:
-    """Naming a process twice (PID and PID) migrates its address space once."""
+    """Naming a process and one of its threads (its TID) migrates their one address space once."""
     with Workload("--size", "4M", "--node", "0") as w:
-        code, doc, _ = proc_json(str(w.pid), str(w.pid), "--to", "1")
-        assert code == 0 and len(doc["processes"]) == 1
+        tid = next(int(t) for t in os.listdir(f"/proc/{w.pid}/task") if int(t) != w.pid)  # its reader thread
+        code, doc, _ = proc_json(str(w.pid), str(tid), "--to", "1")
+        assert code == 0 and [p["pid"] for p in doc["processes"]] == [w.pid]
+        code, doc, _ = proc_json(str(tid), "--to", "0")  # the thread alone: its process
+        assert code == 0 and [p["pid"] for p in doc["processes"]] == [w.pid]
+        assert where_range(w.pid, *w.anon) == {0}
 
 
 @pytest.mark.numa(nodes=2)
@@ -431,4 +435,31 @@ def test_a_signal_mid_move_stops_within_a_batch_and_reports_what_moved(sig: int,
         assert rep["skipped"]["not moved: interrupted"]["pages"] > 0
         assert set(_native.page_nodes(w.anon[0], w.anon[1], 4096, w.pid)) == {0, 1}  # stopped part way
         assert {int(n) for n in rep["after"]} == {0, 1}
+        assert w.check()[0]
+
+
+@pytest.mark.numa(nodes=2, guest="two")
+def test_a_move_whose_threads_cannot_start_is_retried_on_one_thread() -> None:
+    """When no migration thread can be created (EAGAIN), the move runs again on one thread, every page lands,
+    and the report says so. (The guests' nodes have one CPU each, so the plan names CPUs 0 and 1.)"""
+    from numamove.migrate import MoveOptions, TargetReport, _call
+    from numamove.planner import Plan
+    from numamove.proc import resolve_targets
+    from numamove.scan import collect
+
+    with Workload("--size", "8M", "--node", "0") as w:
+        t = resolve_targets([w.pid])[0][0]
+        c = collect(w.pid, [(w.anon[0], w.anon[0] + w.anon[1])]).classes[4096]
+        n = c.count
+        plan = Plan(0, 1, "push", "push", 0, (0, 1), "group", n, n, 2, {})
+        rep = TargetReport(t, 1)
+        status, target = _native.raw_new("int[]", n), _native.raw_new("int[]", n)
+        _native.fill_int(target, n, 1)
+        _native.fault_inject_thread_create(1)
+        try:
+            _call(w.pid, c.pages, 0, n, plan, _native.MPOL_MF_MOVE, 64, rep, status, target)
+        finally:
+            _native.fault_inject_thread_create(0)
+        assert any("retried on one thread" in note for note in rep.notes), rep.notes
+        assert set(status) == {1} and where_range(w.pid, *w.anon) == {1}
         assert w.check()[0]

@@ -354,6 +354,23 @@ class GuestResult:
     log: Path
 
 
+KERNEL_TROUBLE = (b"Kernel panic", b"Oops:", b"BUG:", b"general protection fault", b"WARNING: CPU:",
+                  b"kernel BUG at", b"Unable to handle kernel")
+
+
+def kernel_trouble(console: Path) -> str | None:
+    """The first line of the guest's console that says its kernel panicked, oopsed, hit a BUG or warned:
+    numamove drives move_pages hard, so such a line fails the run and is never booted past."""
+    try:
+        data = console.read_bytes()
+    except OSError:
+        return None
+    for line in data.splitlines():
+        if any(k in line for k in KERNEL_TROUBLE):
+            return line.decode(errors="replace").strip()
+    return None
+
+
 def pytest_command(pytest_args: list[str]) -> list[str]:
     """The guest's pytest run: only numa-marked tests, a JUnit report into the results share."""
     return ["-m", "pytest", "-p", "no:cacheprovider", "-m", "numa", "--junitxml=/tmp/results/junit.xml",
@@ -468,7 +485,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
         try:
             res = run_guest(TOPOLOGIES[name], extra + ns.pytest_args)
             stalled = (res.log.parent / "stalled").exists()
-            if res.rc is None and (stalled or not (res.log.parent / "timeout").exists()):
+            trouble = kernel_trouble(res.console)
+            if res.rc is None and not trouble and (stalled or not (res.log.parent / "timeout").exists()):
                 # QEMU itself died before the guest reported (seen once: an assertion in its PCI
                 # emulation during boot), or never booted (seen once: an empty console for 15
                 # minutes). That is the emulator, not numamove: boot once more.
@@ -476,6 +494,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
                 print(f"numa guest '{name}': QEMU {what}; console tail:\n"
                       f"{_tail(res.console, 5)}\nbooting it once more", file=sys.stderr)
                 res = run_guest(TOPOLOGIES[name], extra + ns.pytest_args)
+                trouble = kernel_trouble(res.console)
         except HarnessError as exc:
             print(f"numa guest '{name}': cannot start: {exc}", file=sys.stderr)
             if os.environ.get("CI", "").lower() == "true" or not ns.allow_skip:
@@ -484,7 +503,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
             continue
         print(_tail(res.log, 400))
         verdict = (res.rc == 0 and res.tests > 0 and res.failures == 0 and res.errors == 0
-                   and res.skipped == 0)
+                   and res.skipped == 0 and trouble is None)
         summary = (f"numa guest '{name}': rc={res.rc} tests={res.tests} failures={res.failures} "
                    f"errors={res.errors} skipped={res.skipped} in {res.seconds:.0f}s")
         print(summary, file=sys.stderr)
@@ -497,6 +516,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
                 why.append("a multi-node test was skipped inside the guest")
             if res.tests == 0:
                 why.append("no test ran")
+            if trouble is not None:
+                why.append(f"the guest kernel reported: {trouble}")
             print(f"numa guest '{name}': FAILED: {'; '.join(why) or 'test failures'}", file=sys.stderr)
             print(f"--- serial console tail ({res.console}) ---", file=sys.stderr)
             print(_tail(res.console), file=sys.stderr)
