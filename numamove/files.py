@@ -23,7 +23,7 @@ from .errors import NativeError, NumamoveError, UsageError
 from .migrate import MoveOptions, TargetReport, move_pageset
 from .planner import Plan
 from .proc import CAP_SYS_NICE, Target, has_capability
-from .scan import PageSet, locate
+from .scan import collect
 from .topology import Topology
 
 SUPPORTED = ("tmpfs", "hugetlbfs")
@@ -87,8 +87,6 @@ def move_file(path: str, topo: Topology, opts: MoveOptions, here: int, allowed: 
         raise NumamoveError(f"{path}: cannot map it: {exc.strerror}") from None
     keep, addr, _ = _native.buffer_address(mm, what=path)
     try:
-        ps = PageSet(os.getpid())
-        out = ps.output(page, length // page)
         if fstype == "hugetlbfs":
             # mincore sees only this mapping's page tables on hugetlbfs, not the file's pages:
             # move a file whose every page exists (st_blocks), reading each so we map it
@@ -97,12 +95,11 @@ def move_file(path: str, topo: Topology, opts: MoveOptions, here: int, allowed: 
                                  "bytes allocated) would get them filled; not moved")
             for off in range(0, length, page):
                 _ = mm[off]
-            out.append(addr, length, page)
         else:
-            _native.resident_pages(out, addr, length, page)
-        if out.count:
-            ps.segments.append(("shm", page, 0, out.count))
-        locate(ps)
+            # map the resident pages (mincore: holes stay holes); their scratch list is not needed
+            _native.resident_pages(_native.PageOut(page, length // page), addr, length, page)
+        # the pages now mapped here, each with its node from its PFN (a query only where unreadable)
+        ps = collect(os.getpid(), [(addr, addr + length)])
         # pages other processes map need MPOL_MF_MOVE_ALL, which CAP_SYS_NICE allows (root has it)
         move_all = opts.move_all or has_capability(CAP_SYS_NICE)
         run = opts.replace(move_all=move_all)

@@ -101,15 +101,15 @@ def collect(pid: int, ranges: list[tuple[int, int]] | None = None,
         todo = []
         resident: dict[int, int] = {}  # page size -> resident bytes (smaps): the arrays' first size
         for m in maps:
+            clips = _clip(m, ranges)
+            if not clips:
+                continue  # outside --range: neither moved nor reported
             why = m.skip_reason()
             if why:
                 if m.rss:
                     ps.skipped[why] = ps.skipped.get(why, 0) + 1
                 continue
             if only is not None and m.kind not in only:
-                continue
-            clips = _clip(m, ranges)
-            if not clips:
                 continue
             size = m.kernel_page_size if m.hugetlb else BASE
             thp = not m.hugetlb and m.anon_huge > 0 and kpf >= 0
