@@ -77,6 +77,17 @@ def where(buffer: Any) -> dict[int, int]:
     return dict(Counter(status))
 
 
+# VmFlags of /proc/PID/smaps that a copy remapped over the buffer would not carry over
+REMAP_DROPS = {
+    "lo": "mlocked (mlock, MCL_FUTURE)",
+    "dc": "excluded from fork (MADV_DONTFORK)",
+    "wf": "wiped on fork (MADV_WIPEONFORK)",
+    "um": "registered with userfaultfd",
+    "uw": "registered with userfaultfd (write-protect)",
+    "ui": "registered with userfaultfd (minor faults)",
+}
+
+
 def _check_mappings(lo: int, hi: int) -> None:
     covered = lo
     for m in read_smaps(os.getpid()):
@@ -93,6 +104,11 @@ def _check_mappings(lo: int, hi: int) -> None:
             raise UnsafeBufferError("buffer is in a hugetlb mapping: use numamove proc on it instead")
         if "w" not in m.perms:
             raise UnsafeBufferError("buffer's mapping is read-only")
+        # the remap puts a fresh mapping's flags in place of these: refuse what they would drop
+        dropped = [why for flag, why in REMAP_DROPS.items() if flag in m.vmflags]
+        if dropped:
+            raise UnsafeBufferError(f"buffer's mapping is {' and '.join(dropped)}, which the remap would undo: "
+                                    "use numamove proc on this process instead (move_pages keeps it)")
         if m.start > covered:
             break
         covered = max(covered, m.end)
@@ -105,7 +121,9 @@ def migrate(buffer: Any, node: int, *, threads: int | None = None, policy: str =
     """Move the pages under ``buffer`` to ``node``; the buffer's address does not change.
 
     Every page the buffer spans is moved: the whole pages inside it by copy and remap,
-    a first or last page it shares with other objects by move_pages (in place). Other
+    a first or last page it shares with other objects by move_pages (in place). Afterwards
+    the remapped pages have the memory policy of the copy's mapping: bound (MPOL_BIND) to
+    node, so pages the buffer gets later (after MADV_DONTNEED, say) come from node too. Other
     threads must not write to the buffer during the call: the copy runs without the
     GIL, and a write made between the copy and the remap would be lost.
 
@@ -121,7 +139,9 @@ def migrate(buffer: Any, node: int, *, threads: int | None = None, policy: str =
         BufferMigration with the moved range, the plan and the timing.
 
     Raises:
-        UnsafeBufferError: read-only, file-backed, shared, heap or hugetlb memory.
+        UnsafeBufferError: read-only, file-backed, shared or hugetlb memory; mlocked, DONTFORK,
+            WIPEONFORK or userfaultfd-registered memory (the remap would drop those flags).
+        NodeUnavailableError: the node has less free memory than the buffer spans.
         InvalidNodeError: a node that does not exist or has no memory.
         VerificationError: with verify, a copy that differs (nothing was remapped).
         NativeError: the new mapping or the remap failed (the buffer is untouched).
@@ -139,6 +159,13 @@ def migrate(buffer: Any, node: int, *, threads: int | None = None, policy: str =
     topo = topology or read_topology()
     topo.require(node, "node", memory=True)
     _check_mappings(lo, hi)
+    free = topo.node(node).mem_free
+    if free and hi - lo > free:
+        from .errors import NodeUnavailableError
+        from .nodelist import format_bytes
+
+        raise NodeUnavailableError(f"node {node} has {format_bytes(free)} free, the buffer needs "
+                                   f"{format_bytes(hi - lo)}")
     # Whole pages inside the buffer are copied and remapped. A first or last page the buffer
     # shares with other objects (malloc headers, neighbours) goes through move_pages instead:
     # the kernel migrates it in place, so a concurrent write to a neighbour cannot be lost.

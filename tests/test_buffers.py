@@ -144,3 +144,26 @@ def test_writes_beside_the_buffer_during_a_migration_all_survive() -> None:
     for v in (buf, head, tail, whole):
         v.release()
     m.close()
+
+
+@pytest.mark.parametrize("flag, advice", [("mlocked", None), ("excluded from fork", "MADV_DONTFORK"),
+                                          ("wiped on fork", "MADV_WIPEONFORK")])
+def test_memory_whose_flags_the_remap_would_drop_is_refused(flag: str, advice: str | None) -> None:
+    """mlocked, DONTFORK and WIPEONFORK memory: one clear UnsafeBufferError, the buffer untouched."""
+    import ctypes
+
+    m = mmap.mmap(-1, 64 * 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    m[:] = b"x" * len(m)
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+    libc = ctypes.CDLL(None, use_errno=True)
+    if advice is None:
+        assert libc.mlock(ctypes.c_void_p(addr), ctypes.c_size_t(len(m))) == 0, ctypes.get_errno()
+    else:
+        m.madvise(getattr(mmap, advice, {"MADV_DONTFORK": 10, "MADV_WIPEONFORK": 18}[advice]))
+    node = numamove.read_topology().memory_nodes()[0]
+    with pytest.raises(UnsafeBufferError, match=flag):
+        numamove.migrate(m, node)
+    assert numamove.buffers._native.buffer_address(m)[1] == addr and m[:] == b"x" * len(m)
+    if advice is None:
+        libc.munlock(ctypes.c_void_p(addr), ctypes.c_size_t(len(m)))
+    m.close()
