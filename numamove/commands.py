@@ -161,7 +161,7 @@ def proc_run(pids: tuple[str, ...], to_text: str, from_text: str | None, name: s
                 raise NodeUnavailableError(f"node {to} is outside the cpuset of PID {t.pid} "
                                            f"(Mems_allowed: {','.join(map(str, mems_allowed(t.pid)))})")
             opts = MoveOptions(to, from_nodes, move_all, limit[0], policy, batch, max_pause, dry_run, calibration)
-            with TargetLock(t.pid, wait=wait):
+            with TargetLock(t.pid, wait=wait, start=t.start):
                 t.check_same()  # the lock is taken by PID: the same process still?
                 rep = migrate(t, topo, opts, range_list, kinds, here, allowed,
                               progress_printer(quiet or as_json))

@@ -7,16 +7,14 @@ migrates that address space once.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
-import time
 from typing import Any
 
 from .errors import NumamoveError, UsageError
 
 PF_KTHREAD = 0x00200000
-EXIT_BUSY = 4
+from .locks import BusyError, LockError, TargetLock  # noqa: E402,F401 - numamove.proc's API
 
 
 class ProcessError(NumamoveError):
@@ -37,16 +35,6 @@ class AccessError(ProcessError, PermissionError):
 
 class PidReusedError(ProcessError):
     """The process exited and another one took its PID."""
-
-
-class LockError(NumamoveError, OSError):
-    """The per-process lock file cannot be created."""
-
-
-class BusyError(NumamoveError):
-    """Another numamove is migrating the same process."""
-
-    exit_code = EXIT_BUSY
 
 
 class Target:
@@ -198,48 +186,9 @@ def has_capability(cap: int) -> bool:
     return os.geteuid() == 0
 
 
-def lock_dir() -> str:
-    if os.geteuid() == 0:
-        return "/run/numamove" if os.path.isdir("/run") else "/tmp/numamove-0"
-    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/numamove-{os.getuid()}"
-    return os.path.join(base, "numamove") if "XDG_RUNTIME_DIR" in os.environ else base
-
-
-class TargetLock:
-    """An flock on a file per target process (PID + start time); released when numamove dies."""
-
-    def __init__(self, pid: int, wait: bool = False, timeout: float | None = None) -> None:
-        d = lock_dir()
-        start = _status_start_time(pid)
-        self.path = os.path.join(d, f"{pid}-{start}.lock")
-        try:
-            os.makedirs(d, mode=0o700, exist_ok=True)
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise LockError(f"cannot create the lock file {self.path}: {exc.strerror}") from None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not wait or (deadline is not None and time.monotonic() > deadline):
-                    os.close(self.fd)
-                    raise BusyError(f"another numamove is migrating PID {pid} "
-                                    f"(lock {self.path}); use --wait to wait for it") from None
-                time.sleep(0.1)
-
-    def release(self) -> None:
-        if self.fd >= 0:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = -1
-
-    def __enter__(self) -> TargetLock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+def process_owner(pid: int) -> int:
+    """The real UID of a process (its first Uid)."""
+    return int(_status_field(pid, "Uid").split()[0])
 
 
 def _status_start_time(pid: int) -> str:
@@ -282,4 +231,4 @@ def environment_warnings() -> list[str]:
     return out
 
 
-__all__ = ["Target", "TargetLock", "resolve_targets"]
+__all__ = ["BusyError", "LockError", "Target", "TargetLock", "resolve_targets"]

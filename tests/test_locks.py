@@ -1,0 +1,83 @@
+"""Per-process locks: only in directories no other user controls; removed when released; root and the
+target's owner exclude each other."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from numamove.locks import BusyError, LockError, TargetLock, _acquire
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="runs as root (and as a made-up user)")
+
+
+@pytest.mark.parametrize("plant", ["symlink", "others_dir", "group_writable"])
+def test_a_lock_directory_someone_else_controls_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           plant: str) -> None:
+    """A user's lock directory that is a link, another user's, or writable by others: one line, nothing
+    created where it points."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    d = runtime / "numamove"
+    if plant == "symlink":
+        d.symlink_to(elsewhere)
+    else:
+        d.mkdir(mode=0o700)
+        if plant == "group_writable":  # the user's own, but others may write into it
+            os.chown(d, 4242, 4242)
+            os.chmod(d, 0o770)
+    monkeypatch.setattr(os, "geteuid", lambda: 4242)  # numamove as UID 4242 (others_dir: root's directory)
+    me = 4242
+    with pytest.raises(LockError) as exc:
+        TargetLock(os.getpid(), owner=me)
+    assert "not used" in str(exc.value)
+    assert list(elsewhere.iterdir()) == []
+
+
+@root_only
+def test_lock_files_are_removed_and_a_waiter_takes_over() -> None:
+    """The holder removes its lock file as it lets go; a run that was waiting then holds a fresh one."""
+    first = TargetLock(os.getpid())
+    path = first.path
+    got: list[TargetLock] = []
+    t = threading.Thread(target=lambda: got.append(TargetLock(os.getpid(), wait=True, timeout=30)))
+    t.start()
+    time.sleep(0.3)
+    assert not got  # still waiting
+    first.release()
+    t.join(timeout=30)
+    assert got and os.path.exists(path)
+    with pytest.raises(BusyError):
+        TargetLock(os.getpid())
+    got[0].release()
+    assert not os.path.exists(path)
+
+
+@root_only
+def test_root_and_the_targets_owner_exclude_each_other() -> None:
+    """As root, the lock of the target's owner (in its /run/user/UID) is taken too: that user's run is busy."""
+    uid = 4242
+    rundir = f"/run/user/{uid}"
+    made = not os.path.exists(rundir)
+    os.makedirs(rundir, exist_ok=True)
+    os.chown(rundir, uid, uid)
+    os.chmod(rundir, 0o700)
+    try:
+        with TargetLock(os.getpid(), owner=uid) as held:
+            assert len(held.held) == 2
+            theirs = os.path.join(rundir, "numamove", held.held[1].name)
+            assert os.stat(theirs).st_uid == uid  # the user's own runs can open it
+            with pytest.raises(BusyError):
+                _acquire(f"{rundir}/numamove", uid, held.held[1].name, os.getpid(), False, None)
+        assert not os.path.exists(theirs)
+    finally:
+        if made:
+            shutil.rmtree(rundir)
