@@ -112,3 +112,55 @@ def test_metadata_that_cannot_be_kept_is_reported(shm_file: str) -> None:
     assert code == 0, err
     assert json.loads(out)["copies"][0]["notes"] == []
     assert os.getxattr(shm_file, "user.numamove") == b"kept"
+
+
+def test_fault_suite_kills_file_copy_at_random_points() -> None:
+    """file --copy killed with SIGKILL, SIGINT or SIGTERM at random moments: the original keeps every byte,
+    no temporary file remains, and a copy that finished is the original's bytes."""
+    import hashlib
+    import random
+
+    rng = random.Random(99)
+    path = f"{SHM}/numamove-fc-fault-{os.getpid()}"
+    data = os.urandom(64 << 20)
+    digest = hashlib.sha256(data).hexdigest()
+    faults = verified = 0
+    try:
+        with open(path, "wb") as fh:
+            fh.write(data)
+        for _ in range(12):
+            sig = rng.choice([signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
+            p = subprocess.Popen([sys.executable, "-m", "numamove", "file", path, "--to", "0", "--copy", "-q"],
+                                 stderr=subprocess.PIPE)
+            time.sleep(rng.uniform(0.0, 0.4))
+            p.send_signal(sig)
+            p.wait(timeout=60)
+            faults += 1
+            assert p.returncode in (0, -9, 128 + sig, -sig), p.returncode
+            with open(path, "rb") as fh:
+                assert hashlib.sha256(fh.read()).hexdigest() == digest
+            verified += len(data)
+            assert not leftovers(path)
+        print(f"fault suite (file --copy, host): {faults} faults injected, {verified} bytes verified, 0 bytes lost")
+    finally:
+        os.unlink(path)
+
+
+def test_a_source_written_during_an_output_copy_is_caught(shm_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--output takes no lease (the source stays): a write to it mid-copy is caught, nothing is published."""
+    import numamove.engine as engine
+
+    real = engine.copy_into_mapping
+    out = shm_file + "-out"
+
+    def copy_while_someone_writes(*args: Any) -> Any:
+        res = real(*args)
+        fd = os.open(shm_file, os.O_WRONLY)
+        os.pwrite(fd, b"changed", 0)
+        os.close(fd)
+        return res
+
+    monkeypatch.setattr(engine, "copy_into_mapping", copy_while_someone_writes)
+    code, _, err = run("file", shm_file, "--to", "0", "--copy", "--output", out)
+    assert code == 1 and "changed during the copy" in err, err
+    assert not os.path.exists(out) and not leftovers(out)

@@ -463,3 +463,73 @@ def test_a_move_whose_threads_cannot_start_is_retried_on_one_thread() -> None:
         assert any("retried on one thread" in note for note in rep.notes), rep.notes
         assert set(status) == {1} and where_range(w.pid, *w.anon) == {1}
         assert w.check()[0]
+
+
+@pytest.mark.numa(nodes=2, guest="two")
+def test_fault_suite_kills_proc_at_random_points() -> None:
+    """numamove proc killed with SIGKILL, SIGINT or SIGTERM at a random moment, over and over: the workload's
+    every byte survives, every page is on node 0 or 1, no lock file is left, and the exit code says what
+    happened (128+signal with a JSON report of what moved, or a normal exit when it finished first)."""
+    import random
+
+    rng = random.Random(1234)
+    faults = verified = 0
+    with Workload("--size", "48M", "--huge", "16M", "--node", "0") as w:
+        to = 1
+        for _ in range(8):
+            sig = rng.choice([9, 2, 15])
+            p = subprocess.Popen([sys.executable, "-m", "numamove", "proc", str(w.pid), "--to", str(to), "--batch",
+                                  str(rng.choice([16, 64, 512])), "--json", "-q"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            time.sleep(rng.uniform(0.2, 4.0))  # before, during or after the move (start-up is ~1.5 s here)
+            p.send_signal(sig)
+            out, err = p.communicate(timeout=300)
+            faults += 1
+            if p.returncode == 0:
+                assert json.loads(out)["processes"][0]["failed"] == {}
+            elif sig == 9:
+                assert p.returncode == -9
+            else:
+                assert p.returncode == 128 + sig, err
+                if out:  # the signal came once the targets were known: the report is complete JSON
+                    assert json.loads(out)["targets"]
+            nodes = set(_native.page_nodes(w.anon[0], w.anon[1], 4096, w.pid))
+            assert nodes <= {0, 1}, nodes
+            intact, _ = w.check()
+            assert intact, f"bytes changed after {sig} (rc {p.returncode})"
+            verified += w.anon[1] + w.huge[1]
+            import fcntl
+
+            # a lock file survives only SIGKILL (nothing can unlink then), and then it is free: the kernel
+            # released the flock, and the next run takes it and removes it
+            stale = [f for f in (os.listdir("/run/numamove") if os.path.isdir("/run/numamove") else [])
+                     if f.startswith(f"{w.pid}-")]
+            assert not stale or sig == 9, stale
+            for f in stale:
+                fd = os.open(os.path.join("/run/numamove", f), os.O_RDWR)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if still held
+                os.close(fd)
+            to = 1 - to
+    print(f"fault suite (proc, guest): {faults} faults injected, {verified} bytes verified, 0 bytes lost")
+
+
+@pytest.mark.numa(nodes=2, guest="two")
+def test_a_target_that_exits_mid_move_is_reported_not_a_crash() -> None:
+    """The workload is killed while numamove moves it: one document saying it is gone (exit 1), or the
+    move finished first (exit 0); never a traceback."""
+    w = Workload("--size", "96M", "--node", "0")
+    p = subprocess.Popen([sys.executable, "-m", "numamove", "proc", str(w.pid), "--to", "1", "--batch", "64", "--json",
+                          "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while 1 not in where_range(w.pid, *w.anon) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    w.close()
+    out, err = p.communicate(timeout=300)
+    assert "Traceback" not in err
+    doc = json.loads(out)
+    if p.returncode == 1:
+        reason = doc["targets"][0]["reason"]
+        assert doc["targets"][0]["outcome"] == "skipped" and ("exited" in reason or "no process" in reason), doc
+        assert err.count("\n") == 1
+    else:
+        assert p.returncode == 0, err
