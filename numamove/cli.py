@@ -147,6 +147,17 @@ def bench(src_text: str | None, dst_text: str | None, size_text: str, threads_te
         src = a if src is None else src
         dst = (b if src != b else a) if dst is None else dst
     huge = page_size == "2m"
+    if buffer_bench and dry_run:
+        from .nodelist import format_bytes
+
+        what = {"dry_run": True, "buffer": True, "to": dst, "bytes": size, "threads": [t or "auto" for t in limits],
+                "repeats": repeats}
+        if as_json:
+            emit_json(what)
+        else:
+            click.echo(f"would benchmark numamove.migrate() of a {format_bytes(size)} buffer to node {dst}, thread "
+                       f"limits {','.join(str(t or 'auto') for t in limits)}, {repeats} time(s) each; nothing done")
+        return
     if buffer_bench:
         from .bench import render_buffer_bench, run_buffer_bench
 

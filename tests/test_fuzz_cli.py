@@ -13,7 +13,7 @@ COMMANDS = ["proc", "show", "file", "nodes", "bench", "calibrate"]
 WORK = {"proc", "file", "bench", "calibrate"}  # these always get --dry-run: the fuzz never moves or measures
 OPTIONS = ["--to", "--from", "--threads", "--policy", "--size", "--range", "--only", "--batch", "--max-pause",
            "--name", "--pairs", "--budget", "--repeats", "--engines", "--page-size", "--copy", "--output",
-           "--json", "-q", "-v", "--all", "--wait", "--plot", "--help", "-h", "--bogus", "--", "-"]
+           "--json", "-q", "-v", "--all", "--wait", "--plot", "--buffer", "--help", "-h", "--bogus", "--", "-"]
 VALUES = ["0", "1", "99", "-1", "all", "cpus", "0-", "1-0", "x", "33", "auto", "push", "pull", "up", "1Q", "64M",
           "4k", "2m", "zz", "7f00-7f10", "anon", "dogs", "(", "0:1", "9:9", "copy", "bogus", "0.01", "1e9", "",
           "999999", "abc", str(os.getpid()), "/dev/shm/numamove-fuzz-missing", "/etc/hostname", "/", "/tmp/x.png"]

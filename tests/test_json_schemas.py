@@ -27,6 +27,7 @@ CASES: dict[str, tuple[list[str], str]] = {
     "bench": (["bench", "--size", "8M", "--repeats", "1", "--threads", "1,auto"], "bench"),
     "bench-dry-run": (["bench", "--dry-run"], "bench_dry_run"),
     "bench-buffer": (["bench", "--buffer", "--size", "8M", "--repeats", "1", "--threads", "1"], "bench_buffer"),
+    "bench-buffer-dry-run": (["bench", "--buffer", "--dry-run"], "bench_buffer_dry_run"),
     "calibrate": (["calibrate", "--budget", "3", "--size", "8M", "-q"], "calibrate"),
     "calibrate-dry-run": (["calibrate", "--dry-run"], "calibrate_dry_run"),
     "show": (["show", "{pid}"], "show"),
