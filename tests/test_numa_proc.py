@@ -533,3 +533,36 @@ def test_a_target_that_exits_mid_move_is_reported_not_a_crash() -> None:
         assert err.count("\n") == 1
     else:
         assert p.returncode == 0, err
+
+
+@pytest.mark.numa(nodes=2, guest="two")
+def test_fault_suite_kills_file_in_place_at_random_points() -> None:
+    """numamove file (in place) killed at random moments while a process maps the file: the mapper's bytes
+    survive every kill and the file's pages are on node 0 or 1."""
+    import random
+
+    rng = random.Random(4321)
+    path = "/dev/shm/numamove-fault-file"
+    if os.path.exists(path):
+        os.unlink(path)
+    faults = verified = 0
+    try:
+        with Workload("--size", "0", "--shm", path, "--shm-size", "32M", "--node", "0") as w:
+            to = 1
+            for _ in range(6):
+                sig = rng.choice([9, 2, 15])
+                p = subprocess.Popen([sys.executable, "-m", "numamove", "file", path, "--to", str(to), "-q"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                time.sleep(rng.uniform(0.2, 3.0))
+                p.send_signal(sig)
+                _, err = p.communicate(timeout=300)
+                faults += 1
+                assert p.returncode in (0, -9, 128 + sig, -sig), (p.returncode, err)
+                assert "Traceback" not in err
+                intact, _ = w.check()
+                assert intact, f"the mapper's bytes changed after signal {sig}"
+                verified += 32 << 20
+                to = 1 - to
+        print(f"fault suite (file in place, guest): {faults} faults injected, {verified} bytes verified, 0 lost")
+    finally:
+        os.unlink(path)
