@@ -164,3 +164,23 @@ def test_a_source_written_during_an_output_copy_is_caught(shm_file: str, monkeyp
     code, _, err = run("file", shm_file, "--to", "0", "--copy", "--output", out)
     assert code == 1 and "changed during the copy" in err, err
     assert not os.path.exists(out) and not leftovers(out)
+
+
+def test_metadata_that_cannot_be_set_is_reported_not_raised(shm_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An extended attribute the copy cannot take (EPERM, ENOTSUP): the copy is made, the report names what was
+    not kept, exit 0, no traceback."""
+    import errno
+
+    try:
+        os.setxattr(shm_file, "user.numamove", b"v")
+    except OSError:
+        pytest.skip("this tmpfs keeps no user extended attributes")
+
+    def refuse(*args: Any, **kw: Any) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "setxattr", refuse)
+    code, out, err = run("file", shm_file, "--to", "0", "--copy", "--json")
+    assert code == 0 and "Traceback" not in err
+    notes = json.loads(out)["copies"][0]["notes"]
+    assert notes == ["extended attribute user.numamove not kept (Operation not permitted)"]

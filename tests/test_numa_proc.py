@@ -566,3 +566,41 @@ def test_fault_suite_kills_file_in_place_at_random_points() -> None:
         print(f"fault suite (file in place, guest): {faults} faults injected, {verified} bytes verified, 0 lost")
     finally:
         os.unlink(path)
+
+
+@pytest.mark.numa(nodes=2, guest="two")
+def test_max_pause_sizes_each_page_size_from_its_own_probe() -> None:
+    """--max-pause times a small call per page size: 4 KiB batches are not sized from the huge-page
+    calls before them (that made them ~100x too small)."""
+    with Workload("--size", "16M", "--huge", "16M", "--node", "0") as w:
+        code, doc, _ = proc_json(str(w.pid), "--to", "1", "--max-pause", "50")
+        assert code == 0
+        sizes = [int(n.split(": ")[1].split()[0]) for n in doc["processes"][0]["notes"] if "--max-pause" in n]
+        assert len(sizes) >= 2, doc["processes"][0]["notes"]  # THP first (largest pages first), then 4 KiB
+        assert sizes[-1] >= 5 * sizes[0], sizes
+
+
+@pytest.mark.numa(nodes=2, guest="two")
+def test_a_full_destination_node_is_refused_before_anything_moves() -> None:
+    """Node 1 nearly full (another process holds its memory): one line naming the free and needed memory,
+    exit 1, nothing moved, every byte intact."""
+    from numamove.topology import read_topology
+
+    free = read_topology().nodes[1].mem_free
+    hog = max(0, free - (48 << 20))
+    filler = subprocess.Popen([sys.executable, "-c",
+                               "import mmap, sys, numa\nnuma.memory.set_membind_nodes(1)\n"
+                               f"m = mmap.mmap(-1, {hog}, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)\n"
+                               f"for o in range(0, {hog}, 4096):\n    m[o] = 1\n"
+                               "print('ready', flush=True)\nsys.stdin.read()\n"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert filler.stdout is not None and filler.stdout.readline().strip() == "ready"
+        with Workload("--size", "96M", "--node", "0") as w:
+            code, out, err = run("proc", str(w.pid), "--to", "1", "-q")
+            assert code == 1 and "free" in err and err.count("\n") == 1, err
+            assert where_range(w.pid, *w.anon) == {0}
+            assert w.check()[0]
+    finally:
+        filler.kill()
+        filler.wait()
