@@ -62,3 +62,9 @@ class BusyLoops:
 
     def __exit__(self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+def died_starting(returncode: int, stderr: str) -> bool:
+    """The interpreter was stopped by a signal while it started, before any numamove code ran (CPython:
+    "Fatal Python error: init_import_site ... KeyboardInterrupt", exit 1): nothing was done."""
+    return returncode == 1 and "Fatal Python error" in stderr and "KeyboardInterrupt" in stderr
