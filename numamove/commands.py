@@ -92,8 +92,8 @@ def timings_line(t: dict[str, float]) -> str:
             "(from numamove's import; the interpreter's own start-up comes before)")
 
 
-def finish(reports: list[Any], as_json: bool, doc: dict[str, Any]) -> None:
-    """Print migration reports (doc as JSON, or text) and exit 3 when any is partial."""
+def print_reports(reports: list[Any], as_json: bool, doc: dict[str, Any]) -> None:
+    """Migration reports on stdout: doc as JSON, or each report as text."""
     if as_json:
         emit_json(doc)
     else:
@@ -102,6 +102,11 @@ def finish(reports: list[Any], as_json: bool, doc: dict[str, Any]) -> None:
         for r in reports:
             for line in render_migration(r):
                 echo(line)
+
+
+def finish(reports: list[Any], as_json: bool, doc: dict[str, Any]) -> None:
+    """Print migration reports (doc as JSON, or text) and exit 3 when any is partial."""
+    print_reports(reports, as_json, doc)
     if any(r.partial for r in reports):
         sys.exit(EXIT_PARTIAL)
 
@@ -186,16 +191,9 @@ def proc_run(pids: tuple[str, ...], to_text: str, from_text: str | None, name: s
     spent = timings(reports, work_started)
     if verbose and not as_json:
         echo(timings_line(spent), err=True)
-    doc = {"dry_run": dry_run, "calibration": calibration.why, "timings": spent,
-           "targets": [o.to_json() for o in outcomes], "processes": [r.to_json() for r in reports]}
-    if as_json:
-        emit_json(doc)
-    else:
-        from .report import render_migration
-
-        for r in reports:
-            for line in render_migration(r):
-                echo(line)
+    print_reports(reports, as_json, {"dry_run": dry_run, "calibration": calibration.why, "timings": spent,
+                                     "targets": [o.to_json() for o in outcomes],
+                                     "processes": [r.to_json() for r in reports]})
     for o in outcomes:
         if o.error is not None:
             echo(f"numamove: {'warning' if o.outcome == 'skipped' else 'error'}: {o.error}", err=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -184,29 +186,33 @@ def test_public_copy_api() -> None:
         copy(dst, 42)
 
 
-def _shared_file(tmp: str, size: int) -> tuple[int, mmap.mmap]:
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    os.ftruncate(fd, size)
-    return fd, mmap.mmap(fd, size, mmap.MAP_SHARED)
-
-
-def test_copy_into_map_is_byte_exact_and_fills_the_file() -> None:
-    """The one-pass file copy (populate, copy, compare per piece) leaves the file equal to the source."""
-    size = 5 * (1 << 20) + 4096 * 3  # not a whole number of pieces
+@contextlib.contextmanager
+def _copy_pair(size: int) -> Iterator[tuple[int, bytes, int, int]]:
+    """(fd of a new /dev/shm file of size bytes, random source bytes, source address, the file's mapping
+    address), all released afterwards."""
     src = os.urandom(size)
     path = f"/dev/shm/numamove-test-cim-{os.getpid()}"
-    fd, m = _shared_file(path, size)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.ftruncate(fd, size)
+    m = mmap.mmap(fd, size, mmap.MAP_SHARED)
+    keep_s, saddr, _ = _native.buffer_address(src)
+    keep_d, daddr, _ = _native.buffer_address(m, writable=True)
     try:
-        keep_s, saddr, _ = _native.buffer_address(src)
-        keep_d, daddr, _ = _native.buffer_address(m, writable=True)
-        rep = _native.copy_into_map(daddr, saddr, size, 1 << 20, None, 2)
-        assert sum(w.bytes for w in rep.workers) == size and rep.threads == 2
-        assert os.pread(fd, size, 0) == src
+        yield fd, src, saddr, daddr
     finally:
         del keep_s, keep_d
         m.close()
         os.close(fd)
         os.unlink(path)
+
+
+def test_copy_into_map_is_byte_exact_and_fills_the_file() -> None:
+    """The one-pass file copy (populate, copy, compare per piece) leaves the file equal to the source."""
+    size = 5 * (1 << 20) + 4096 * 3  # not a whole number of pieces
+    with _copy_pair(size) as (fd, src, saddr, daddr):
+        rep = _native.copy_into_map(daddr, saddr, size, 1 << 20, None, 2)
+        assert sum(w.bytes for w in rep.workers) == size and rep.threads == 2
+        assert os.pread(fd, size, 0) == src
 
 
 @pytest.mark.parametrize("skip, threads_seen", [(1, 1), (0, 0)])
@@ -217,12 +223,7 @@ def test_copy_into_map_thread_failures(skip: int, threads_seen: int) -> None:
     from numamove.planner import Plan
 
     size = 3 << 20
-    src = os.urandom(size)
-    path = f"/dev/shm/numamove-test-cimf-{os.getpid()}"
-    fd, m = _shared_file(path, size)
-    try:
-        keep_s, saddr, _ = _native.buffer_address(src)
-        keep_d, daddr, _ = _native.buffer_address(m, writable=True)
+    with _copy_pair(size) as (fd, src, saddr, daddr):
         plan = Plan(0, 0, "push", "push", 0, (-1, -1), "group", 3, 768, 2, {})
         _native.fault_inject_thread_create(1, skip=skip)
         try:
@@ -233,11 +234,6 @@ def test_copy_into_map_thread_failures(skip: int, threads_seen: int) -> None:
         assert (why is None) == (threads_seen == 1), why
         assert rep.threads == 1 and sum(w.bytes for w in rep.workers) == size
         assert os.pread(fd, size, 0) == src
-    finally:
-        del keep_s, keep_d
-        m.close()
-        os.close(fd)
-        os.unlink(path)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
@@ -249,7 +245,9 @@ def test_copy_into_a_full_file_system_is_an_error_not_a_sigbus(tmp_path: Any) ->
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "none", mnt], check=True)
     try:
         size = 4 << 20
-        fd, m = _shared_file(os.path.join(mnt, "x"), size)
+        fd = os.open(os.path.join(mnt, "x"), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        os.ftruncate(fd, size)
+        m = mmap.mmap(fd, size, mmap.MAP_SHARED)
         src = bytes(size)
         keep_s, saddr, _ = _native.buffer_address(src)
         keep_d, daddr, _ = _native.buffer_address(m, writable=True)
