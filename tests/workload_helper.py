@@ -65,6 +65,8 @@ class BusyLoops:
 
 
 def died_starting(returncode: int, stderr: str) -> bool:
-    """The interpreter was stopped by a signal while it started, before any numamove code ran (CPython:
-    "Fatal Python error: init_import_site ... KeyboardInterrupt", exit 1): nothing was done."""
-    return returncode == 1 and "Fatal Python error" in stderr and "KeyboardInterrupt" in stderr
+    """A signal stopped the interpreter while it started or imported numamove, before numamove's main()
+    could handle it: CPython's own KeyboardInterrupt (exit 1 with "Fatal Python error" during site, or
+    killed by SIGINT during imports). Nothing was done then. One through numamove's main is not this."""
+    return (returncode in (1, -2) and stderr.rstrip().endswith("KeyboardInterrupt")
+            and "numamove/entry.py" not in stderr)
