@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-from typing import Any
 
 from .errors import NativeError, UsageError
+
+TYPE_CHECKING = False  # typing's own constant to mypy; importing typing costs start-up ~4 ms
+if TYPE_CHECKING:
+    from typing import Any
 
 try:
     from ._native_lib import ffi, lib  # type: ignore[import-not-found]

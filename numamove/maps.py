@@ -14,7 +14,6 @@ Which pages numamove hands to move_pages, and how:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from .errors import UsageError
@@ -117,6 +116,8 @@ def read_smaps(pid: int, proc: str = "/proc") -> list[Mapping]:
 
 def parse_range(text: str) -> tuple[int, int]:
     """--range START-END in hex (0x optional), END exclusive."""
+    import re
+
     m = re.match(r"^(?:0x)?([0-9a-fA-F]+)-(?:0x)?([0-9a-fA-F]+)$", text.strip())
     if not m:
         raise UsageError(f"invalid range '{text}': use START-END in hex, e.g. 7f0000000000-7f0040000000")

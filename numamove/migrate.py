@@ -15,7 +15,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from . import _native
 from .errors import Interrupted, InvalidNodeError, NativeError, NodeUnavailableError
@@ -23,7 +22,10 @@ from .planner import BASE_PAGE, Plan, make_plan
 from .proc import AccessError, NoSuchProcessError, ProcessError, Target
 from .scan import PageSet, collect
 
+TYPE_CHECKING = False  # typing's own constant to mypy; importing typing costs start-up ~4 ms
 if TYPE_CHECKING:
+    from typing import Any
+
     from .calibration import Loaded
     from .topology import Topology
 

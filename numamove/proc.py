@@ -8,13 +8,15 @@ migrates that address space once.
 from __future__ import annotations
 
 import os
-import re
-from typing import Any
 
 from .errors import NumamoveError, UsageError
+from .locks import BusyError, LockError, TargetLock  # noqa: F401 - numamove.proc's API
+
+TYPE_CHECKING = False  # typing's own constant to mypy; importing typing costs start-up ~4 ms
+if TYPE_CHECKING:
+    from typing import Any
 
 PF_KTHREAD = 0x00200000
-from .locks import BusyError, LockError, TargetLock  # noqa: E402,F401 - numamove.proc's API
 
 
 class ProcessError(NumamoveError):
@@ -105,6 +107,8 @@ def resolve_targets(pids: list[int], name: str | None = None) -> tuple[list[Targ
             continue
         asked.setdefault(tgid, []).append(pid)
     if name is not None:
+        import re
+
         import psutil
 
         try:

@@ -10,12 +10,14 @@ against sysfs: py-libnuma segfaults on an out-of-range node.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable
-from typing import Any
 
 from .errors import InvalidNodeError, TopologyError
 from .nodelist import format_list, parse_list
+
+TYPE_CHECKING = False  # typing's own constant to mypy; importing typing costs start-up ~4 ms
+if TYPE_CHECKING:
+    from typing import Any
 
 NODE_DIR = "sys/devices/system/node"
 
@@ -130,10 +132,10 @@ def _read(path: str) -> str:
 def _meminfo(path: str) -> tuple[int, int]:
     total = free = 0
     for line in _read(path).splitlines():
-        m = re.match(r"Node \d+ (MemTotal|MemFree):\s+(\d+) kB", line)
-        if m:
-            value = int(m.group(2)) * 1024
-            if m.group(1) == "MemTotal":
+        words = line.split()  # "Node 0 MemTotal:       24691728 kB"
+        if len(words) >= 4 and words[2] in ("MemTotal:", "MemFree:") and words[3].isdigit():
+            value = int(words[3]) * 1024
+            if words[2] == "MemTotal:":
                 total = value
             else:
                 free = value
