@@ -42,7 +42,13 @@ def guarded(run: Callable[[], None]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the command and turn every error into one line and an exit code."""
-    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return _dispatch(sys.argv[1:] if argv is None else list(argv))
+    except KeyboardInterrupt:  # ^C while a command's modules are still being imported
+        fail("interrupted", 130)
+
+
+def _dispatch(args: list[str]) -> int:
     if args[:1] == ["proc"] and not os.environ.get("_NUMAMOVE_COMPLETE"):
         from .fastargs import proc_params
 

@@ -68,3 +68,21 @@ def test_the_fast_path_does_not_import_click() -> None:
             "print('click' in sys.modules, rc)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.splitlines()[-1] == "False 0", out.stdout + out.stderr
+
+
+def test_ctrl_c_while_a_command_imports_its_modules_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGINT while main() imports the click CLI (or anything else) ends with one line and exit 130, no traceback."""
+    import builtins
+
+    from test_cli import run
+
+    real = builtins.__import__
+
+    def interrupted_import(name: str, *args: Any, **kw: Any) -> Any:
+        if name in ("cli", "numamove.cli") or (name == "" and args and "cli" in (args[2] or ())):
+            raise KeyboardInterrupt
+        return real(name, *args, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", interrupted_import)
+    code, out, err = run("nodes")
+    assert code == 130 and err == "numamove: error: interrupted\n", err
