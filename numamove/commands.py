@@ -9,6 +9,9 @@ so that both paths print the same words and exit with the same codes.
 
 from __future__ import annotations
 
+# the builtin under the signal module: the same calls, without building its Signals enum (~3 ms of every
+# run's start-up); the name of a signal that does arrive comes from signal, imported then
+import _signal  # type: ignore[import-not-found]  # noqa: I001 - no stub: the same calls as signal's
 import os
 import sys
 import time
@@ -18,6 +21,9 @@ from .errors import EXIT_FAILURE, EXIT_PARTIAL, Interrupted, NodeUnavailableErro
 TYPE_CHECKING = False  # typing's own constant to mypy; importing typing costs start-up ~4 ms
 if TYPE_CHECKING:
     from typing import Any
+
+
+_STOP_SIGNALS = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
 
 
 def echo(text: str, err: bool = False) -> None:
@@ -120,14 +126,9 @@ def proc_run(pids: tuple[str, ...], to_text: str, from_text: str | None, name: s
              as_json: bool) -> None:
     """`numamove proc` (see its --help in numamove.cli)."""
     from .maps import parse_only, parse_range
-    from .migrate import MoveOptions, TargetReport, migrate, progress_printer
     from .planner import parse_threads
     from .proc import (
-        NoSuchProcessError,
-        PidReusedError,
-        TargetLock,
         environment_warnings,
-        mems_allowed,
         resolve_targets,
     )
     from .topology import current_node, read_topology
@@ -155,11 +156,42 @@ def proc_run(pids: tuple[str, ...], to_text: str, from_text: str | None, name: s
         echo(f"auto: {calibration.why}", err=verbose and not dry_run)
     here = current_node(topo)
     allowed = frozenset(os.sched_getaffinity(0))
-    reports = []
+    reports: list[Any] = []
     outcomes = [Outcome(pid, "", "failed", exc) for pid, exc in unusable]
     work_started = time.perf_counter()
-    stopped: Interrupted | None = None
-    _raise_on_signals()
+    saved = _raise_on_signals()
+    try:
+        stopped = _run_targets(targets, outcomes, reports, topo, fixed_to, from_nodes, move_all, limit[0], policy,
+                               batch, max_pause, dry_run, calibration, range_list, kinds, here, allowed, wait,
+                               quiet, as_json, verbose)
+        spent = timings(reports, work_started)
+        if verbose and not as_json:
+            echo(timings_line(spent), err=True)
+        # the report is written whole: a signal now waits for it, then ends the run (exit 128+signal)
+        held = _signal.pthread_sigmask(_signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            print_reports(reports, as_json, {"dry_run": dry_run, "calibration": calibration.why, "timings": spent,
+                                             "targets": [o.to_json() for o in outcomes],
+                                             "processes": [r.to_json() for r in reports]})
+            for o in outcomes:
+                if o.error is not None:
+                    echo(f"numamove: {'warning' if o.outcome == 'skipped' else 'error'}: {o.error}", err=True)
+        finally:
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, held)
+    finally:
+        for sig, handler in saved.items():
+            _signal.signal(sig, handler)
+    sys.exit(stopped.exit_code if stopped is not None else exit_code(outcomes, reports))
+
+
+def _run_targets(targets: list[Any], outcomes: list[Outcome], reports: list[Any], topo: Any, fixed_to: int | None,
+                 from_nodes: frozenset[int] | None, move_all: bool, limit: int | None, policy: str, batch: int | None,
+                 max_pause: float | None, dry_run: bool, calibration: Any, range_list: Any, kinds: Any, here: int,
+                 allowed: frozenset[int], wait: bool, quiet: bool, as_json: bool, verbose: bool) -> Interrupted | None:
+    """Move each target in turn, appending its outcome (and report); the signal that stopped them, if any."""
+    from .migrate import MoveOptions, TargetReport, migrate, progress_printer
+    from .proc import NoSuchProcessError, PidReusedError, TargetLock, mems_allowed
+
     for t in targets:
         # one target's trouble never discards the others' work: each gets its own outcome
         try:
@@ -168,18 +200,17 @@ def proc_run(pids: tuple[str, ...], to_text: str, from_text: str | None, name: s
             if to not in mems_allowed(t.pid):
                 raise NodeUnavailableError(f"node {to} is outside the cpuset of PID {t.pid} "
                                            f"(Mems_allowed: {','.join(map(str, mems_allowed(t.pid)))})")
-            opts = MoveOptions(to, from_nodes, move_all, limit[0], policy, batch, max_pause, dry_run, calibration)
+            opts = MoveOptions(to, from_nodes, move_all, limit, policy, batch, max_pause, dry_run, calibration)
             with TargetLock(t.pid, wait=wait, start=t.start):
                 t.check_same()  # the lock is taken by PID: the same process still?
                 rep = migrate(t, topo, opts, range_list, kinds, here, allowed,
                               progress_printer(quiet or as_json))
         except Interrupted as exc:
             # within one batch of the signal: what moved is reported, the targets after are not touched
-            stopped = exc
             if isinstance(exc.report, TargetReport):
                 reports.append(exc.report)
             outcomes.append(Outcome(t.pid, t.name, "interrupted", exc))
-            break
+            return exc
         except (NoSuchProcessError, PidReusedError) as exc:
             outcomes.append(Outcome(t.pid, t.name, "skipped", exc))
             continue
@@ -191,30 +222,21 @@ def proc_run(pids: tuple[str, ...], to_text: str, from_text: str | None, name: s
         if verbose and not as_json:
             for p in rep.plans:
                 echo("plan: " + "; ".join(p.describe()), err=True)
-    spent = timings(reports, work_started)
-    if verbose and not as_json:
-        echo(timings_line(spent), err=True)
-    print_reports(reports, as_json, {"dry_run": dry_run, "calibration": calibration.why, "timings": spent,
-                                     "targets": [o.to_json() for o in outcomes],
-                                     "processes": [r.to_json() for r in reports]})
-    for o in outcomes:
-        if o.error is not None:
-            echo(f"numamove: {'warning' if o.outcome == 'skipped' else 'error'}: {o.error}", err=True)
-    sys.exit(stopped.exit_code if stopped is not None else exit_code(outcomes, reports))
+    return None
 
 
-def _raise_on_signals() -> None:
+def _raise_on_signals() -> dict[int, Any]:
     """SIGINT, SIGTERM and SIGHUP raise Interrupted wherever Python is; inside a move the C engine's own
-    handler takes over (numamove._native.stop_install) and numamove stops within one batch."""
-    # the builtin under the signal module: the same handlers, without building its Signals enum (~3 ms of
-    # every run's start-up); the name of a signal that does arrive comes from signal, imported then
-    import _signal  # type: ignore[import-not-found]  # no stub: the same calls as signal.signal
+    handler takes over (numamove._native.stop_install) and numamove stops within one batch. Returns the
+    handlers they replace, for the caller to put back."""
 
     def interrupted(signum: int, _frame: object) -> None:
         raise Interrupted(signum)
 
-    for sig in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP):
-        _signal.signal(sig, interrupted)
+    saved = {}
+    for sig in _STOP_SIGNALS:
+        saved[sig] = _signal.signal(sig, interrupted)
+    return saved
 
 
 class Outcome:

@@ -292,3 +292,27 @@ def test_a_reused_pid_is_skipped_never_moved(monkeypatch: pytest.MonkeyPatch) ->
     doc = json.loads(out)
     assert code == 1 and doc["processes"] == []
     assert doc["targets"][0]["outcome"] == "skipped" and "belongs to another process" in doc["targets"][0]["reason"]
+
+
+def test_a_signal_while_the_report_prints_leaves_it_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGINT while proc writes its report: the JSON is complete, then the run ends with 130; the caller's
+    own SIGINT handler is back afterwards."""
+    import signal
+
+    from workload_helper import Workload
+
+    import numamove.commands as commands
+
+    before = signal.getsignal(signal.SIGINT)
+    real = commands.print_reports
+
+    def interrupted_mid_print(*args: Any) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        real(*args)
+
+    monkeypatch.setattr(commands, "print_reports", interrupted_mid_print)
+    with Workload("--size", "4M") as w:
+        code, out, err = run("proc", str(w.pid), "--to", "0", "--json", "-q")
+    assert code == 130 and json.loads(out)["processes"][0]["pid"] == w.pid, err
+    assert "interrupted by SIGINT" in err and "Traceback" not in err
+    assert signal.getsignal(signal.SIGINT) is before
