@@ -298,6 +298,7 @@ def test_a_signal_while_the_report_prints_leaves_it_whole(monkeypatch: pytest.Mo
     """SIGINT while proc writes its report: the JSON is complete, then the run ends with 130; the caller's
     own SIGINT handler is back afterwards."""
     import signal
+    import threading
 
     from workload_helper import Workload
 
@@ -307,7 +308,9 @@ def test_a_signal_while_the_report_prints_leaves_it_whole(monkeypatch: pytest.Mo
     real = commands.print_reports
 
     def interrupted_mid_print(*args: Any) -> None:
-        os.kill(os.getpid(), signal.SIGINT)
+        # at the main thread, as ^C reaches numamove (one thread while it prints); os.kill would let any
+        # other thread of this test process take it
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
         real(*args)
 
     monkeypatch.setattr(commands, "print_reports", interrupted_mid_print)
