@@ -6,6 +6,7 @@ passes alive until the call returns.
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # signal's builtin: no enum to build
 import errno as _errno
 import os
 
@@ -373,16 +374,6 @@ class PageOut:
     def nodes(self) -> Any:
         return self.out.nodes
 
-    def append(self, start: int, length: int, page_size: int, node: int = NODE_UNKNOWN) -> int:
-        """Append every page of a range (no pagemap: our own mappings), all with one node value."""
-        while self.out.cap - self.out.count < -(-length // page_size):
-            self.grow()
-        o = self.out
-        n = lib.nm_fill_pages(ffi.cast("void *", start), length, page_size, o.pages + o.count, o.cap - o.count)
-        lib.nm_fill_int(o.nodes + o.count, n, node)
-        o.count += n
-        return int(n)
-
 
 class ScanContext:
     """pagemap (and kpageflags, the PFN -> node table, the zero pages' PFNs) for nm_scan_range."""
@@ -454,6 +445,10 @@ def renameat2(olddirfd: int, old: str, newdirfd: int, new: str, flags: int) -> N
     rc = lib.nm_renameat2(olddirfd, old.encode(), newdirfd, new.encode(), flags)
     if rc < 0:
         raise OSError(-rc, os.strerror(-rc), new)
+
+
+# the signals nm_stop_install() records (its C list), for Python code that holds them back or handles them
+STOP_SIGNALS: tuple[int, int, int] = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
 
 
 def stop_install() -> None:

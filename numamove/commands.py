@@ -23,9 +23,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-_STOP_SIGNALS = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
-
-
 def echo(text: str, err: bool = False) -> None:
     stream = sys.stderr if err else sys.stdout
     stream.write(text + "\n")
@@ -159,7 +156,9 @@ def proc_run(pids: tuple[str, ...], to_text: str, from_text: str | None, name: s
     reports: list[Any] = []
     outcomes = [Outcome(pid, "", "failed", exc) for pid, exc in unusable]
     work_started = time.perf_counter()
-    saved = _raise_on_signals()
+    from ._native import STOP_SIGNALS
+
+    saved = _raise_on_signals(STOP_SIGNALS)
     try:
         stopped = _run_targets(targets, outcomes, reports, topo, fixed_to, from_nodes, move_all, limit[0], policy,
                                batch, max_pause, dry_run, calibration, range_list, kinds, here, allowed, wait,
@@ -168,7 +167,7 @@ def proc_run(pids: tuple[str, ...], to_text: str, from_text: str | None, name: s
         if verbose and not as_json:
             echo(timings_line(spent), err=True)
         # the report is written whole: a signal now waits for it, then ends the run (exit 128+signal)
-        held = _signal.pthread_sigmask(_signal.SIG_BLOCK, _STOP_SIGNALS)
+        held = _signal.pthread_sigmask(_signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             print_reports(reports, as_json, {"dry_run": dry_run, "calibration": calibration.why, "timings": spent,
                                              "targets": [o.to_json() for o in outcomes],
@@ -225,7 +224,7 @@ def _run_targets(targets: list[Any], outcomes: list[Outcome], reports: list[Any]
     return None
 
 
-def _raise_on_signals() -> dict[int, Any]:
+def _raise_on_signals(signals: tuple[int, ...]) -> dict[int, Any]:
     """SIGINT, SIGTERM and SIGHUP raise Interrupted wherever Python is; inside a move the C engine's own
     handler takes over (numamove._native.stop_install) and numamove stops within one batch. Returns the
     handlers they replace, for the caller to put back."""
@@ -234,7 +233,7 @@ def _raise_on_signals() -> dict[int, Any]:
         raise Interrupted(signum)
 
     saved = {}
-    for sig in _STOP_SIGNALS:
+    for sig in signals:
         saved[sig] = _signal.signal(sig, interrupted)
     return saved
 

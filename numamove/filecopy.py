@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
 F_GETLEASE = getattr(fcntl, "F_GETLEASE", 1025)
-HELD_BACK = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _open_dir(path: str) -> int:
@@ -256,7 +255,7 @@ def _publish(dfd: int, ddir: int, dname: str, leased: int, st: os.stat_result, d
     """Give the unnamed copy its name: over output, or (leased >= 0: the original's descriptor,
     holding its write lease) exchanged with the original."""
     tmp = f".{dname}.numamove-{secrets.token_hex(6)}"
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_BACK)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _native.STOP_SIGNALS)
     try:
         try:
             os.link(f"/proc/self/fd/{dfd}", tmp, dst_dir_fd=ddir, follow_symlinks=True)

@@ -248,9 +248,7 @@ def _add_to(acc: list[int], pages: int, nbytes: int) -> None:
 
 
 def _add(d: dict[Any, list[int]], key: Any, nbytes: int, pages: int) -> None:
-    acc = d.setdefault(key, [0, 0])
-    acc[0] += pages
-    acc[1] += nbytes
+    _add_to(d.setdefault(key, [0, 0]), pages, nbytes)
 
 
 def _batch_size(n: int, threads: int, opts: MoveOptions, progress: Callable[[int, int], None] | None) -> int:
