@@ -201,23 +201,34 @@ def bench(src_text: str | None, dst_text: str | None, size_text: str, threads_te
 
 @cli.command()
 @click.argument("pids", metavar="[PID]...", nargs=-1)
+@click.option("--cgroup", metavar="PATH", help="A cgroup v2 group: its memory per node (memory.numa_stat).")
+@click.option("--unit", metavar="NAME", help="A systemd unit's group: its memory per node.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def show(pids: tuple[str, ...], as_json: bool) -> None:
-    """Show where each process's memory lives: per node, per kind of mapping, huge pages apart.
+def show(pids: tuple[str, ...], cgroup: str | None, unit: str | None, as_json: bool) -> None:
+    """Show where memory lives: each process's per node, per kind of mapping, huge pages apart;
+    a group's (--cgroup, --unit) per node and kind from its memory.numa_stat.
 
-    Like numastat -p, with --json. Kinds: anon, heap, stack, file, shm.
+    Like numastat -p, with --json. Kinds: anon, heap, stack, file, shm. A group
+    without the memory controller is counted from its processes' page tables.
 
     \b
     Examples:
       numamove show 1234
       numamove show $(pidof postgres) --json
+      numamove show --cgroup /system.slice/docker-ID.scope
+      numamove show --unit postgresql.service --json
     """
     from .nodelist import format_bytes
     from .proc import resolve_targets
     from .scan import collect
 
+    if cgroup is not None or unit is not None:
+        if pids or (cgroup is not None and unit is not None):
+            raise click.UsageError("give PIDs, --cgroup PATH or --unit NAME: one of them")
+        _show_group(cgroup, unit, as_json)
+        return
     if not pids:
-        raise click.UsageError("give at least one PID")
+        raise click.UsageError("give at least one PID, --cgroup PATH or --unit NAME")
     docs = []
     targets, bad = resolve_targets(parse_pids(pids))
     if bad:
@@ -249,6 +260,64 @@ def show(pids: tuple[str, ...], as_json: bool) -> None:
         emit_json({"processes": docs})
 
 
+GROUP_KINDS = ("anon", "anon_thp", "file", "shmem", "shmem_thp", "file_mapped", "kernel_stack")
+
+
+def _show_group(cgroup: str | None, unit: str | None, as_json: bool) -> None:
+    """`show --cgroup/--unit`: memory.numa_stat (cheap: the kernel keeps the counters), else the processes."""
+    from .cgroups import open_cgroup, unit_cgroup
+    from .nodelist import format_bytes
+
+    with open_cgroup(cgroup if cgroup is not None else unit_cgroup(unit or "")) as group:
+        procs = group.processes()
+        stat = group.numa_stat()
+        source = "memory.numa_stat"
+        if stat is None:
+            stat = _stat_from_processes([pid for pid, _ in procs])
+            source = "page tables (no memory controller on this group)"
+        nodes = sorted({n for row in stat.values() for n in row})
+        total = {n: stat.get("anon", {}).get(n, 0) + stat.get("file", {}).get(n, 0) for n in nodes}
+        mems = (group.read("cpuset.mems.effective") or "").strip() or None
+        doc = {"cgroup": group.rel, "mount": group.mount, "unit": unit, "source": source,
+               "processes": len(procs), "pids": sorted(pid for pid, _ in procs),
+               "cpuset_mems_effective": mems, "nodes": {str(n): total[n] for n in nodes},
+               "by_kind": {k: {str(n): v for n, v in sorted(row.items())} for k, row in stat.items()}}
+    if as_json:
+        emit_json(doc)
+        return
+    head = f"unit {unit} (cgroup {doc['cgroup']})" if unit else f"cgroup {doc['cgroup']}"
+    click.echo(f"{head}: {len(procs)} process(es), {format_bytes(sum(total.values()))} resident"
+               + (f", cpuset.mems.effective {mems}" if mems else "") + f" (from {source})")
+    click.echo(f"  {'kind':<14}" + "".join(f"{'node ' + str(n):>14}" for n in nodes))
+    for k in GROUP_KINDS:
+        if k in stat:
+            click.echo(f"  {k:<14}" + "".join(f"{format_bytes(stat[k].get(n, 0)):>14}" for n in nodes))
+    click.echo(f"  {'total':<14}" + "".join(f"{format_bytes(total[n]):>14}" for n in nodes)
+               + "   (anon + file)")
+
+
+def _stat_from_processes(pids: list[int]) -> dict[str, dict[int, int]]:
+    """anon/file/anon_thp per node summed over processes (shared pages counted once per process)."""
+    from .proc import ProcessError, resolve_targets
+    from .scan import collect
+
+    out: dict[str, dict[int, int]] = {"anon": {}, "file": {}, "anon_thp": {}}
+    targets, _bad = resolve_targets(pids)
+    for t in targets:
+        try:
+            counts = collect(t.pid).tally()
+        except ProcessError:
+            continue
+        for (st, kind, huge), (_pages, nbytes) in counts.items():
+            if st < 0:
+                continue
+            key = "file" if kind in ("file", "shm") else "anon"
+            out[key][st] = out[key].get(st, 0) + nbytes
+            if huge and key == "anon":
+                out["anon_thp"][st] = out["anon_thp"].get(st, 0) + nbytes
+    return out
+
+
 @cli.command()
 @click.argument("pids", metavar="[PID]...", nargs=-1)
 @click.option("--to", "to_text", required=True, metavar="NODE|cpus",
@@ -268,6 +337,15 @@ def show(pids: tuple[str, ...], as_json: bool) -> None:
                    "which amortises the call's fixed cost best].")
 @click.option("--max-pause", "max_pause", type=click.FloatRange(0.1, 60000), metavar="MS",
               help="Bound the time of one move_pages call (measured on a first small call).")
+@click.option("--rate", metavar="BYTES/s",
+              help="Bound the average migration rate of the whole run (e.g. 200M: 200 MiB/s; binary units).")
+@click.option("--cgroup", metavar="PATH",
+              help="Also every process in this cgroup v2 group and its subgroups (a path under the cgroup2 "
+                   "mount, or relative to it as /proc/PID/cgroup and docker inspect give it).")
+@click.option("--unit", metavar="NAME", help="Also every process of this systemd unit (service, scope, slice).")
+@click.option("--set-mems", is_flag=True,
+              help="With --cgroup/--unit: after the move, set the group's cpuset.mems to the destination "
+                   "(widened first if it excludes it), so the kernel finds nothing left to move.")
 @click.option("--wait", is_flag=True, help="Wait for another numamove migrating the same process.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and move nothing.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the plans and the reason for each choice.")
@@ -275,15 +353,23 @@ def show(pids: tuple[str, ...], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def proc(pids: tuple[str, ...], to_text: str, from_text: str | None, name: str | None,
          ranges: tuple[str, ...], only: str | None, move_all: bool, threads_text: str, policy: str,
-         batch: int | None, max_pause: float | None, wait: bool, dry_run: bool, verbose: bool, quiet: bool,
-         as_json: bool) -> None:
-    """Move the pages of running processes to a node, while they run.
+         batch: int | None, max_pause: float | None, rate: str | None, cgroup: str | None, unit: str | None,
+         set_mems: bool, wait: bool, dry_run: bool, verbose: bool, quiet: bool, as_json: bool) -> None:
+    """Move the pages of running processes, containers or services to a node, while they run.
 
     The multi-threaded replacement for numactl's migratepages: move_pages(2)
     runs in batches on threads pinned to the source node's CPUs (push) or the
     destination's (pull), as the seed patch plans its copy threads. Threads of
     one process share an address space, which is migrated once. Pages other
     processes map too (shared libraries, shared memory) are skipped unless --all.
+
+    With --cgroup or --unit, every process of the group is moved, one after
+    another by the same pinned threads; processes that appear meanwhile are
+    picked up (up to 5 rescans), processes that exit are reported as such. A
+    destination outside the group's cpuset.mems.effective is refused (exit 1)
+    unless --set-mems: then the pages move first and cpuset.mems is written
+    afterwards (the write's time is reported), instead of the kernel moving
+    them on one thread inside that write.
 
     \b
     Exit codes: 0 every requested page moved (or already there), 3 some pages
@@ -296,11 +382,13 @@ def proc(pids: tuple[str, ...], to_text: str, from_text: str | None, name: str |
       numamove proc --name 'postgres' --to 1 --from 0 --json
       numamove proc 1234 --to cpus --only anon,heap --dry-run
       numamove proc 1234 --to 1 --max-pause 20      # latency-sensitive workload
+      numamove proc --cgroup /system.slice/docker-ID.scope --to 1 --set-mems --max-pause 20
+      numamove proc --unit postgresql.service --to 1 --rate 200M   # in the background
     """
     from .commands import proc_run
 
     proc_run(pids, to_text, from_text, name, ranges, only, move_all, threads_text, policy, batch, max_pause,
-             wait, dry_run, verbose, quiet, as_json)
+             wait, dry_run, verbose, quiet, as_json, cgroup, unit, set_mems, rate)
 
 
 @cli.command(name="file")

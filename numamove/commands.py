@@ -120,7 +120,8 @@ def finish(reports: list[Any], as_json: bool, doc: dict[str, Any]) -> None:
 def proc_run(pids: tuple[str, ...], to_text: str, from_text: str | None, name: str | None,
              ranges: tuple[str, ...], only: str | None, move_all: bool, threads_text: str, policy: str,
              batch: int | None, max_pause: float | None, wait: bool, dry_run: bool, verbose: bool, quiet: bool,
-             as_json: bool) -> None:
+             as_json: bool, cgroup: str | None = None, unit: str | None = None, set_mems: bool = False,
+             rate: str | None = None) -> None:
     """`numamove proc` (see its --help in numamove.cli)."""
     from .maps import parse_only, parse_range
     from .planner import parse_threads
@@ -136,15 +137,93 @@ def proc_run(pids: tuple[str, ...], to_text: str, from_text: str | None, name: s
     range_list = [parse_range(r) for r in ranges] if ranges else None
     kinds = parse_only(only) if only else None
     pid_list = parse_pids(pids)
-    if not pid_list and name is None:
-        raise UsageError("give at least one PID or --name REGEX")
+    if cgroup is not None and unit is not None:
+        raise UsageError("give --cgroup or --unit, not both")
+    if set_mems and cgroup is None and unit is None:
+        raise UsageError("--set-mems hands a group over to the node: give --cgroup PATH or --unit NAME")
+    if not pid_list and name is None and cgroup is None and unit is None:
+        raise UsageError("give at least one PID, --name REGEX, --cgroup PATH or --unit NAME")
+    pacer = None
+    if rate is not None:
+        from .cgroups import parse_rate
+        from .migrate import Pacer
+
+        pacer = Pacer(parse_rate(rate))
     topo = read_topology()
     from_nodes = frozenset(topo.parse_nodes(from_text)) if from_text else None
     to_cpus = to_text.strip() == "cpus"
+    if to_cpus and (cgroup is not None or unit is not None):
+        raise UsageError("--to cpus is per process: with --cgroup or --unit, name the node")
     fixed_to = None if to_cpus else node_option(to_text, topo, "--to")
     if fixed_to is not None:
         topo.require(fixed_to, "--to", memory=True)
+    group = None
+    if cgroup is not None or unit is not None:
+        from .cgroups import open_cgroup, unit_cgroup
+
+        group = open_cgroup(cgroup if cgroup is not None else unit_cgroup(unit or ""))
+    try:
+        _proc_run(pid_list, name, group, unit, set_mems, pacer, topo, fixed_to, from_nodes, range_list, kinds,
+                  move_all, limit[0], policy, batch, max_pause, wait, dry_run, verbose, quiet, as_json,
+                  environment_warnings, resolve_targets, current_node)
+    finally:
+        if group is not None:
+            group.close()
+
+
+def _proc_run(pid_list: list[int], name: str | None, group: Any, unit: str | None, set_mems: bool, pacer: Any,
+              topo: Any, fixed_to: int | None, from_nodes: frozenset[int] | None, range_list: Any, kinds: Any,
+              move_all: bool, limit: int | None, policy: str, batch: int | None, max_pause: float | None,
+              wait: bool, dry_run: bool, verbose: bool, quiet: bool, as_json: bool, environment_warnings: Any,
+              resolve_targets: Any, current_node: Any) -> None:
+    from ._native import STOP_SIGNALS
+
     targets, unusable = resolve_targets(pid_list, name)
+    outcomes = [Outcome(pid, "", "failed", exc) for pid, exc in unusable]
+    saved = _raise_on_signals(STOP_SIGNALS)
+    try:
+        handover = None
+        if group is not None:
+            from .cgroups import Handover
+
+            assert fixed_to is not None
+            handover = Handover(group, fixed_to, set_mems, dry_run)
+            try:
+                # widening is a few quick writes: whole, or undone on a signal (nothing has moved yet)
+                _blocked(STOP_SIGNALS, handover.prepare)
+            except Interrupted:
+                _blocked(STOP_SIGNALS, handover.undo)
+                raise
+            _add_group_targets(group, targets, outcomes, resolve_targets)
+            if not targets and not outcomes:
+                _blocked(STOP_SIGNALS, handover.undo)
+                from .proc import NoSuchProcessError
+
+                raise NoSuchProcessError(f"cgroup {group.rel} has no processes")
+        _proc_move(targets, outcomes, group, unit, handover, pacer, topo, fixed_to, from_nodes, range_list, kinds,
+                   move_all, limit, policy, batch, max_pause, wait, dry_run, verbose, quiet, as_json,
+                   environment_warnings, resolve_targets, current_node)
+    finally:
+        for sig, handler in saved.items():
+            _signal.signal(sig, handler)
+
+
+def _blocked(signals: tuple[int, ...], fn: Any) -> None:
+    """fn() with signals held back; one that arrived meanwhile is delivered (raises) after it."""
+    held = _signal.pthread_sigmask(_signal.SIG_BLOCK, signals)
+    try:
+        fn()
+    finally:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, held)
+
+
+def _proc_move(targets: list[Any], outcomes: list[Outcome], group: Any, unit: str | None, handover: Any,
+               pacer: Any, topo: Any, fixed_to: int | None, from_nodes: frozenset[int] | None, range_list: Any,
+               kinds: Any, move_all: bool, limit: int | None, policy: str, batch: int | None,
+               max_pause: float | None, wait: bool, dry_run: bool, verbose: bool, quiet: bool, as_json: bool,
+               environment_warnings: Any, resolve_targets: Any, current_node: Any) -> None:
+    from ._native import STOP_SIGNALS
+
     if not quiet:
         for w in environment_warnings():
             echo(f"numamove: warning: {w}", err=True)
@@ -154,39 +233,143 @@ def proc_run(pids: tuple[str, ...], to_text: str, from_text: str | None, name: s
     here = current_node(topo)
     allowed = frozenset(os.sched_getaffinity(0))
     reports: list[Any] = []
-    outcomes = [Outcome(pid, "", "failed", exc) for pid, exc in unusable]
     work_started = time.perf_counter()
-    from ._native import STOP_SIGNALS
-
-    saved = _raise_on_signals(STOP_SIGNALS)
+    rescans = 0
+    appeared: list[int] = []
+    group_error: NumamoveError | None = None
+    run = (topo, fixed_to, from_nodes, move_all, limit, policy, batch, max_pause, dry_run, calibration,
+           range_list, kinds, here, allowed, wait, quiet, as_json, verbose, group, pacer)
+    stopped = _run_targets(targets, outcomes, reports, *run)
     try:
-        stopped = _run_targets(targets, outcomes, reports, topo, fixed_to, from_nodes, move_all, limit[0], policy,
-                               batch, max_pause, dry_run, calibration, range_list, kinds, here, allowed, wait,
-                               quiet, as_json, verbose)
-        spent = timings(reports, work_started)
-        if verbose and not as_json:
-            echo(timings_line(spent), err=True)
-        # the report is written whole: a signal now waits for it, then ends the run (exit 128+signal)
-        held = _signal.pthread_sigmask(_signal.SIG_BLOCK, STOP_SIGNALS)
-        try:
-            print_reports(reports, as_json, {"dry_run": dry_run, "calibration": calibration.why, "timings": spent,
-                                             "targets": [o.to_json() for o in outcomes],
-                                             "processes": [r.to_json() for r in reports]})
-            for o in outcomes:
-                if o.error is not None:
-                    echo(f"numamove: {'warning' if o.outcome == 'skipped' else 'error'}: {o.error}", err=True)
-        finally:
-            _signal.pthread_sigmask(_signal.SIG_SETMASK, held)
+        while group is not None and stopped is None:
+            # processes that appeared in the group during the move (forks, new tasks): a bounded rescan
+            fresh: list[Any] = []
+            _add_group_targets(group, fresh, outcomes, resolve_targets, {(t.pid, t.start) for t in targets})
+            if not fresh:
+                break
+            if rescans == RESCANS:
+                appeared = [t.pid for t in fresh]
+                break
+            rescans += 1
+            targets += fresh
+            stopped = _run_targets(fresh, outcomes, reports, *run)
+        if handover is not None and stopped is None:
+            try:
+                handover.finish()
+            except Interrupted:
+                raise
+            except NumamoveError as exc:
+                group_error = exc
+    except Interrupted as exc:
+        stopped = exc
+    spent = timings(reports, work_started)
+    if verbose and not as_json:
+        echo(timings_line(spent), err=True)
+    doc: dict[str, Any] = {"dry_run": dry_run, "calibration": calibration.why, "timings": spent}
+    if group is not None:
+        doc["cgroup"] = _group_json(group, unit, handover, rescans, appeared, reports, outcomes, pacer)
+    elif pacer is not None:
+        doc["rate"] = _rate_json(reports, pacer)
+    doc["targets"] = [o.to_json() for o in outcomes]
+    doc["processes"] = [r.to_json() for r in reports]
+    # the report is written whole: a signal now waits for it, then ends the run (exit 128+signal)
+    held = _signal.pthread_sigmask(_signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        print_reports(reports, as_json, doc)
+        if not as_json and group is not None:
+            for line in _group_lines(doc["cgroup"], handover):
+                echo(line)
+        elif not as_json and pacer is not None and len(reports) > 1:
+            r = doc["rate"]
+            echo(f"rate: {r['achieved_bytes_per_second'] / 2**20:.1f} MiB/s over the run "
+                 f"(--rate {r['limit_bytes_per_second'] / 2**20:.1f} MiB/s)")
+        for o in outcomes:
+            if o.error is not None:
+                echo(f"numamove: {'warning' if o.outcome == 'skipped' else 'error'}: {o.error}", err=True)
+        if appeared:
+            echo(f"numamove: warning: processes kept appearing in cgroup {group.rel} after {RESCANS} rescans: "
+                 f"{len(appeared)} not moved (PIDs {' '.join(map(str, appeared[:10]))})", err=True)
+        if group_error is not None:
+            echo(f"numamove: error: {group_error}", err=True)
     finally:
-        for sig, handler in saved.items():
-            _signal.signal(sig, handler)
-    sys.exit(stopped.exit_code if stopped is not None else exit_code(outcomes, reports))
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, held)
+    if stopped is not None:
+        sys.exit(stopped.exit_code)
+    code = exit_code(outcomes, reports)
+    if (group_error is not None or appeared) and code == 0:
+        code = EXIT_PARTIAL
+    sys.exit(code)
+
+
+RESCANS = 5  # rounds of picking up processes that appeared in a group while it was being moved
+
+
+def _add_group_targets(group: Any, targets: list[Any], outcomes: list[Outcome], resolve_targets: Any,
+                       seen: set[tuple[int, str]] | None = None) -> None:
+    """Append the group's processes not in targets (or in seen) to targets; one that exited between
+    the listing and the look is skipped, not failed."""
+    have = {t.pid for t in targets}
+    pids = [pid for pid, _sub in group.processes() if pid not in have]
+    found, bad = resolve_targets(pids)
+    from .proc import NoSuchProcessError
+
+    for pid, exc in bad:
+        if isinstance(exc, NoSuchProcessError):
+            if seen is None:
+                outcomes.append(Outcome(pid, "", "skipped", exc))
+        else:
+            outcomes.append(Outcome(pid, "", "failed", exc))
+    for t in found:
+        if seen is not None and (t.pid, t.start) in seen:
+            continue
+        t.in_group = True
+        targets.append(t)
+
+
+def _rate_json(reports: list[Any], pacer: Any) -> dict[str, Any]:
+    moved = sum(r.moved[1] for r in reports)
+    secs = sum(r.seconds for r in reports)
+    return {"limit_bytes_per_second": pacer.rate, "achieved_bytes_per_second": moved / secs if secs > 0 else 0.0,
+            "slept_seconds": pacer.slept}
+
+
+def _group_json(group: Any, unit: str | None, handover: Any, rescans: int, appeared: list[int],
+                reports: list[Any], outcomes: list[Outcome], pacer: Any) -> dict[str, Any]:
+    moved = sum(r.moved[1] for r in reports)
+    secs = sum(r.seconds for r in reports)
+    return {"path": group.rel, "mount": group.mount, "unit": unit,
+            "processes": sum(1 for o in outcomes if o.outcome in ("moved", "interrupted")),
+            "exited": sum(1 for o in outcomes if o.outcome == "skipped"),
+            "failed": sum(1 for o in outcomes if o.outcome == "failed"),
+            "rescans": rescans, "appeared_not_moved": appeared,
+            "moved_bytes": moved, "move_seconds": secs,
+            "achieved_bytes_per_second": moved / secs if secs > 0 else 0.0,
+            "max_call_ms": max((r.max_call_ms for r in reports), default=0.0),
+            "rate": _rate_json(reports, pacer) if pacer is not None else None,
+            "cpuset": handover.to_json() if handover is not None else None}
+
+
+def _group_lines(g: dict[str, Any], handover: Any) -> list[str]:
+    from .nodelist import format_bytes
+
+    head = f"unit {g['unit']} (cgroup {g['path']})" if g["unit"] else f"cgroup {g['path']}"
+    lines = [f"{head}: {g['processes']} process(es) moved, {g['exited']} exited, {g['failed']} failed; "
+             f"{format_bytes(g['moved_bytes'])} in {g['move_seconds']:.3f} s "
+             f"({format_bytes(g['achieved_bytes_per_second'])}/s), longest move_pages call {g['max_call_ms']:.1f} ms"
+             + (f"; {g['rescans']} rescan(s) for new processes" if g["rescans"] else "")]
+    if g["rate"] is not None:
+        lines.append(f"  rate: {format_bytes(g['rate']['achieved_bytes_per_second'])}/s achieved "
+                     f"(--rate {format_bytes(g['rate']['limit_bytes_per_second'])}/s)")
+    if handover is not None:
+        lines += ["  " + line for line in handover.summary()]
+    return lines
 
 
 def _run_targets(targets: list[Any], outcomes: list[Outcome], reports: list[Any], topo: Any, fixed_to: int | None,
                  from_nodes: frozenset[int] | None, move_all: bool, limit: int | None, policy: str, batch: int | None,
                  max_pause: float | None, dry_run: bool, calibration: Any, range_list: Any, kinds: Any, here: int,
-                 allowed: frozenset[int], wait: bool, quiet: bool, as_json: bool, verbose: bool) -> Interrupted | None:
+                 allowed: frozenset[int], wait: bool, quiet: bool, as_json: bool, verbose: bool, group: Any = None,
+                 pacer: Any = None) -> Interrupted | None:
     """Move each target in turn, appending its outcome (and report); the signal that stopped them, if any."""
     from .migrate import MoveOptions, TargetReport, migrate, progress_printer
     from .proc import NoSuchProcessError, PidReusedError, TargetLock, mems_allowed
@@ -195,11 +378,16 @@ def _run_targets(targets: list[Any], outcomes: list[Outcome], reports: list[Any]
         # one target's trouble never discards the others' work: each gets its own outcome
         try:
             t.check_same()
+            if t.in_group and not group.contains(t.pid):
+                outcomes.append(Outcome(t.pid, t.name, "skipped", NoSuchProcessError(
+                    f"PID {t.pid} ({t.name}) left cgroup {group.rel} before it was moved: not moved")))
+                continue
             to = fixed_to if fixed_to is not None else node_of_cpus(t.pid, topo)
             if to not in mems_allowed(t.pid):
                 raise NodeUnavailableError(f"node {to} is outside the cpuset of PID {t.pid} "
                                            f"(Mems_allowed: {','.join(map(str, mems_allowed(t.pid)))})")
-            opts = MoveOptions(to, from_nodes, move_all, limit, policy, batch, max_pause, dry_run, calibration)
+            opts = MoveOptions(to, from_nodes, move_all, limit, policy, batch, max_pause, dry_run, calibration,
+                               pacer)
             with TargetLock(t.pid, wait=wait, start=t.start):
                 t.check_same()  # the lock is taken by PID: the same process still?
                 rep = migrate(t, topo, opts, range_list, kinds, here, allowed,

@@ -31,6 +31,10 @@ PROC_OPTIONS: dict[str, tuple[str, Any]] = {
     "--policy": ("policy", POLICIES),
     "--batch": ("batch", (int, 1, 1 << 24)),
     "--max-pause": ("max_pause", (float, 0.1, 60000.0)),
+    "--rate": ("rate", TEXT),
+    "--cgroup": ("cgroup", TEXT),
+    "--unit": ("unit", TEXT),
+    "--set-mems": ("set_mems", FLAG),
     "--wait": ("wait", FLAG),
     "--dry-run": ("dry_run", FLAG),
     "-v": ("verbose", FLAG),
@@ -42,6 +46,7 @@ PROC_OPTIONS: dict[str, tuple[str, Any]] = {
 PROC_DEFAULTS: dict[str, Any] = {
     "pids": (), "to_text": None, "from_text": None, "name": None, "ranges": (), "only": None,
     "move_all": False, "threads_text": "auto", "policy": "auto", "batch": None, "max_pause": None,
+    "rate": None, "cgroup": None, "unit": None, "set_mems": False,
     "wait": False, "dry_run": False, "verbose": False, "quiet": False, "as_json": False,
 }
 

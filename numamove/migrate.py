@@ -53,12 +53,12 @@ class MoveOptions:
     """What to move where, and how (see `numamove proc --help`)."""
 
     __slots__ = ("to", "from_nodes", "move_all", "limit", "policy", "batch", "max_pause_ms", "dry_run",
-                 "calibration")
+                 "calibration", "pacer")
 
     def __init__(self, to: int, from_nodes: frozenset[int] | None = None, move_all: bool = False,
                  limit: int | None = None, policy: str = "auto", batch: int | None = None,
                  max_pause_ms: float | None = None, dry_run: bool = False,
-                 calibration: Loaded | None = None) -> None:
+                 calibration: Loaded | None = None, pacer: Pacer | None = None) -> None:
         self.to = to
         self.from_nodes = from_nodes
         self.move_all = move_all
@@ -68,11 +68,58 @@ class MoveOptions:
         self.max_pause_ms = max_pause_ms
         self.dry_run = dry_run
         self.calibration = calibration  # what policy/threads auto follow
+        self.pacer = pacer  # --rate: one pacer shared by every target of the run
 
     def replace(self, **changes: Any) -> MoveOptions:
         kw = {k: getattr(self, k) for k in self.__slots__}
         kw.update(changes)
         return MoveOptions(**kw)
+
+
+class Pacer:
+    """--rate: the average migration rate of a whole run stays at or below rate bytes/s.
+
+    Pages go to the kernel in rounds of about PERIOD seconds' worth at the rate; after each round the
+    caller sleeps until the bytes handed over so far, at the rate, would have taken the time since the
+    first round began (also after the last round, so the average never exceeds the rate). One pacer
+    serves every process of a run, so a group's processes share the budget.
+    """
+
+    PERIOD = 0.05
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.started: float | None = None
+        self.bytes = 0
+        self.slept = 0.0
+
+    def round_entries(self, page_size: int) -> int:
+        """Pages per round for this page size (at least one)."""
+        if self.started is None:
+            self.started = time.perf_counter()
+        return max(1, int(self.rate * self.PERIOD) // page_size)
+
+    def account(self, nbytes: int) -> None:
+        """nbytes were handed to the kernel: wait until the average is back at the rate (a stop signal
+        ends the wait within 20 ms)."""
+        if self.started is None:
+            self.started = time.perf_counter()
+        self.bytes += nbytes
+        due = self.started + self.bytes / self.rate
+        while True:
+            left = due - time.perf_counter()
+            if left <= 0 or _native.stop_signal():
+                return
+            nap = min(left, 0.02)
+            time.sleep(nap)
+            self.slept += nap
+
+    def achieved(self) -> float:
+        """Bytes per second handed to the kernel since the first round."""
+        if self.started is None:
+            return 0.0
+        spent = time.perf_counter() - self.started
+        return self.bytes / spent if spent > 0 else 0.0
 
 
 def _pb(v: list[int]) -> dict[str, int]:
@@ -103,6 +150,7 @@ class TargetReport:
         self.queried = 0  # pages whose node a move_pages query supplied (no PFN)
         self.workers: list[dict[str, Any]] = []
         self.notes: list[str] = []
+        self.rate_limit: float | None = None  # --rate, bytes/s
 
     @property
     def gbps(self) -> float:
@@ -127,6 +175,8 @@ class TargetReport:
             "move_pages_calls": self.batches, "max_call_ms": self.max_call_ms,
             "seconds": self.seconds, "bookkeeping_seconds": self.bookkeeping, "gbps": self.gbps,
             "pages_located_by_query": self.queried,
+            "rate_limit_bytes_per_second": self.rate_limit,
+            "achieved_bytes_per_second": self.moved[1] / self.seconds if self.seconds > 0 else 0.0,
             "workers": self.workers, "notes": self.notes,
         }
 
@@ -159,6 +209,7 @@ def move_pageset(target: Target, ps: PageSet, topo: Topology, opts: MoveOptions,
     """
     t0 = time.perf_counter()
     rep = TargetReport(target, opts.to, dry_run=opts.dry_run)
+    rep.rate_limit = opts.pacer.rate if opts.pacer is not None else None
     rep.skipped_mappings = ps.skipped
     rep.queried = ps.queried
     classes = [(c, dict(_native.tally(c.nodes, c.count))) for c in ps.ordered()]
@@ -199,7 +250,7 @@ def move_pageset(target: Target, ps: PageSet, topo: Topology, opts: MoveOptions,
                 continue
             status = _native.raw_new("int[]", n)
             tm = time.perf_counter()
-            _run_batches(target.pid, pages, n, plan, flags, opts, rep, progress, status)
+            _run_batches(target.pid, pages, n, size, plan, flags, opts, rep, progress, status)
             rep.seconds += time.perf_counter() - tm
             _account(rep, status, n, size, opts, src)
             if _native.stop_signal():
@@ -263,28 +314,38 @@ def _batch_size(n: int, threads: int, opts: MoveOptions, progress: Callable[[int
     return opts.batch or (max(512, -(-share // 20)) if progress else max(1, -(-share // 4)))
 
 
-def _run_batches(pid: int, pages: Any, n: int, plan: Plan, flags: int, opts: MoveOptions,
+def _run_batches(pid: int, pages: Any, n: int, page_size: int, plan: Plan, flags: int, opts: MoveOptions,
                  rep: TargetReport, progress: Callable[[int, int], None] | None, status: Any) -> None:
     """Move pages[0..n) in rounds of threads x batch entries, statuses into status[0..n);
-    retry busy pages, and pages a cut-short call left on their node, on one thread."""
+    retry busy pages, and pages a cut-short call left on their node, on one thread.
+    With --rate, rounds are the pacer's and each is followed by its wait."""
     batch = _batch_size(n, plan.threads, opts, progress)
     target = _native.raw_new("int[]", n)
     _native.fill_int(target, n, plan.dst)
+    pacer = opts.pacer
     k = 0
     if opts.max_pause_ms is not None and n:
         # time one small call, then size batches so one call stays within the pause budget
-        probe = min(n, 64)
+        probe = min(n, 64 if page_size == BASE_PAGE else 4)
         res = _call(pid, pages, 0, probe, plan, flags, probe, rep, status, target)
         per_entry = max(w.max_call_ns for w in res.workers) / 1e6 / probe
         batch = max(1, int(opts.max_pause_ms * 0.8 / per_entry)) if per_entry > 0 else batch
         rep.notes.append(f"--max-pause {opts.max_pause_ms:g} ms: {batch} entries per move_pages call")
         k = probe
+        if pacer is not None:
+            pacer.account(probe * page_size)
     while k < n:
         # one nm_move over everything lets threads share out the batches; a progress bar needs
         # nm_move to return now and then
         m = n - k if progress is None else min(n - k, batch * plan.threads)
-        _call(pid, pages, k, m, plan, flags, batch, rep, status, target)
+        b = batch
+        if pacer is not None:
+            m = min(m, pacer.round_entries(page_size))
+            b = min(batch, -(-m // plan.threads))
+        _call(pid, pages, k, m, plan, flags, b, rep, status, target)
         k += m
+        if pacer is not None:
+            pacer.account(m * page_size)
         if progress:
             progress(k, n)
         if _native.stop_signal():
@@ -300,6 +361,8 @@ def _run_batches(pid: int, pages: Any, n: int, plan: Plan, flags: int, opts: Mov
         res_status = _native.raw_new("int[]", m)
         _call(pid, sub, 0, m, one, flags, batch, rep, res_status, target)
         _native.scatter(status, idx, res_status, m)
+        if pacer is not None:
+            pacer.account(m * page_size)
 
 
 def _call(pid: int, pages: Any, k: int, m: int, plan: Plan, flags: int, batch: int,

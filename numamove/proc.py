@@ -43,7 +43,7 @@ class Target:
     """A process to migrate: its thread-group leader, the PIDs/TIDs named that share its address
     space, and its start time (a PID reused by another process has another one)."""
 
-    __slots__ = ("pid", "name", "cmdline", "asked", "start")
+    __slots__ = ("pid", "name", "cmdline", "asked", "start", "in_group")
 
     def __init__(self, pid: int, name: str, cmdline: str, asked: tuple[int, ...], start: str = "") -> None:
         self.pid = pid
@@ -51,6 +51,7 @@ class Target:
         self.cmdline = cmdline
         self.asked = asked
         self.start = start
+        self.in_group = False  # found in --cgroup/--unit's group: moved only while it is still there
 
     def check_same(self) -> None:
         """Raise PidReusedError if the PID now belongs to another process, NoSuchProcessError if to none."""

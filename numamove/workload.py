@@ -5,6 +5,9 @@ shared-memory file, fills it with a known pattern, and keeps reading it on a
 background thread while it waits for commands on stdin, one per line:
 
     check   -> "ok <crc> <reads>" if every byte is intact, else "bad <crc>"
+    pause   -> "pause <ms>": the longest gap between two consecutive reads of its memory since
+               the last `pause` (or the start), in milliseconds; the stall a migration caused
+               shows here (an idle pass sleeps 10 ms, so ~10 ms is the floor)
     quit    -> exits
 
 Its first line on stdout is "ready <pid> <anon_start> <anon_len> <huge_start> <huge_len>"
@@ -69,6 +72,7 @@ class Workload:
         self.regions = [r for r in (self.anon, self.huge_raw, self.shm) if r is not None]
         self.crc = self.checksum()
         self.reads = 0
+        self.max_gap = 0.0
         self.stop = False
         self.reader = threading.Thread(target=self._read_forever, daemon=True)
         self.reader.start()
@@ -82,10 +86,16 @@ class Workload:
     def _read_forever(self) -> None:
         # keep touching the memory so the test sees the workload run during the migration,
         # with a pause per pass so that it does not take a whole CPU from the migration
+        clock = time.perf_counter
+        last = clock()
         while not self.stop:
             for r in self.regions:
                 for off in range(0, len(r), 1 << 20):
                     _ = r[off]
+                    now = clock()
+                    if now - last > self.max_gap:  # `pause` resets max_gap to 0
+                        self.max_gap = now - last
+                    last = now
             self.reads += 1
             time.sleep(0.01)
 
@@ -114,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         if cmd == "check":
             crc = w.checksum()
             print(f"{'ok' if crc == w.crc else 'bad'} {crc:x} {w.reads}", flush=True)
+        elif cmd == "pause":
+            print(f"pause {w.max_gap * 1e3:.2f}", flush=True)
+            w.max_gap = 0.0
         elif cmd == "quit":
             break
     w.stop = True

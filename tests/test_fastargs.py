@@ -17,7 +17,8 @@ from numamove.fastargs import PROC_DEFAULTS, PROC_OPTIONS, proc_params
 TOKENS = [*PROC_OPTIONS, "--help", "-h", "--", "-", "-qv", "--bogus", "--to=1", "--to=", "--batch=0", "--batch=5",
           "--max-pause=0.05", "--max-pause=20", "--policy=pull", "--json=1", "123", "4567", "abc", "", "0", "1",
           "-1", "+3", " 7", "1_0", "1.5", "1e3", "0x10", "push", "pull", "up", "auto", "0-1", "7f00-7f10",
-          "anon,heap", "cpus", "16777217", "60001", "0.1", "٣"]
+          "anon,heap", "cpus", "16777217", "60001", "0.1", "٣", "200M", "--rate=1Q", "/system.slice/x.service",
+          "--cgroup=/a", "nginx.service"]
 
 
 def click_params(argv: list[str]) -> dict[str, Any] | None:
@@ -44,6 +45,8 @@ def test_fast_parse_equals_clicks_wherever_it_parses(argv: list[str]) -> None:
     ["123", "--to", "1"], ["--to=1", "123", "456", "-q", "--json"], ["1", "--to", "0", "--range", "a-b", "--range=c-d"],
     ["1", "--to", "1", "--batch", "64", "--max-pause", "20", "--policy", "pull", "--threads", "2", "-v"],
     ["--name", "postgres", "--to", "cpus", "--from", "0,2", "--only", "anon", "--all", "--wait", "--dry-run"],
+    ["--cgroup", "/system.slice/docker-1.scope", "--to", "1", "--set-mems", "--max-pause", "20", "--json"],
+    ["--unit", "nginx.service", "--to", "1", "--rate", "200M"],
 ])
 def test_common_command_lines_take_the_fast_path(argv: list[str]) -> None:
     """The forms operators type every day never need click, and match it."""

@@ -10,9 +10,12 @@ from types import TracebackType
 class Workload:
     """A running numamove.workload child; `check()` asks it to verify its own bytes."""
 
-    def __init__(self, *args: str) -> None:
-        self.p = subprocess.Popen([sys.executable, "-m", "numamove.workload", *args],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    def __init__(self, *args: str, cgroup: str | None = None) -> None:
+        cmd = [sys.executable, "-m", "numamove.workload", *args]
+        if cgroup is not None:
+            # join the group before the interpreter starts, so every page it allocates is charged there
+            cmd = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', cgroup, *cmd]
+        self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.p.stdout is not None
         line = self.p.stdout.readline().split()
         assert line and line[0] == "ready", f"workload did not start: {line}"
@@ -27,6 +30,15 @@ class Workload:
         self.p.stdin.flush()
         word, _crc, reads = self.p.stdout.readline().split()
         return word == "ok", int(reads)
+
+    def pause_ms(self) -> float:
+        """The longest gap between two of its reads since the last call (or its start), in ms."""
+        assert self.p.stdin is not None and self.p.stdout is not None
+        self.p.stdin.write("pause\n")
+        self.p.stdin.flush()
+        word, ms = self.p.stdout.readline().split()
+        assert word == "pause"
+        return float(ms)
 
     def close(self) -> None:
         if self.p.poll() is None:
@@ -51,6 +63,15 @@ class BusyLoops:
                       for c in cpus]
         for p in self.procs:
             assert p.stdout is not None and p.stdout.readline() == b"x\n", "busy loop did not start"
+
+    def pause_ms(self) -> float:
+        """The longest gap between two of its reads since the last call (or its start), in ms."""
+        assert self.p.stdin is not None and self.p.stdout is not None
+        self.p.stdin.write("pause\n")
+        self.p.stdin.flush()
+        word, ms = self.p.stdout.readline().split()
+        assert word == "pause"
+        return float(ms)
 
     def close(self) -> None:
         for p in self.procs:

@@ -1,0 +1,228 @@
+"""cgroup and systemd unit targets, --rate, on the host (one node): parsing, resolution, errors.
+
+Moving a group's pages between nodes, the cpuset hand-over and --rate's accuracy are tested in
+the two-node guest (tests/test_numa_cgroup.py). The guest has no systemd: `--unit` resolution is
+tested here against a stand-in `systemctl` on PATH that answers `systemctl show` as systemd does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_cli import run
+from workload_helper import Workload
+
+from numamove import cgroups
+from numamove.cgroups import Cgroup, CgroupError, parse_rate, unit_cgroup
+from numamove.errors import NumamoveError, UsageError
+from numamove.migrate import Pacer
+
+
+def test_mountinfo_escapes_are_decoded() -> None:
+    """A mount point with a space (\\040 in mountinfo) is read back as the real path."""
+    assert cgroups._unescape(r"/mnt/with\040space") == "/mnt/with space"
+    assert cgroups._unescape("/sys/fs/cgroup") == "/sys/fs/cgroup"
+
+
+def test_numa_stat_is_parsed_per_kind_and_node(tmp_path: Path) -> None:
+    """memory.numa_stat's "kind N0=.. N1=.." lines become kind -> node -> bytes (a directory stands in for
+    the group: parsing only)."""
+    (tmp_path / "memory.numa_stat").write_text("anon N0=4096 N1=8192\nfile N0=0 N1=12288\nanon_thp N0=0 N1=0\n")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    with Cgroup(fd, "/x", str(tmp_path)) as g:
+        assert g.numa_stat() == {"anon": {0: 4096, 1: 8192}, "file": {0: 0, 1: 12288}, "anon_thp": {0: 0, 1: 0}}
+        assert g.read("cpuset.mems.effective") is None
+
+
+@pytest.mark.parametrize("text,want", [("200M", 200 << 20), ("1.5G", 3 << 29), ("200MiB/s", 200 << 20),
+                                       ("4096", 4096)])
+def test_rate_parses_binary_units(text: str, want: int) -> None:
+    """--rate takes sizes per second in binary units, with or without /s."""
+    assert parse_rate(text) == want
+
+
+@pytest.mark.parametrize("text", ["0", "1Q", "", "-5M", "fast"])
+def test_bad_rate_is_a_usage_error(text: str) -> None:
+    """--rate 0 or 1Q can never work: a usage error."""
+    with pytest.raises(UsageError, match="--rate"):
+        parse_rate(text)
+
+
+def test_pacer_never_exceeds_the_rate() -> None:
+    """After each round the pacer waits until the bytes handed over, at the rate, would have taken the time
+    spent: 5 rounds of 1 MiB at 20 MiB/s take at least 250 ms (sleep never returns early)."""
+    p = Pacer(20 << 20)
+    t0 = time.perf_counter()
+    assert p.round_entries(4096) == int((20 << 20) * Pacer.PERIOD) // 4096
+    for _ in range(5):
+        p.account(1 << 20)
+    assert time.perf_counter() - t0 >= 0.25
+    assert p.achieved() <= 20 << 20
+
+
+# --------------------------------------------------------------------------- systemctl stand-in
+
+
+@pytest.fixture
+def systemctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stand-in `systemctl` first on PATH. It answers `show --property=... -- UNIT` like systemd does:
+    for units listed in its table, their properties; for others LoadState=not-found and no group."""
+    table = tmp_path / "units"
+    table.write_text("")
+    script = tmp_path / "bin" / "systemctl"
+    script.parent.mkdir()
+    script.write_text(f"""#!/bin/sh
+[ "$1" = show ] || exit 1
+unit=$(eval echo \\${{$#}})
+echo "$*" >> {tmp_path}/calls
+line=$(grep "^$unit " {table})
+if [ -z "$line" ]; then printf 'LoadState=not-found\\nActiveState=inactive\\nControlGroup=\\n'; exit 0; fi
+set -- $line
+printf 'LoadState=loaded\\nActiveState=%s\\nControlGroup=%s\\n' "$2" "$3"
+""")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{script.parent}:{os.environ['PATH']}")
+    return table
+
+
+def test_unit_resolves_to_its_control_group(systemctl: Path) -> None:
+    """`--unit nginx.service` is the ControlGroup systemctl shows for it, asked with `--` before the name."""
+    systemctl.write_text("nginx.service active /system.slice/nginx.service\n")
+    assert unit_cgroup("nginx.service") == "/system.slice/nginx.service"
+    calls = (systemctl.parent / "calls").read_text()
+    assert "-- nginx.service" in calls
+
+
+def test_unknown_unit_is_a_usage_error(systemctl: Path) -> None:
+    """A unit systemd does not know: exit 2 (CgroupError is a usage error)."""
+    with pytest.raises(CgroupError, match="no such systemd unit: nosuch.service"):
+        unit_cgroup("nosuch.service")
+
+
+def test_stopped_unit_has_no_group(systemctl: Path) -> None:
+    """A unit that exists but is not running has no group: a failure (exit 1), not a usage error."""
+    systemctl.write_text("idle.service inactive\n")
+    with pytest.raises(NumamoveError, match="idle.service is inactive") as exc:
+        unit_cgroup("idle.service")
+    assert not isinstance(exc.value, UsageError)
+
+
+@pytest.mark.parametrize("name", ["-x", "a/b", "a b", ""])
+def test_malformed_unit_names_never_reach_systemctl(systemctl: Path, name: str) -> None:
+    """An option-like or path-like unit name is refused before systemctl runs."""
+    with pytest.raises(CgroupError, match="invalid --unit"):
+        unit_cgroup(name)
+    assert not (systemctl.parent / "calls").exists()
+
+
+def test_unit_without_systemctl(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No systemctl on PATH: one line saying --cgroup can name the group instead."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(CgroupError, match="needs systemctl"):
+        unit_cgroup("x.service")
+
+
+# --------------------------------------------------------------------------- real groups on this host
+
+
+def _cgroup2() -> str | None:
+    try:
+        return cgroups.cgroup2_mount()
+    except (CgroupError, OSError):
+        return None
+
+
+@pytest.fixture
+def group() -> Iterator[tuple[str, str]]:
+    """A fresh cgroup v2 group on this host: (its path relative to the mount, its directory)."""
+    mount = _cgroup2()
+    if mount is None or not os.access(mount, os.W_OK):
+        pytest.skip("needs a writable cgroup v2 mount (root); the guest tests cover groups too")
+    rel = f"/numamove-test-{uuid.uuid4().hex[:8]}"
+    path = mount + rel
+    os.mkdir(path)
+    try:
+        yield rel, path
+    finally:
+        for sub, _dirs, _files in sorted(os.walk(path), key=lambda w: -len(w[0])):
+            try:
+                os.rmdir(sub)
+            except OSError:
+                time.sleep(0.2)
+                os.rmdir(sub)
+
+
+def test_cgroup_moves_every_process_of_the_subtree(group: tuple[str, str]) -> None:
+    """--cgroup takes the processes of the group and of its subgroups; relative and absolute paths agree;
+    every one is a target in the JSON (on one node nothing moves: all already there)."""
+    rel, path = group
+    os.mkdir(path + "/sub")
+    with Workload("--size", "4M", cgroup=path) as a, Workload("--size", "4M", cgroup=path + "/sub") as b:
+        for spec in (rel, path, rel.lstrip("/")):
+            code, out, err = run("proc", "--cgroup", spec, "--to", "0", "--json", "-q")
+            assert code == 0, err
+            doc = json.loads(out)
+            assert {t["pid"] for t in doc["targets"] if t["outcome"] == "moved"} == {a.pid, b.pid}
+            assert doc["cgroup"]["path"] == rel and doc["cgroup"]["processes"] == 2
+
+
+def test_unit_is_moved_through_its_group(group: tuple[str, str], systemctl: Path) -> None:
+    """`proc --unit` and `show --unit` act on the group the stand-in systemctl names."""
+    rel, path = group
+    systemctl.write_text(f"web.service active {rel}\n")
+    with Workload("--size", "4M", cgroup=path) as w:
+        code, out, err = run("proc", "--unit", "web.service", "--to", "0", "--json", "-q")
+        assert code == 0, err
+        doc = json.loads(out)
+        assert doc["cgroup"]["unit"] == "web.service" and [t["pid"] for t in doc["targets"]] == [w.pid]
+        code, out, err = run("show", "--unit", "web.service", "--json")
+        assert code == 0, err
+        shown = json.loads(out)
+        assert shown["pids"] == [w.pid] and shown["cgroup"] == rel
+        assert sum(shown["nodes"].values()) >= 4 << 20
+
+
+def test_empty_group_has_nothing_to_move(group: tuple[str, str]) -> None:
+    """A group without processes: one line, exit 1."""
+    code, _out, err = run("proc", "--cgroup", group[0], "--to", "0")
+    assert code == 1 and err.count("\n") == 1 and "has no processes" in err
+
+
+def test_bad_group_input_is_one_line_and_exit_2(group: tuple[str, str], systemctl: Path,
+                                                tmp_path: Path) -> None:
+    """No such cgroup, a path outside cgroup v2, '..', a file, a unknown unit, --rate 0 and --rate 1Q:
+    one line on stderr naming the problem, exit 2, no traceback."""
+    rel, path = group
+    (tmp_path / "f").write_text("")
+    cases = [(["--cgroup", rel + "/nosuch"], "no such cgroup"),
+             (["--cgroup", str(tmp_path)], "is not a cgroup v2 group"),
+             (["--cgroup", rel + "/../.."], "'..' is not allowed"),
+             (["--cgroup", rel + "/cgroup.procs"], "is a file"),
+             (["--unit", "nosuch.service"], "no such systemd unit"),
+             (["--cgroup", rel, "--rate", "0"], "--rate"),
+             (["--cgroup", rel, "--rate", "1Q"], "--rate"),
+             (["--cgroup", rel, "--unit", "x.service"], "not both"),
+             (["--set-mems", "1"], "--set-mems"),
+             (["--cgroup", rel, "--to", "cpus"], "name the node")]
+    for args, words in cases:
+        to = [] if "--to" in args else ["--to", "0"]
+        code, _out, err = run("proc", *args, *to)
+        assert code == 2 and words in err and err.count("\n") == 1 and "Traceback" not in err, (args, err)
+
+
+def test_set_mems_without_a_v2_cpuset_says_why(group: tuple[str, str]) -> None:
+    """--set-mems where the group has no cpuset controller (here: cpuset is on cgroup v1, or not enabled)
+    is one line, exit 1, and nothing moves."""
+    rel, path = group
+    if os.path.exists(path + "/cpuset.mems"):
+        pytest.skip("this host's group has the cpuset controller: the guest tests cover it")
+    with Workload("--size", "1M", cgroup=path):
+        code, _out, err = run("proc", "--cgroup", rel, "--to", "0", "--set-mems")
+    assert code == 1 and "--set-mems: the cpuset controller" in err and err.count("\n") == 1
