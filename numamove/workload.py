@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             crc = w.checksum()
             print(f"{'ok' if crc == w.crc else 'bad'} {crc:x} {w.reads}", flush=True)
         elif cmd == "pause":
-            print(f"pause {w.max_gap * 1e3:.2f}", flush=True)
-            w.max_gap = 0.0
+            gap, w.max_gap = w.max_gap, 0.0  # reset before the reply: the caller's next call starts afresh
+            print(f"pause {gap * 1e3:.2f}", flush=True)
         elif cmd == "quit":
             break
     w.stop = True

@@ -226,3 +226,20 @@ def test_set_mems_without_a_v2_cpuset_says_why(group: tuple[str, str]) -> None:
     with Workload("--size", "1M", cgroup=path):
         code, _out, err = run("proc", "--cgroup", rel, "--to", "0", "--set-mems")
     assert code == 1 and "--set-mems: the cpuset controller" in err and err.count("\n") == 1
+
+
+def test_workload_reports_its_longest_pause() -> None:
+    """The sample workload's `pause` is the longest gap between two reads of its memory since the last
+    call: stopped for 400 ms, it reports at least that; the next call starts afresh."""
+    import signal
+
+    with Workload("--size", "8M") as w:
+        time.sleep(0.3)
+        assert 10 <= w.pause_ms() < 400  # its own 10 ms sleep between passes is the floor
+        os.kill(w.pid, signal.SIGSTOP)
+        time.sleep(0.4)
+        os.kill(w.pid, signal.SIGCONT)
+        time.sleep(0.1)
+        assert w.pause_ms() >= 400
+        time.sleep(0.2)
+        assert w.pause_ms() < 400

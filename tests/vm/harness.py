@@ -249,6 +249,8 @@ mount -t tmpfs -o mode=755 tmpfs /newroot/run
 mount -t devpts devpts /newroot/dev/pts
 mount -t 9p -o trans=virtio,version=9p2000.L,cache=none,msize=262144 results /newroot/tmp/results
 mount -t hugetlbfs none /newroot/dev/hugepages 2>/dev/null
+# cgroup v2 with the cpuset and memory controllers for the groups' tests (as systemd mounts it)
+mount -t cgroup2 none /newroot/sys/fs/cgroup && echo "+cpuset +memory" > /newroot/sys/fs/cgroup/cgroup.subtree_control || echo "numamove-guest: no cgroup2"
 # the project itself, at its own path: visible even where it lives under the guest's fresh /tmp
 proj=$(sed -n 's/.*numamove.project=\([^ ]*\).*/\1/p' /proc/cmdline)
 mkdir -p "/newroot$proj" 2>/dev/null
