@@ -35,8 +35,8 @@ $(STAMP): setup.py csrc/numamove.c csrc/numamove.h csrc/build_ffi.py $(wildcard 
 
 build: deps $(STAMP) ## create .venv, install numamove and build its C extension
 
-run: build ## the main job: migrate a live sample workload (`numamove demo`; one node: the copy bench)
-	$(VENV)/bin/numamove demo
+run: build ## the main job: move a live workload and a cgroup between nodes (one node: in a two-node guest)
+	$(PY) tests/vm/harness.py demo
 
 test: build ## every test: the host suite, then both NUMA guests (QEMU)
 	$(PY) -m pytest -q tests
@@ -48,7 +48,7 @@ test-host: build ## only the host tests (multi-node tests are skipped with the r
 test-numa: build ## only the multi-node tests, inside the two QEMU guests
 	$(PY) tests/vm/harness.py run --topology all
 
-bench: build ## benchmarks: engine vs memcpy here; in 2-node guests whole runs and proc vs migratepages, auto vs push/pull
+bench: build ## benchmarks: engine vs memcpy here; in 2-node guests whole runs, proc vs migratepages, auto vs push/pull, a group's move vs cpuset.mems
 	@mkdir -p .cache
 	NUMAMOVE_CALIBRATION=.cache/calibration.json $(VENV)/bin/numamove calibrate -q
 	NUMAMOVE_CALIBRATION=.cache/calibration.json $(VENV)/bin/numamove bench --size 1G --threads 1,2,4,auto \
@@ -57,6 +57,7 @@ bench: build ## benchmarks: engine vs memcpy here; in 2-node guests whole runs a
 	$(PY) tests/vm/harness.py bench-whole
 	$(PY) tests/vm/harness.py bench
 	$(PY) tests/vm/harness.py bench-auto
+	$(PY) tests/vm/harness.py bench-cgroup
 
 nmbench: build/nmbench ## the C engine alone vs memcpy, no Python (build/nmbench SIZE_MIB THREADS...)
 

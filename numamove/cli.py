@@ -621,20 +621,20 @@ def _calibrate_progress() -> Any:
 @click.option("--huge", default="128M", show_default=True, help="The workload's THP-advised memory.")
 @click.pass_context
 def demo(ctx: click.Context, size: str, huge: str) -> None:
-    """Migrate a live sample workload between the two most distant nodes (what `make run` does).
+    """Move a live sample workload, then a whole cgroup, between the two most distant nodes (`make run`).
 
     Starts a child holding SIZE + HUGE of memory on one node, shows where it is,
     moves it with `numamove proc` to the most distant node while it keeps
-    reading its memory, shows it again, and has the child verify every byte.
-    On a one-node machine it says so and runs `numamove bench` instead.
+    reading its memory, shows it again, and has the child verify every byte and
+    report its longest pause. Then (as root, on cgroup v2) it does the same for a
+    cgroup of two smaller workloads with `proc --cgroup --set-mems --max-pause 20`.
+    On a one-node machine it says so and runs `numamove bench` instead (`make run`
+    boots a two-node QEMU guest there and runs this demo inside it).
     """
-    import subprocess
-
     from .nodelist import parse_size
     from .topology import read_topology
 
-    parse_size(size)
-    parse_size(huge)
+    size_b, huge_b = parse_size(size), parse_size(huge)
     topo = read_topology()
     if len(topo.memory_nodes()) < 2:
         click.echo(f"this machine has one NUMA node with memory (node {topo.memory_nodes()[0]}): "
@@ -642,31 +642,122 @@ def demo(ctx: click.Context, size: str, huge: str) -> None:
         ctx.invoke(bench)
         return
     src, dst = topo.most_distant_pair()
-    child = subprocess.Popen([sys.executable, "-m", "numamove.workload", "--size", size, "--huge", huge,
-                              "--node", str(src)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert child.stdin is not None and child.stdout is not None
-    try:
-        pid = child.stdout.readline().split()[1]
-        click.echo(f"workload PID {pid}: {size} + {huge} (THP) on node {src}")
-        ctx.invoke(show, pids=(pid,))
-        click.echo(f"\nmoving PID {pid} to node {dst} (distance {topo.distance(src, dst)}):")
-        try:
-            ctx.invoke(proc, pids=(pid,), to_text=str(dst))
-        except SystemExit as exc:
-            if exc.code not in (0, None):
-                raise
+    ok = True
+    with _DemoChild(size, huge, src) as child:
+        click.echo(f"workload PID {child.pid}: {size} + {huge} (THP) on node {src}")
+        ctx.invoke(show, pids=(str(child.pid),))
+        click.echo(f"\nmoving PID {child.pid} to node {dst} (distance {topo.distance(src, dst)}):")
+        child.ask("pause")
+        _invoke_proc(ctx, pids=(str(child.pid),), to_text=str(dst))
         click.echo("")
-        ctx.invoke(show, pids=(pid,))
-        child.stdin.write("check\n")
-        child.stdin.flush()
-        verdict = child.stdout.readline().split()
-        click.echo(f"workload's own check after the move: {'intact' if verdict[0] == 'ok' else 'CORRUPTED'}, "
-                   f"{verdict[2]} read passes while it ran")
-        if verdict[0] != "ok":
-            sys.exit(EXIT_FAILURE)
+        ctx.invoke(show, pids=(str(child.pid),))
+        ok &= child.verdict()
+    ok &= _demo_group(ctx, src, dst, size_b // 4, huge_b // 4)
+    if not ok:
+        sys.exit(EXIT_FAILURE)
+
+
+class _DemoChild:
+    """A numamove.workload child on node `node` (in cgroup `group` when given), spoken to over its pipes."""
+
+    def __init__(self, size: str, huge: str, node: int, group: str | None = None) -> None:
+        import subprocess
+
+        cmd = [sys.executable, "-m", "numamove.workload", "--size", size, "--huge", huge, "--node", str(node)]
+        if group is not None:
+            cmd = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', group, *cmd]
+        self.p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.p.stdout.readline().split() if self.p.stdout else []
+        if not line or line[0] != "ready":
+            self.close()
+            raise click.ClickException("the sample workload did not start")
+        self.pid = int(line[1])
+
+    def ask(self, cmd: str) -> list[str]:
+        assert self.p.stdin is not None and self.p.stdout is not None
+        self.p.stdin.write(cmd + "\n")
+        self.p.stdin.flush()
+        return self.p.stdout.readline().split()
+
+    def verdict(self, label: str = "workload") -> bool:
+        pause = float(self.ask("pause")[1])
+        word, _crc, reads = self.ask("check")
+        click.echo(f"{label}'s own check after the move: {'intact' if word == 'ok' else 'CORRUPTED'}, "
+                   f"{reads} read passes while it ran; its longest pause between two reads {pause:.0f} ms")
+        return word == "ok"
+
+    def close(self) -> None:
+        self.p.kill()
+        self.p.wait()
+
+    def __enter__(self) -> _DemoChild:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _invoke_proc(ctx: click.Context, **params: Any) -> None:
+    try:
+        ctx.invoke(proc, **params)
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
+
+
+def _demo_group(ctx: click.Context, src: int, dst: int, size: int, huge: int) -> bool:
+    """The demo's second half: a cgroup of two workloads moved with --set-mems (root and cgroup v2 only)."""
+    import uuid
+
+    from .cgroups import CgroupError, cgroup2_mount
+    from .nodelist import format_bytes
+
+    try:
+        mount = cgroup2_mount()
+    except (CgroupError, OSError) as exc:
+        click.echo(f"\n(no cgroup move: {exc})")
+        return True
+    if os.geteuid() != 0:
+        click.echo("\n(no cgroup move: making a cgroup needs root)")
+        return True
+    rel = f"/numamove-demo-{uuid.uuid4().hex[:6]}"
+    path = mount + rel
+    try:
+        os.mkdir(path)
+    except OSError as exc:
+        click.echo(f"\n(no cgroup move: cannot make {path}: {exc.strerror})")
+        return True
+    children: list[_DemoChild] = []
+    try:
+        cpuset = os.path.exists(f"{path}/cpuset.mems")
+        if cpuset:
+            with open(f"{path}/cpuset.mems", "w") as fh:
+                fh.write(str(src))
+        each = f"{format_bytes(size)} + {format_bytes(huge)} (THP)"
+        for _ in range(2):
+            children.append(_DemoChild(f"{size >> 20}M", f"{huge >> 20}M", src, path))
+        click.echo(f"\ncgroup {rel}: workloads PID {' and '.join(str(c.pid) for c in children)}, {each} each"
+                   + (f", cpuset.mems {src}" if cpuset else " (no cpuset controller here: no hand-over)"))
+        ctx.invoke(show, cgroup=rel)
+        click.echo(f"\nmoving cgroup {rel} to node {dst}"
+                   + (" and handing its cpuset over (--set-mems --max-pause 20):" if cpuset else " (--max-pause 20):"))
+        for c in children:
+            c.ask("pause")
+        _invoke_proc(ctx, pids=(), to_text=str(dst), cgroup=rel, set_mems=cpuset, max_pause=20.0)
+        click.echo("")
+        ctx.invoke(show, cgroup=rel)
+        return all([c.verdict(f"workload {c.pid}") for c in children])
     finally:
-        child.kill()
-        child.wait()
+        for c in children:
+            c.close()
+        import time
+
+        for _ in range(50):
+            try:
+                os.rmdir(path)
+                break
+            except OSError:
+                time.sleep(0.1)
 
 
 def click_main(args: list[str]) -> int:

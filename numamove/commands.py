@@ -238,7 +238,8 @@ def _proc_move(targets: list[Any], outcomes: list[Outcome], group: Any, unit: st
     appeared: list[int] = []
     group_error: NumamoveError | None = None
     run = (topo, fixed_to, from_nodes, move_all, limit, policy, batch, max_pause, dry_run, calibration,
-           range_list, kinds, here, allowed, wait, quiet, as_json, verbose, group, pacer)
+           range_list, kinds, here, allowed, wait, quiet, as_json, verbose, group, pacer,
+           handover is not None and handover.dry_run and bool(handover.widened))
     stopped = _run_targets(targets, outcomes, reports, *run)
     try:
         while group is not None and stopped is None:
@@ -369,7 +370,7 @@ def _run_targets(targets: list[Any], outcomes: list[Outcome], reports: list[Any]
                  from_nodes: frozenset[int] | None, move_all: bool, limit: int | None, policy: str, batch: int | None,
                  max_pause: float | None, dry_run: bool, calibration: Any, range_list: Any, kinds: Any, here: int,
                  allowed: frozenset[int], wait: bool, quiet: bool, as_json: bool, verbose: bool, group: Any = None,
-                 pacer: Any = None) -> Interrupted | None:
+                 pacer: Any = None, widen_planned: bool = False) -> Interrupted | None:
     """Move each target in turn, appending its outcome (and report); the signal that stopped them, if any."""
     from .migrate import MoveOptions, TargetReport, migrate, progress_printer
     from .proc import NoSuchProcessError, PidReusedError, TargetLock, mems_allowed
@@ -383,7 +384,7 @@ def _run_targets(targets: list[Any], outcomes: list[Outcome], reports: list[Any]
                     f"PID {t.pid} ({t.name}) left cgroup {group.rel} before it was moved: not moved")))
                 continue
             to = fixed_to if fixed_to is not None else node_of_cpus(t.pid, topo)
-            if to not in mems_allowed(t.pid):
+            if to not in mems_allowed(t.pid) and not (widen_planned and t.in_group):  # a dry run's --set-mems
                 raise NodeUnavailableError(f"node {to} is outside the cpuset of PID {t.pid} "
                                            f"(Mems_allowed: {','.join(map(str, mems_allowed(t.pid)))})")
             opts = MoveOptions(to, from_nodes, move_all, limit, policy, batch, max_pause, dry_run, calibration,

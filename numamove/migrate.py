@@ -325,15 +325,24 @@ def _run_batches(pid: int, pages: Any, n: int, page_size: int, plan: Plan, flags
     pacer = opts.pacer
     k = 0
     if opts.max_pause_ms is not None and n:
-        # time one small call, then size batches so one call stays within the pause budget
-        probe = min(n, 64 if page_size == BASE_PAGE else 4)
-        res = _call(pid, pages, 0, probe, plan, flags, probe, rep, status, target)
-        per_entry = max(w.max_call_ns for w in res.workers) / 1e6 / probe
-        batch = max(1, int(opts.max_pause_ms * 0.8 / per_entry)) if per_entry > 0 else batch
-        rep.notes.append(f"--max-pause {opts.max_pause_ms:g} ms: {batch} entries per move_pages call")
-        k = probe
+        # time two small calls (a, then 4a entries), then size batches so one call stays within the pause
+        # budget: a call costs a fixed part (the kernel drains the LRU caches of every CPU) plus a part per
+        # entry, and the first call of a run also pays for cold caches, so the slope between the two calls
+        # is the per-entry cost (the second call alone where noise makes the slope useless)
+        a = 16 if page_size == BASE_PAGE else 1
+        sizes = [m for m in (a, 4 * a) if m <= n] or [n]
+        took = []
+        for m in sizes:
+            res = _call(pid, pages, k, m, plan, flags, m, rep, status, target)
+            took.append(max(w.max_call_ns for w in res.workers) / 1e6)
+            k += m
+        fixed, per_entry = _call_cost(sizes, took)
+        budget = opts.max_pause_ms * 0.8
+        batch = max(1, int((budget - fixed) / per_entry)) if per_entry > 0 else batch
+        rep.notes.append(f"--max-pause {opts.max_pause_ms:g} ms: {batch} entries per move_pages call "
+                         f"(a call: {fixed:.2f} ms + {per_entry:.3f} ms an entry)")
         if pacer is not None:
-            pacer.account(probe * page_size)
+            pacer.account(k * page_size)
     while k < n:
         # one nm_move over everything lets threads share out the batches; a progress bar needs
         # nm_move to return now and then
@@ -363,6 +372,14 @@ def _run_batches(pid: int, pages: Any, n: int, page_size: int, plan: Plan, flags
         _native.scatter(status, idx, res_status, m)
         if pacer is not None:
             pacer.account(m * page_size)
+
+
+def _call_cost(sizes: list[int], took_ms: list[float]) -> tuple[float, float]:
+    """(fixed ms, ms per entry) of a move_pages call, from calls of sizes[i] entries that took took_ms[i]."""
+    if len(sizes) == 2 and took_ms[1] > took_ms[0]:
+        per_entry = (took_ms[1] - took_ms[0]) / (sizes[1] - sizes[0])
+        return max(0.0, took_ms[1] - per_entry * sizes[1]), per_entry
+    return 0.0, took_ms[-1] / sizes[-1]
 
 
 def _call(pid: int, pages: Any, k: int, m: int, plan: Plan, flags: int, batch: int,
