@@ -181,7 +181,7 @@ def move_trial(size: int, plan: Plan) -> int:
     Raises:
         VerificationError: a page is not on the destination afterwards, or its bytes changed.
     """
-    from .migrate import MoveOptions, _batch_size
+    from .pagemove import MoveOptions, _batch_size
 
     with _native.Region(size, plan.src, base_pages=True) as r:
         n = size // BASE_PAGE

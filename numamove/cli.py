@@ -431,7 +431,7 @@ def file_cmd(paths: tuple[str, ...], to_text: str, from_text: str | None, thread
     import os
 
     from .files import move_file
-    from .migrate import MoveOptions, progress_printer
+    from .pagemove import MoveOptions, progress_printer
     from .planner import parse_threads
     from .topology import current_node, read_topology
 

@@ -146,7 +146,7 @@ def proc_run(pids: tuple[str, ...], to_text: str, from_text: str | None, name: s
     pacer = None
     if rate is not None:
         from .cgroups import parse_rate
-        from .migrate import Pacer
+        from .pagemove import Pacer
 
         pacer = Pacer(parse_rate(rate))
     topo = read_topology()
@@ -372,7 +372,7 @@ def _run_targets(targets: list[Any], outcomes: list[Outcome], reports: list[Any]
                  allowed: frozenset[int], wait: bool, quiet: bool, as_json: bool, verbose: bool, group: Any = None,
                  pacer: Any = None, widen_planned: bool = False) -> Interrupted | None:
     """Move each target in turn, appending its outcome (and report); the signal that stopped them, if any."""
-    from .migrate import MoveOptions, TargetReport, migrate, progress_printer
+    from .pagemove import MoveOptions, TargetReport, migrate, progress_printer
     from .proc import NoSuchProcessError, PidReusedError, TargetLock, mems_allowed
 
     for t in targets:

@@ -20,7 +20,7 @@ from typing import Any
 
 from . import _native
 from .errors import NativeError, NumamoveError, UsageError
-from .migrate import MoveOptions, TargetReport, move_pageset
+from .pagemove import MoveOptions, TargetReport, move_pageset
 from .planner import Plan
 from .proc import CAP_SYS_NICE, Target, has_capability
 from .scan import collect

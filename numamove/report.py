@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .migrate import TargetReport
+from .pagemove import TargetReport
 from .nodelist import format_bytes, format_list
 
 

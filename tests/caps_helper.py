@@ -59,7 +59,7 @@ def main() -> int:
     # everything the commands import lazily, while the interpreter's files are still readable
     import importlib
 
-    for mod in ("numamove.cli", "numamove.migrate", "numamove.proc", "numamove.files", "numamove.maps",
+    for mod in ("numamove.cli", "numamove.pagemove", "numamove.proc", "numamove.files", "numamove.maps",
                 "numamove.report", "numamove.topology", "numamove.calibration", "numamove.nodelist",
                 "numamove.planner", "numamove.engine", "numamove._native", "numamove.scan", "psutil", "numa",
                 "json", "mmap", "fcntl", "errno", "difflib", "tempfile", "subprocess"):

@@ -167,3 +167,16 @@ def test_memory_whose_flags_the_remap_would_drop_is_refused(flag: str, advice: s
     if advice is None:
         libc.munlock(ctypes.c_void_p(addr), ctypes.c_size_t(len(m)))
     m.close()
+
+
+def test_public_functions_survive_importing_every_submodule() -> None:
+    """numamove.migrate() and its siblings stay the API's functions after every submodule is imported (a
+    submodule named like one replaced it: numamove.migrate became a module once the CLI had run)."""
+    import importlib
+    import pkgutil
+
+    for mod in pkgutil.iter_modules(numamove.__path__):
+        if mod.name not in ("__main__", "_native_lib"):
+            importlib.import_module(f"numamove.{mod.name}")
+    for name in ("copy", "migrate", "plan", "where", "read_topology"):
+        assert callable(getattr(numamove, name)) and getattr(numamove, name).__module__ == "numamove", name

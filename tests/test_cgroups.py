@@ -16,13 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from schemas import validate
 from test_cli import run
 from workload_helper import Workload
 
 from numamove import cgroups
 from numamove.cgroups import Cgroup, CgroupError, parse_rate, unit_cgroup
 from numamove.errors import NumamoveError, UsageError
-from numamove.migrate import Pacer
+from numamove.pagemove import Pacer
 
 
 def test_mountinfo_escapes_are_decoded() -> None:
@@ -178,13 +179,16 @@ def test_unit_is_moved_through_its_group(group: tuple[str, str], systemctl: Path
     rel, path = group
     systemctl.write_text(f"web.service active {rel}\n")
     with Workload("--size", "4M", cgroup=path) as w:
-        code, out, err = run("proc", "--unit", "web.service", "--to", "0", "--json", "-q")
+        code, out, err = run("proc", "--unit", "web.service", "--to", "0", "--json", "-q", "--rate", "100M")
         assert code == 0, err
         doc = json.loads(out)
+        validate(doc, "proc")
         assert doc["cgroup"]["unit"] == "web.service" and [t["pid"] for t in doc["targets"]] == [w.pid]
+        assert doc["cgroup"]["rate"]["limit_bytes_per_second"] == 100 << 20
         code, out, err = run("show", "--unit", "web.service", "--json")
         assert code == 0, err
         shown = json.loads(out)
+        validate(shown, "show_group")
         assert shown["pids"] == [w.pid] and shown["cgroup"] == rel
         assert sum(shown["nodes"].values()) >= 4 << 20
 

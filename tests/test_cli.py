@@ -140,7 +140,7 @@ def test_real_process_bad_node_no_traceback() -> None:
 
 
 @pytest.mark.parametrize("args, code, needle", [
-    (["proc", "--to", "0"], 2, "give at least one PID or --name"),
+    (["proc", "--to", "0"], 2, "give at least one PID, --name REGEX, --cgroup PATH or --unit NAME"),
     (["proc", "abc", "--to", "0"], 2, "'abc' is not a PID"),
     (["proc", "1"], 2, "Missing option '--to'"),
     (["proc", "1", "--to", "99"], 2, "node 99 does not exist"),

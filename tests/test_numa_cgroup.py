@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from schemas import validate
 from test_cli import run
 from test_numa_proc import where_range
 from workload_helper import Workload
@@ -103,6 +104,7 @@ def test_group_and_subgroup_moved_and_shown(group: Group) -> None:
         code, out, err = run("show", "--cgroup", group.rel, "--json")
         assert code == 0, err
         before = json.loads(out)
+        validate(before, "show_group")
         assert before["source"] == "memory.numa_stat" and sorted(before["pids"]) == sorted([a.pid, b.pid])
         assert before["by_kind"]["anon"]["0"] >= 40 * MIB
         code, doc, err = proc_json("--cgroup", group.rel, "--to", "1")
@@ -227,6 +229,7 @@ def test_destination_outside_cpuset_needs_set_mems(node0_group: Group) -> None:
         assert code == 0, err
         assert where_range(w.pid, *w.anon) == {1} and where_range(w.pid, *w.huge) == {1}
         assert g.read("cpuset.mems") == "1" and g.read("cpuset.mems.effective") == "1"
+        validate(doc, "proc")
         cs = doc["cgroup"]["cpuset"]
         assert cs["state"] == "handed over" and cs["mems_before"] == {".": "0"}
         assert cs["widened"] == {".": "0-1"} and cs["mems_after"] == {".": "1"}

@@ -219,7 +219,7 @@ def test_second_numamove_on_the_same_pid_is_refused_or_waits() -> None:
 @pytest.mark.numa(nodes=2)
 def test_process_exiting_before_the_move_is_reported() -> None:
     """A target that exits after its pages were listed: NoSuchProcessError, exit code 1."""
-    from numamove.migrate import MoveOptions, migrate
+    from numamove.pagemove import MoveOptions, migrate
     from numamove.proc import NoSuchProcessError, resolve_targets
     from numamove.topology import read_topology
 
@@ -450,7 +450,7 @@ def test_a_signal_mid_move_stops_within_a_batch_and_reports_what_moved(sig: int,
 def test_a_move_whose_threads_cannot_start_is_retried_on_one_thread() -> None:
     """When no migration thread can be created (EAGAIN), the move runs again on one thread, every page lands,
     and the report says so. (The guests' nodes have one CPU each, so the plan names CPUs 0 and 1.)"""
-    from numamove.migrate import TargetReport, _call
+    from numamove.pagemove import TargetReport, _call
     from numamove.planner import Plan
     from numamove.proc import resolve_targets
     from numamove.scan import collect

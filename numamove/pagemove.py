@@ -1,5 +1,7 @@
 """Migrate a process's pages with move_pages(2) on pinned threads, and report what really happened.
 
+(Not named migrate.py: importing a submodule numamove.migrate would replace the public numamove.migrate().)
+
 For each source node the planner chooses threads and CPUs exactly as for a copy
 (push: the source node's CPUs, pull: the destination's, CPU-less fallback, the
 32-page threshold, the thread limit); the C engine runs the move_pages batches on
