@@ -81,10 +81,13 @@ def move_file(path: str, topo: Topology, opts: MoveOptions, here: int, allowed: 
     except OSError as exc:
         raise NumamoveError(f"{path}: {exc.strerror}") from None
     try:
-        mm = mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ)
-    except OSError as exc:
+        # the file's own size (Python refuses a length past it): the kernel maps the whole last page,
+        # which is all the page-granular calls below see
+        mm = mmap.mmap(fd, length if fstype == "hugetlbfs" else st.st_size, mmap.MAP_SHARED, mmap.PROT_READ)
+    except (OSError, ValueError) as exc:
         os.close(fd)
-        raise NumamoveError(f"{path}: cannot map it: {exc.strerror}") from None
+        why = exc.strerror if isinstance(exc, OSError) else "it changed size while being opened"
+        raise NumamoveError(f"{path}: cannot map it: {why}") from None
     keep, addr, _ = _native.buffer_address(mm, what=path)
     try:
         if fstype == "hugetlbfs":

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .pagemove import TargetReport
 from .nodelist import format_bytes, format_list
+from .pagemove import TargetReport
 
 
 def _nodes(d: dict[int, list[int]]) -> str:

@@ -185,3 +185,22 @@ def test_metadata_that_cannot_be_set_is_reported_not_raised(shm_file: str, monke
     assert code == 0 and "Traceback" not in err
     notes = json.loads(out)["copies"][0]["notes"]
     assert notes == ["extended attribute user.numamove not kept (Operation not permitted)"]
+
+
+@pytest.mark.parametrize("size", [1, 4095, 4097])
+def test_a_file_smaller_than_its_last_page_moves_in_place_and_by_copy(size: int) -> None:
+    """A file whose size is not a whole number of pages (a 1-byte file): in place and --copy both succeed
+    and keep its bytes (mapping it rounded up to the page raised a traceback)."""
+    path = f"/dev/shm/numamove-small-{os.getpid()}"
+    data = os.urandom(size)
+    with open(path, "wb") as f:
+        f.write(data)
+    try:
+        code, out, err = run("file", path, "--to", "0", "--json", "-q")
+        assert code == 0 and "Traceback" not in err, err
+        code, out, err = run("file", path, "--to", "0", "--copy", "--json", "-q")
+        assert code == 0, err
+        with open(path, "rb") as f:
+            assert f.read() == data
+    finally:
+        os.unlink(path)

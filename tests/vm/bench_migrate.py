@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from workload_helper import Workload  # noqa: E402
 
 from numamove import _native  # noqa: E402
-from numamove.pagemove import MoveOptions, migrate  # noqa: E402
 from numamove.nodelist import parse_size  # noqa: E402
+from numamove.pagemove import MoveOptions, migrate  # noqa: E402
 from numamove.proc import resolve_targets  # noqa: E402
 from numamove.topology import current_node, read_topology  # noqa: E402
 
