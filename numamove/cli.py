@@ -504,11 +504,14 @@ def file_cmd(paths: tuple[str, ...], to_text: str, from_text: str | None, thread
 @click.option("--plot", "plot_path", metavar="FILE.png",
               help="Also draw GB/s against threads per pair and policy (needs matplotlib: "
                    "pip install 'numamove[plot]').")
+@click.option("--show", "show_only", is_flag=True,
+              help="Print the calibration that policy/threads auto follow now (which file, why) and measure nothing.")
 @click.option("--dry-run", is_flag=True, help="List the configurations that would be measured and exit.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the calibration as one JSON document.")
 def calibrate(pairs_text: str | None, budget: float, size_text: str, repeats: int, engines_text: str,
-              output: str | None, plot_path: str | None, dry_run: bool, quiet: bool, as_json: bool) -> None:
+              output: str | None, plot_path: str | None, dry_run: bool, show_only: bool, quiet: bool,
+              as_json: bool) -> None:
     """Measure push vs pull, thread counts and CPU placement; write what policy/threads auto use.
 
     For each ordered pair of memory nodes, times copies and move_pages batches
@@ -526,7 +529,11 @@ def calibrate(pairs_text: str | None, budget: float, size_text: str, repeats: in
       numamove calibrate --pairs 0:1,1:0 --budget 60 --plot cal.png
       numamove calibrate --output /tmp/cal.json --json
       numamove proc 1234 --to 1 --dry-run      # shows what auto chose and why
+      numamove calibrate --show --json         # the calibration in effect now, measuring nothing
     """
+    if show_only:
+        _show_calibration(as_json)
+        return
     from .calibrate import check_output, default_pairs, parse_pairs, plot, render, run_calibration, write
     from .calibration import ENGINES, default_output
     from .nodelist import parse_size
@@ -594,6 +601,28 @@ def calibrate(pairs_text: str | None, budget: float, size_text: str, repeats: in
         click.echo(line)
     if plot_path:
         click.echo(f"plot: {plot_path}")
+
+
+def _show_calibration(as_json: bool) -> None:
+    """`calibrate --show`: the calibration in effect for this machine, and why (or why none)."""
+    from .calibration import load, search_paths
+    from .topology import read_topology
+
+    loaded = load(read_topology())
+    cal = loaded.calibration
+    doc = {"in_use": cal is not None, "path": cal.path if cal else None, "created": cal.created if cal else None,
+           "why": loaded.why, "warning": loaded.warning, "search_paths": search_paths(),
+           "choices": [{"src": c.src, "dst": c.dst, "engine": c.engine, "best": c.best,
+                        "settings": {d: st.to_json() for d, st in sorted(c.settings.items())}}
+                       for _k, c in sorted(cal.choices.items())] if cal else []}
+    if as_json:
+        emit_json(doc)
+        return
+    click.echo(f"policy/threads auto follow: {loaded.why}")
+    if loaded.warning:
+        click.echo(f"warning: {loaded.warning}")
+    for _k, c in sorted(cal.choices.items()) if cal else []:
+        click.echo(f"  {c.describe()}: best {c.best}")
 
 
 def _calibrate_progress() -> Any:

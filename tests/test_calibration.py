@@ -294,3 +294,17 @@ def test_file_dry_run_says_what_auto_follows(no_calibration: Path, tmp_path: Pat
         assert "from the calibration" in out
     finally:
         shm.unlink()
+
+
+def test_calibrate_show_says_which_calibration_applies(no_calibration: Path) -> None:
+    """`calibrate --show --json` measures nothing: no file, not in use and why; after a calibration, that
+    file, in use, with its choices (what the Ansible facts module gathers)."""
+    code, out, err = run("calibrate", "--show", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["in_use"] is False and "absent" in doc["why"] and not no_calibration.exists()
+    code, _out, err = run("calibrate", "--budget", "3", "--size", "8M", "-q")
+    assert code == 0, err
+    code, out, err = run("calibrate", "--show", "--json")
+    doc = json.loads(out)
+    assert doc["in_use"] is True and doc["path"] == str(no_calibration) and doc["choices"]

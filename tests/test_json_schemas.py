@@ -30,6 +30,7 @@ CASES: dict[str, tuple[list[str], str]] = {
     "bench-buffer-dry-run": (["bench", "--buffer", "--dry-run"], "bench_buffer_dry_run"),
     "calibrate": (["calibrate", "--budget", "3", "--size", "8M", "-q"], "calibrate"),
     "calibrate-dry-run": (["calibrate", "--dry-run"], "calibrate_dry_run"),
+    "calibrate-show": (["calibrate", "--show"], "calibrate_show"),
     "show": (["show", "{pid}"], "show"),
     "proc": (["proc", "{pid}", "--to", "0", "-q"], "proc"),
     "proc-dry-run": (["proc", "{pid}", "--to", "0", "--dry-run"], "proc"),
