@@ -15,7 +15,7 @@ setup(
     setup_requires=["cffi>=1.15"],
     install_requires=["cffi>=1.15", "click>=8.0", "psutil>=5.9", "py-libnuma>=1.2"],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "numpy", "jsonschema>=4", "matplotlib", "wheel"],
+        "test": ["pytest>=7", "hypothesis>=6", "numpy", "jsonschema>=4", "matplotlib", "wheel", "ansible-core>=2.16"],
         "plot": ["matplotlib"],
         "lint": ["ruff", "mypy", "types-psutil", "types-jsonschema"],
     },
