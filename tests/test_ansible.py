@@ -29,7 +29,7 @@ pytest.importorskip("ansible", reason="ansible-core comes with the test extra (m
 def _env(collections: Path) -> dict[str, str]:
     return {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(collections), "PATH": f"{BIN}:{os.environ['PATH']}",
             "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCAL_TEMP": str(collections / "tmp"),
-            "ANSIBLE_HOME": str(collections / "home")}
+            "ANSIBLE_HOME": str(collections / "home"), "ANSIBLE_REMOTE_TMP": str(collections / "remote-tmp")}
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +128,8 @@ def test_modules_on_one_node(collections: Path) -> None:
 
 @pytest.mark.numa(nodes=2, guest="two")
 def test_proc_module_moves_once_then_is_ok() -> None:
-    """In the two-node guest: check mode says the workload would move (and moves nothing); the first run
-    moves it (changed), the second finds it there (ok, not changed)."""
+    """In the two-node guest: the first run moves a workload (changed), the second finds it there (ok, not
+    changed). (Check mode is tested on the host: each ansible-playbook task costs ~20 s under TCG.)"""
     import tempfile
 
     from test_numa_proc import where_range
@@ -139,8 +139,7 @@ def test_proc_module_moves_once_then_is_ok() -> None:
                     ignore=shutil.ignore_patterns("output", "__pycache__"))
     with Workload("--size", "16M", "--node", "0") as w:
         task = {"numamove.numamove.proc": {"pids": [w.pid], "to": "1"}}
-        checked, first, second = playbook(top, [{**task, "check_mode": True}, task, task])
-        assert checked["changed"] is True and checked["moved_pages"] >= 4096
+        first, second = playbook(top, [task, task])
         assert first["changed"] is True and first["moved_bytes"] >= 16 << 20
         assert second["changed"] is False and second["moved_pages"] == 0 and not second.get("failed")
         assert where_range(w.pid, *w.anon) == {1} and w.check()[0]
