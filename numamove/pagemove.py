@@ -338,8 +338,8 @@ def _run_batches(pid: int, pages: Any, n: int, page_size: int, plan: Plan, flags
             res = _call(pid, pages, k, m, plan, flags, m, rep, status, target)
             took.append(max(w.max_call_ns for w in res.workers) / 1e6)
             k += m
-        fixed, per_entry = _call_cost(sizes, took)
         budget = opts.max_pause_ms * 0.8
+        fixed, per_entry = _call_cost(sizes, took, budget)
         batch = max(1, int((budget - fixed) / per_entry)) if per_entry > 0 else batch
         rep.notes.append(f"--max-pause {opts.max_pause_ms:g} ms: {batch} entries per move_pages call "
                          f"(a call: {fixed:.2f} ms + {per_entry:.3f} ms an entry)")
@@ -376,11 +376,18 @@ def _run_batches(pid: int, pages: Any, n: int, page_size: int, plan: Plan, flags
             pacer.account(m * page_size)
 
 
-def _call_cost(sizes: list[int], took_ms: list[float]) -> tuple[float, float]:
-    """(fixed ms, ms per entry) of a move_pages call, from calls of sizes[i] entries that took took_ms[i]."""
+def _call_cost(sizes: list[int], took_ms: list[float], budget_ms: float) -> tuple[float, float]:
+    """(fixed ms, ms per entry) of a move_pages call, from calls of sizes[i] entries that took took_ms[i].
+
+    The slope between the two calls, unless noise makes it useless (not rising, or a "fixed" part
+    over half the budget, which would leave one entry a call): then the second call's time spread
+    over its entries, which over-estimates the per-entry cost (safe for the pause, never one-entry
+    calls from a blip)."""
     if len(sizes) == 2 and took_ms[1] > took_ms[0]:
         per_entry = (took_ms[1] - took_ms[0]) / (sizes[1] - sizes[0])
-        return max(0.0, took_ms[1] - per_entry * sizes[1]), per_entry
+        fixed = max(0.0, took_ms[1] - per_entry * sizes[1])
+        if fixed <= budget_ms / 2:
+            return fixed, per_entry
     return 0.0, took_ms[-1] / sizes[-1]
 
 

@@ -144,3 +144,17 @@ def test_proc_module_moves_once_then_is_ok() -> None:
         assert second["changed"] is False and second["moved_pages"] == 0 and not second.get("failed")
         assert where_range(w.pid, *w.anon) == {1} and w.check()[0]
     shutil.rmtree(top, ignore_errors=True)
+
+
+def test_rebalance_playbook_runs_the_role(collections: Path) -> None:
+    """The collection's playbook (by its name) runs the role on a host: facts, no calibration wanted, the
+    move of a named process, the report line; nothing moves on one node."""
+    with Workload("--size", "4M") as w:
+        p = subprocess.run([str(BIN / "ansible-playbook"), "-c", "local", "-i", "localhost,",
+                            "numamove.numamove.rebalance", "-e", "target_hosts=localhost", "-e", "ansible_become=false",
+                            "-e", f"ansible_python_interpreter={sys.executable}", "-e", "numamove_to=0",
+                            "-e", f'{{"numamove_pids": [{w.pid}]}}', "-e", "numamove_calibrate=false"],
+                           capture_output=True, text=True, env=_env(collections), timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    assert "Bytes moved to node 0 (1 process(es))" in p.stdout, p.stdout
+    assert "ok=3 " in p.stdout and "changed=0 " in p.stdout and "failed=0 " in p.stdout

@@ -149,3 +149,14 @@ def test_chunk_bounds_cover_the_item_exactly(length: int, t: int) -> None:
     assert b[0][0] == 0 and b[-1][1] == length
     assert all(b[i][1] == b[i + 1][0] for i in range(t - 1))
     assert all(s <= e for s, e in b)
+
+
+def test_max_pause_call_cost_from_two_probes() -> None:
+    """--max-pause: the slope of two probe calls gives the per-entry cost and the fixed part; a noisy pair
+    (falling, or a fixed part over half the budget) falls back to the second call's average."""
+    from numamove.pagemove import _call_cost
+
+    assert _call_cost([16, 64], [2.0, 5.0], 16.0) == (1.0, 0.0625)
+    assert _call_cost([16, 64], [5.0, 4.0], 16.0) == (0.0, 4.0 / 64)
+    assert _call_cost([16, 64], [12.0, 13.0], 16.0) == (0.0, 13.0 / 64)  # 11.7 ms "fixed": noise
+    assert _call_cost([3], [6.0], 16.0) == (0.0, 2.0)
