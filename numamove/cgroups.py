@@ -239,6 +239,25 @@ def _v1_hint(path: str) -> str:
     return ""
 
 
+def remove_group(path: str, kill: bool = True) -> None:
+    """Remove a group made for a demo, test or benchmark (its path under the cgroup2 mount) and its
+    subgroups, deepest first, killing what still runs in them (cgroup.kill) and waiting up to 5 s
+    a group for its processes to be gone."""
+    for sub, _dirs, _files in sorted(os.walk(path), key=lambda w: -len(w[0])):
+        if kill:
+            try:
+                with open(f"{sub}/cgroup.kill", "w") as fh:
+                    fh.write("1")
+            except OSError:
+                pass  # before 5.14: the caller has killed its processes
+        for _ in range(50):
+            try:
+                os.rmdir(sub)
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
 def unit_cgroup(unit: str) -> str:
     """A systemd unit's control group ("/system.slice/nginx.service"), from `systemctl show`.
 

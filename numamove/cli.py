@@ -777,16 +777,11 @@ def _demo_group(ctx: click.Context, src: int, dst: int, size: int, huge: int) ->
         ctx.invoke(show, cgroup=rel)
         return all([c.verdict(f"workload {c.pid}") for c in children])
     finally:
+        from .cgroups import remove_group
+
         for c in children:
             c.close()
-        import time
-
-        for _ in range(50):
-            try:
-                os.rmdir(path)
-                break
-            except OSError:
-                time.sleep(0.1)
+        remove_group(path)
 
 
 def click_main(args: list[str]) -> int:

@@ -152,12 +152,8 @@ def group() -> Iterator[tuple[str, str]]:
     try:
         yield rel, path
     finally:
-        for sub, _dirs, _files in sorted(os.walk(path), key=lambda w: -len(w[0])):
-            try:
-                os.rmdir(sub)
-            except OSError:
-                time.sleep(0.2)
-                os.rmdir(sub)
+        cgroups.remove_group(path)
+        assert not os.path.exists(path), f"{path} left behind"
 
 
 def test_cgroup_moves_every_process_of_the_subtree(group: tuple[str, str]) -> None:

@@ -21,6 +21,8 @@ from test_cli import run
 from test_numa_proc import where_range
 from workload_helper import Workload
 
+from numamove.cgroups import remove_group
+
 MIB = 1 << 20
 ROOT = "/sys/fs/cgroup"
 
@@ -46,15 +48,7 @@ class Group:
             return fh.read().strip()
 
     def close(self) -> None:
-        for sub, _dirs, _files in sorted(os.walk(self.path), key=lambda w: -len(w[0])):
-            with open(f"{sub}/cgroup.kill", "w") as fh:
-                fh.write("1")
-            for _ in range(50):
-                try:
-                    os.rmdir(sub)
-                    break
-                except OSError:
-                    time.sleep(0.1)
+        remove_group(self.path)
 
 
 @pytest.fixture

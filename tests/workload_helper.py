@@ -64,15 +64,6 @@ class BusyLoops:
         for p in self.procs:
             assert p.stdout is not None and p.stdout.readline() == b"x\n", "busy loop did not start"
 
-    def pause_ms(self) -> float:
-        """The longest gap between two of its reads since the last call (or its start), in ms."""
-        assert self.p.stdin is not None and self.p.stdout is not None
-        self.p.stdin.write("pause\n")
-        self.p.stdin.flush()
-        word, ms = self.p.stdout.readline().split()
-        assert word == "pause"
-        return float(ms)
-
     def close(self) -> None:
         for p in self.procs:
             p.kill()

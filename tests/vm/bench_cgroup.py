@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from workload_helper import Workload  # noqa: E402
 
 from numamove import _native  # noqa: E402
+from numamove.cgroups import remove_group  # noqa: E402
 from numamove.nodelist import parse_size  # noqa: E402
 
 NUMAMOVE = str(Path(sys.executable).parent / "numamove")
@@ -97,12 +98,7 @@ def one_move(arm: str, kind: str, each: int, count: int) -> tuple[float, float, 
     finally:
         for w in loads:
             w.close()
-        for _ in range(50):
-            try:
-                os.rmdir(path)
-                break
-            except OSError:
-                time.sleep(0.1)
+        remove_group(path)
 
 
 def main() -> int:

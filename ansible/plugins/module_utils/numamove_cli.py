@@ -19,6 +19,14 @@ COMMON_OPTIONS = dict(
     executable=dict(type="path"),
 )
 
+# the options of the modules that move pages (documented by the doc fragment numamove.numamove.common.move)
+MOVE_OPTIONS = dict(
+    from_nodes=dict(type="str", aliases=["from"]),
+    threads=dict(type="str", default="auto"),
+    policy=dict(type="str", choices=["push", "pull", "auto"], default="auto"),
+    allow_partial=dict(type="bool", default=False),
+)
+
 
 def numamove_path(module):
     """The numamove command: the executable option, else numamove on PATH (or /usr/local/bin)."""

@@ -18,10 +18,6 @@ description:
     C(ansible_facts.numamove.calibration) (the calibration that numamove's C(auto) policy and threads
     follow there, and why), plus C(ansible_facts.numamove.version).
   - Changes nothing; runs in check mode too.
-options:
-  executable:
-    description: Path of the numamove command (default C(numamove) on PATH, or in C(/usr/local/bin)).
-    type: path
 attributes:
   check_mode:
     description: Gathering changes nothing, so check mode gathers the same facts.
@@ -32,6 +28,8 @@ attributes:
   facts:
     description: Returns C(ansible_facts.numamove).
     support: full
+extends_documentation_fragment:
+  - numamove.numamove.common
 author:
   - numamove developers (@numamove)
 """

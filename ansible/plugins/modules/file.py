@@ -18,8 +18,8 @@ description:
     prefers the node.
   - With O(copy=true), numamove copies the file on pinned threads into a new tmpfs file bound to the
     node and exchanges it for the original (the file must not be open), or writes the copy to O(output).
-  - The module is idempotent, C(changed) is true only when pages moved or a copy was made; a file already on the node
-    is left alone, in place and with O(copy=true) alike. In check mode numamove runs with C(--dry-run).
+  - The module is idempotent, C(changed) is true only when pages moved or a copy was made; a file
+    already on the node is left alone, in place and with O(copy=true) alike. In check mode numamove runs with C(--dry-run).
 options:
   path:
     description: The files (on tmpfs such as C(/dev/shm), or hugetlbfs; with O(output), any file).
@@ -30,10 +30,6 @@ options:
     description: Destination node.
     type: str
     required: true
-  from_nodes:
-    description: Only move pages now on these nodes.
-    type: str
-    aliases: [from]
   copy:
     description: Copy into a new file on the node instead of moving pages in place.
     type: bool
@@ -41,29 +37,9 @@ options:
   output:
     description: With O(copy=true), write the copy here (on tmpfs) and keep the source.
     type: path
-  threads:
-    description: Thread limit (1 to 32) or C(auto).
-    type: str
-    default: auto
-  policy:
-    description: Whose CPUs do the work, the source node's (push) or the destination's (pull).
-    type: str
-    choices: [push, pull, auto]
-    default: auto
-  allow_partial:
-    description: Succeed when only part of the pages could be moved (numamove exit code 3), with a warning.
-    type: bool
-    default: false
-  executable:
-    description: Path of the numamove command (default C(numamove) on PATH, or in C(/usr/local/bin)).
-    type: path
-attributes:
-  check_mode:
-    description: Runs numamove with C(--dry-run) and reports what would change.
-    support: full
-  diff_mode:
-    description: No diff is produced.
-    support: none
+extends_documentation_fragment:
+  - numamove.numamove.common
+  - numamove.numamove.common.move
 author:
   - numamove developers (@numamove)
 """
@@ -110,6 +86,7 @@ numamove:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.numamove.numamove.plugins.module_utils.numamove_cli import (
     COMMON_OPTIONS,
+    MOVE_OPTIONS,
     finish,
     pages,
     run_numamove,
@@ -120,14 +97,11 @@ def main():
     spec = dict(
         path=dict(type="list", elements="path", required=True),
         to=dict(type="str", required=True),
-        from_nodes=dict(type="str", aliases=["from"]),
         copy=dict(type="bool", default=False),
         output=dict(type="path"),
-        threads=dict(type="str", default="auto"),
-        policy=dict(type="str", choices=["push", "pull", "auto"], default="auto"),
-        allow_partial=dict(type="bool", default=False),
     )
     spec.update(COMMON_OPTIONS)
+    spec.update(MOVE_OPTIONS)
     module = AnsibleModule(argument_spec=spec, required_by={"output": "copy"}, supports_check_mode=True)
     p = module.params
     base = ["file"] + p["path"] + ["--to", p["to"], "-q", "--threads", p["threads"], "--policy", p["policy"]]

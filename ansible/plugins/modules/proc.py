@@ -42,19 +42,6 @@ options:
     description: Destination node, or C(cpus) for each process's own node (not with O(cgroup) or O(unit)).
     type: str
     required: true
-  from_nodes:
-    description: Only move pages now on these nodes (for example C(0,2-3)).
-    type: str
-    aliases: [from]
-  threads:
-    description: Thread limit (1 to 32) or C(auto) (the host's calibration, else 4).
-    type: str
-    default: auto
-  policy:
-    description: Whose CPUs do the work, the source node's (push) or the destination's (pull).
-    type: str
-    choices: [push, pull, auto]
-    default: auto
   rate:
     description: Bound the average migration rate of the run, in bytes per second with binary units (C(200M)).
     type: str
@@ -71,23 +58,12 @@ options:
         (widened first when it excludes it), so the kernel finds nothing left to move.
     type: bool
     default: false
-  allow_partial:
-    description: Succeed when numamove moved only part of the pages (exit code 3), with a warning.
-    type: bool
-    default: false
-  executable:
-    description: Path of the numamove command (default C(numamove) on PATH, or in C(/usr/local/bin)).
-    type: path
-attributes:
-  check_mode:
-    description: Runs numamove with C(--dry-run) and reports what would change.
-    support: full
-  diff_mode:
-    description: No diff is produced.
-    support: none
 notes:
   - Run with C(become=true) to move other users' processes.
   - C(numamove proc --help) on the host documents every option.
+extends_documentation_fragment:
+  - numamove.numamove.common
+  - numamove.numamove.common.move
 author:
   - numamove developers (@numamove)
 """
@@ -156,6 +132,7 @@ numamove:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.numamove.numamove.plugins.module_utils.numamove_cli import (
     COMMON_OPTIONS,
+    MOVE_OPTIONS,
     finish,
     pages,
     run_numamove,
@@ -169,16 +146,13 @@ def main():
         cgroup=dict(type="str"),
         unit=dict(type="str"),
         to=dict(type="str", required=True),
-        from_nodes=dict(type="str", aliases=["from"]),
-        threads=dict(type="str", default="auto"),
-        policy=dict(type="str", choices=["push", "pull", "auto"], default="auto"),
         rate=dict(type="str"),
         max_pause=dict(type="float"),
         all=dict(type="bool", default=False),
         set_mems=dict(type="bool", default=False),
-        allow_partial=dict(type="bool", default=False),
     )
     spec.update(COMMON_OPTIONS)
+    spec.update(MOVE_OPTIONS)
     module = AnsibleModule(
         argument_spec=spec,
         mutually_exclusive=[("cgroup", "unit")],
