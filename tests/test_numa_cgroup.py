@@ -267,3 +267,27 @@ def test_bad_group_input_in_the_guest(group: Group) -> None:
                         (["--cgroup", group.rel, "--rate", "1Q"], "--rate")]:
         code, _out, err = run("proc", *args, "--to", "1")
         assert code == 2 and words in err and err.count("\n") == 1, (args, err)
+
+
+@pytest.mark.numa(nodes=2, guest="two")
+def test_signal_during_a_set_mems_move_leaves_the_group_widened_and_says_so(node0_group: Group) -> None:
+    """SIGTERM while a --set-mems move runs: numamove stops within a batch, exits 143, and its report says
+    the group was left widened (cpuset.mems 0-1: never narrowed to a node whose pages are not all there);
+    every page is on node 0 or 1 and the workload's bytes are intact."""
+    import signal
+
+    g = node0_group
+    with Workload("--size", "64M", cgroup=g.path) as w:
+        mover = subprocess.Popen(numamove_cmd("proc", "--cgroup", g.rel, "--to", "1", "--set-mems", "--rate", "16M",
+                                              "--json", "-q"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+        wait_until_moving(w.pid, w.anon, mover)
+        mover.send_signal(signal.SIGTERM)
+        out, err = mover.communicate(timeout=120)
+        assert mover.returncode == 128 + signal.SIGTERM, err
+        doc = json.loads(out)
+        cs = doc["cgroup"]["cpuset"]
+        assert cs["state"] == "widened" and cs["widened"] == {".": "0-1"} and cs["mems_after"] == {}
+        assert g.read("cpuset.mems") == "0-1"
+        assert where_range(w.pid, *w.anon) == {0, 1} and w.check()[0]
+        assert [t["outcome"] for t in doc["targets"]] == ["interrupted"]
