@@ -334,7 +334,9 @@ class Handover:
         self.effective: dict[str, str] = {}
         self.state = "unchanged"
 
-    def _groups(self) -> list[tuple[str, int, str, list[int]]]:
+    def _groups(self) -> list[tuple[str, int, str, list[int], bool]]:
+        """(relative path, a descriptor, cpuset.mems, cpuset.mems.effective, has processes) of each group
+        in the subtree that has the cpuset controller, top-down."""
         from .nodelist import parse_list
 
         out = []
@@ -344,8 +346,9 @@ class Handover:
             if eff is None:
                 continue
             self.effective[sub or "."] = eff.strip()
+            busy = bool((self.group.read("cgroup.procs", dfd) or "").strip())
             out.append((sub, os.dup(dfd), (mems or "").strip(), parse_list(eff.strip(), None, "node")
-                        if eff.strip() else []))
+                        if eff.strip() else [], busy))
         return out
 
     def _require_controller(self) -> None:
@@ -370,15 +373,16 @@ class Handover:
             return
         groups = self._groups()
         try:
-            outside = [(sub, fd, mems, eff) for sub, fd, mems, eff in groups if self.to not in eff]
-            if not outside:
-                return
-            sub, _fd, _mems, eff = outside[0]
-            name = self._name(sub)
+            outside = [(sub, fd, mems, eff) for sub, fd, mems, eff, _busy in groups if self.to not in eff]
             if not self.set_mems:
-                raise NodeUnavailableError(
-                    f"node {self.to} is outside cpuset.mems.effective of cgroup {name} ({_nodes_text(eff)}): "
-                    f"add --set-mems to move the pages and then hand the group over to node {self.to}")
+                # only groups with processes matter here: an empty subgroup's cpuset moves nobody's pages
+                for sub, _fd, _mems, eff, busy in groups:
+                    if busy and self.to not in eff:
+                        raise NodeUnavailableError(
+                            f"node {self.to} is outside cpuset.mems.effective of cgroup {self._name(sub)} "
+                            f"({_nodes_text(eff)}): add --set-mems to move the pages and then hand the group "
+                            f"over to node {self.to}")
+                return
             from .nodelist import parse_list
 
             for sub, fd, mems, eff in outside:
@@ -399,7 +403,7 @@ class Handover:
                                       f"{exc.strerror}") from None
                 self.widened[sub or "."] = value
                 self.state = "widened"
-            for sub, fd, _mems, _eff in groups if not self.dry_run else []:
+            for sub, fd, _mems, _eff, _busy in groups if not self.dry_run else []:
                 eff_text = (self.group.read("cpuset.mems.effective", fd) or "").strip()
                 eff_now = parse_list(eff_text, None, "node") if eff_text else []
                 if self.to not in eff_now:
@@ -408,8 +412,8 @@ class Handover:
                                       f"{self._name(sub)} ({_nodes_text(eff_now)}) after widening: a parent "
                                       "group above it excludes the node")
         finally:
-            for _sub, fd, _mems, _eff in groups:
-                os.close(fd)
+            for g in groups:
+                os.close(g[1])
 
     def _name(self, sub: str) -> str:
         return self.group.rel if not sub or sub == "." else f"{self.group.rel.rstrip('/')}/{sub}"
@@ -424,7 +428,9 @@ class Handover:
         for sub in reversed(list(self.widened)):
             fd = self._fd(sub)
             try:
-                self.group.write("cpuset.mems", self.before[sub], fd)
+                # "\n", not "": the kernel never sees a zero-length write, and an empty value means
+                # "inherit the parent's", as the group did before
+                self.group.write("cpuset.mems", self.before[sub] or "\n", fd)
             except OSError:
                 pass
             finally:

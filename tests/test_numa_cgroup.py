@@ -291,3 +291,35 @@ def test_signal_during_a_set_mems_move_leaves_the_group_widened_and_says_so(node
         assert g.read("cpuset.mems") == "0-1"
         assert where_range(w.pid, *w.anon) == {0, 1} and w.check()[0]
         assert [t["outcome"] for t in doc["targets"]] == ["interrupted"]
+
+
+@pytest.mark.numa(nodes=2, guest="two")
+def test_an_empty_subgroup_outside_the_node_does_not_block_the_move(group: Group) -> None:
+    """Without --set-mems only groups with processes must allow the node: an empty subgroup limited to
+    node 0 moves nobody's pages, so the move goes on (exit 0)."""
+    group.write("cgroup.subtree_control", "+cpuset")
+    os.mkdir(group.path + "/idle")
+    with open(group.path + "/idle/cpuset.mems", "w") as fh:
+        fh.write("0")
+    os.mkdir(group.path + "/work")
+    with Workload("--size", "8M", "--node", "0", cgroup=group.path + "/work") as w:
+        code, _doc, err = proc_json("--cgroup", group.rel, "--to", "1")
+        assert code == 0, err
+        assert where_range(w.pid, *w.anon) == {1}
+
+
+@pytest.mark.numa(nodes=2, guest="two")
+def test_set_mems_under_a_parent_that_excludes_the_node_is_undone(node0_group: Group) -> None:
+    """--set-mems on a group whose parent allows node 0 only: widening the group cannot make node 1 effective;
+    one line naming the parent's limit, exit 1, the group's cpuset.mems back to what it was (empty:
+    inherited), nothing moved."""
+    parent = node0_group
+    parent.write("cgroup.subtree_control", "+cpuset")
+    child = parent.path + "/c"
+    os.mkdir(child)
+    with Workload("--size", "8M", cgroup=child) as w:
+        code, _out, err = run("proc", "--cgroup", parent.rel + "/c", "--to", "1", "--set-mems")
+        assert code == 1 and "a parent group above it excludes the node" in err and err.count("\n") == 1, err
+        with open(child + "/cpuset.mems") as fh:
+            assert fh.read().strip() == ""
+        assert where_range(w.pid, *w.anon) == {0}
