@@ -385,6 +385,8 @@ class Handover:
                 return
             from .nodelist import parse_list
 
+            if outside:
+                self._require_parent_allows()
             for sub, fd, mems, eff in outside:
                 if not mems and sub:
                     continue  # inherits from its parent, widened above it
@@ -398,19 +400,19 @@ class Handover:
                 try:
                     self.group.write("cpuset.mems", value, fd)
                 except OSError as exc:
-                    self.undo()
+                    left = self.undo()
                     raise CpusetError(f"--set-mems: cannot widen cpuset.mems of {self._name(sub)} to {value}: "
-                                      f"{exc.strerror}") from None
+                                      f"{exc.strerror}{left}") from None
                 self.widened[sub or "."] = value
                 self.state = "widened"
             for sub, fd, _mems, _eff, _busy in groups if not self.dry_run else []:
                 eff_text = (self.group.read("cpuset.mems.effective", fd) or "").strip()
                 eff_now = parse_list(eff_text, None, "node") if eff_text else []
                 if self.to not in eff_now:
-                    self.undo()
+                    left = self.undo()
                     raise CpusetError(f"--set-mems: node {self.to} stays outside cpuset.mems.effective of "
-                                      f"{self._name(sub)} ({_nodes_text(eff_now)}) after widening: a parent "
-                                      "group above it excludes the node")
+                                      f"{self._name(sub)} ({_nodes_text(eff_now)}) after widening: a group "
+                                      f"above it excludes the node{left}")
         finally:
             for g in groups:
                 os.close(g[1])
@@ -423,20 +425,43 @@ class Handover:
             return os.dup(self.group.fd)
         return os.open(sub, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.group.fd)
 
-    def undo(self) -> None:
-        """Put back what prepare() widened (nothing has moved yet: nothing to migrate back)."""
+    def _require_parent_allows(self) -> None:
+        """The group's parent must allow the destination: widening the group itself cannot get past its
+        parent's cpuset.mems.effective, and a group with processes can never be set back to inheriting
+        its parent's mems (the kernel refuses empty mems for a populated cpuset), so this is checked
+        before anything is written."""
+        from .nodelist import parse_list
+
+        fd = os.open("..", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.group.fd)
+        try:
+            eff = (self.group.read("cpuset.mems.effective", fd) or "").strip()
+        finally:
+            os.close(fd)
+        nodes = parse_list(eff, None, "node") if eff else []
+        if eff and self.to not in nodes:
+            parent = os.path.dirname(self.group.rel.rstrip("/")) or "/"
+            raise CpusetError(f"--set-mems: node {self.to} is outside cpuset.mems.effective of the parent group "
+                              f"{parent} ({_nodes_text(nodes)}): numamove widens only the group itself and the "
+                              "groups below it")
+
+    def undo(self) -> str:
+        """Put back what prepare() widened (nothing has moved yet: nothing to migrate back); what could not
+        be put back, as text to append to a message ("" when all was)."""
+        failed = []
         for sub in reversed(list(self.widened)):
             fd = self._fd(sub)
             try:
-                # "\n", not "": the kernel never sees a zero-length write, and an empty value means
-                # "inherit the parent's", as the group did before
+                # "\n", not "": the kernel never sees a zero-length write; an empty value means "inherit
+                # the parent's" (refused for a group with processes: then it stays widened, and says so)
                 self.group.write("cpuset.mems", self.before[sub] or "\n", fd)
-            except OSError:
-                pass
+            except OSError as exc:
+                failed.append(f"cpuset.mems of {self._name(sub)} left at {self.widened[sub]} "
+                              f"({exc.strerror})")
             finally:
                 os.close(fd)
         self.widened.clear()
         self.state = "unchanged"
+        return "; " + "; ".join(failed) if failed else ""
 
     def finish(self) -> None:
         """--set-mems after the move: cpuset.mems of the group (and of each descendant that sets its own)
