@@ -451,6 +451,20 @@ def renameat2(olddirfd: int, old: str, newdirfd: int, new: str, flags: int) -> N
 STOP_SIGNALS: tuple[int, int, int] = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
 
 
+class StopSignalsHeld:
+    """`with StopSignalsHeld():` the stop signals wait for the block to end (a report written whole, a
+    publish or a widening done whole); one that arrived meanwhile is delivered as the block ends."""
+
+    __slots__ = ("_old",)
+
+    def __enter__(self) -> StopSignalsHeld:
+        self._old = _signal.pthread_sigmask(_signal.SIG_BLOCK, STOP_SIGNALS)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, self._old)
+
+
 def stop_install() -> None:
     """Point SIGINT, SIGTERM and SIGHUP at a handler that records them: move and copy workers then take
     no new batch (see stop_signal). Python's handlers cannot run while the main thread is in C.

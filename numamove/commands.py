@@ -176,7 +176,7 @@ def _proc_run(pid_list: list[int], name: str | None, group: Any, unit: str | Non
               move_all: bool, limit: int | None, policy: str, batch: int | None, max_pause: float | None,
               wait: bool, dry_run: bool, verbose: bool, quiet: bool, as_json: bool, environment_warnings: Any,
               resolve_targets: Any, current_node: Any) -> None:
-    from ._native import STOP_SIGNALS
+    from ._native import STOP_SIGNALS, StopSignalsHeld
 
     targets, unusable = resolve_targets(pid_list, name)
     outcomes = [Outcome(pid, "", "failed", exc) for pid, exc in unusable]
@@ -190,13 +190,16 @@ def _proc_run(pid_list: list[int], name: str | None, group: Any, unit: str | Non
             handover = Handover(group, fixed_to, set_mems, dry_run)
             try:
                 # widening is a few quick writes: whole, or undone on a signal (nothing has moved yet)
-                _blocked(STOP_SIGNALS, handover.prepare)
+                with StopSignalsHeld():
+                    handover.prepare()
             except Interrupted:
-                _blocked(STOP_SIGNALS, handover.undo)
+                with StopSignalsHeld():
+                    handover.undo()
                 raise
             _add_group_targets(group, targets, outcomes, resolve_targets)
             if not targets and not outcomes:
-                _blocked(STOP_SIGNALS, handover.undo)
+                with StopSignalsHeld():
+                    handover.undo()
                 from .proc import NoSuchProcessError
 
                 raise NoSuchProcessError(f"cgroup {group.rel} has no processes")
@@ -208,21 +211,12 @@ def _proc_run(pid_list: list[int], name: str | None, group: Any, unit: str | Non
             _signal.signal(sig, handler)
 
 
-def _blocked(signals: tuple[int, ...], fn: Any) -> None:
-    """fn() with signals held back; one that arrived meanwhile is delivered (raises) after it."""
-    held = _signal.pthread_sigmask(_signal.SIG_BLOCK, signals)
-    try:
-        fn()
-    finally:
-        _signal.pthread_sigmask(_signal.SIG_SETMASK, held)
-
-
 def _proc_move(targets: list[Any], outcomes: list[Outcome], group: Any, unit: str | None, handover: Any,
                pacer: Any, topo: Any, fixed_to: int | None, from_nodes: frozenset[int] | None, range_list: Any,
                kinds: Any, move_all: bool, limit: int | None, policy: str, batch: int | None,
                max_pause: float | None, wait: bool, dry_run: bool, verbose: bool, quiet: bool, as_json: bool,
                environment_warnings: Any, resolve_targets: Any, current_node: Any) -> None:
-    from ._native import STOP_SIGNALS
+    from ._native import StopSignalsHeld
 
     if not quiet:
         for w in environment_warnings():
@@ -274,8 +268,7 @@ def _proc_move(targets: list[Any], outcomes: list[Outcome], group: Any, unit: st
     doc["targets"] = [o.to_json() for o in outcomes]
     doc["processes"] = [r.to_json() for r in reports]
     # the report is written whole: a signal now waits for it, then ends the run (exit 128+signal)
-    held = _signal.pthread_sigmask(_signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
+    with StopSignalsHeld():
         print_reports(reports, as_json, doc)
         if not as_json and group is not None:
             for line in _group_lines(doc["cgroup"], handover):
@@ -292,8 +285,6 @@ def _proc_move(targets: list[Any], outcomes: list[Outcome], group: Any, unit: st
                  f"{len(appeared)} not moved (PIDs {' '.join(map(str, appeared[:10]))})", err=True)
         if group_error is not None:
             echo(f"numamove: error: {group_error}", err=True)
-    finally:
-        _signal.pthread_sigmask(_signal.SIG_SETMASK, held)
     if stopped is not None:
         sys.exit(stopped.exit_code)
     code = exit_code(outcomes, reports)
@@ -327,24 +318,28 @@ def _add_group_targets(group: Any, targets: list[Any], outcomes: list[Outcome], 
         targets.append(t)
 
 
-def _rate_json(reports: list[Any], pacer: Any) -> dict[str, Any]:
+def _moved(reports: list[Any]) -> tuple[int, float, float]:
+    """Bytes moved, seconds in the move, and their ratio, over the reports."""
     moved = sum(r.moved[1] for r in reports)
     secs = sum(r.seconds for r in reports)
-    return {"limit_bytes_per_second": pacer.rate, "achieved_bytes_per_second": moved / secs if secs > 0 else 0.0,
+    return moved, secs, moved / secs if secs > 0 else 0.0
+
+
+def _rate_json(reports: list[Any], pacer: Any) -> dict[str, Any]:
+    return {"limit_bytes_per_second": pacer.rate, "achieved_bytes_per_second": _moved(reports)[2],
             "slept_seconds": pacer.slept}
 
 
 def _group_json(group: Any, unit: str | None, handover: Any, rescans: int, appeared: list[int],
                 reports: list[Any], outcomes: list[Outcome], pacer: Any) -> dict[str, Any]:
-    moved = sum(r.moved[1] for r in reports)
-    secs = sum(r.seconds for r in reports)
+    moved, secs, rate = _moved(reports)
     return {"path": group.rel, "mount": group.mount, "unit": unit,
             "processes": sum(1 for o in outcomes if o.outcome in ("moved", "interrupted")),
             "exited": sum(1 for o in outcomes if o.outcome == "skipped"),
             "failed": sum(1 for o in outcomes if o.outcome == "failed"),
             "rescans": rescans, "appeared_not_moved": appeared,
             "moved_bytes": moved, "move_seconds": secs,
-            "achieved_bytes_per_second": moved / secs if secs > 0 else 0.0,
+            "achieved_bytes_per_second": rate,
             "max_call_ms": max((r.max_call_ms for r in reports), default=0.0),
             "rate": _rate_json(reports, pacer) if pacer is not None else None,
             "cpuset": handover.to_json() if handover is not None else None}

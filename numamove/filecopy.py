@@ -255,8 +255,7 @@ def _publish(dfd: int, ddir: int, dname: str, leased: int, st: os.stat_result, d
     """Give the unnamed copy its name: over output, or (leased >= 0: the original's descriptor,
     holding its write lease) exchanged with the original."""
     tmp = f".{dname}.numamove-{secrets.token_hex(6)}"
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _native.STOP_SIGNALS)
-    try:
+    with _native.StopSignalsHeld():
         try:
             os.link(f"/proc/self/fd/{dfd}", tmp, dst_dir_fd=ddir, follow_symlinks=True)
         except OSError as exc:
@@ -281,5 +280,3 @@ def _publish(dfd: int, ddir: int, dname: str, leased: int, st: os.stat_result, d
             why = "was replaced by another file" if swapped else "was opened by another process"
             raise NumamoveError(f"{dest} {why} during the copy: copy discarded, nothing changed")
         os.unlink(tmp, dir_fd=ddir)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -159,6 +159,11 @@ class TargetReport:
         return self.moved[1] / self.seconds / 1e9 if self.seconds > 0 else 0.0
 
     @property
+    def achieved(self) -> float:
+        """Bytes moved a second of the move (--rate's waits included)."""
+        return self.moved[1] / self.seconds if self.seconds > 0 else 0.0
+
+    @property
     def partial(self) -> bool:
         return bool(self.failed)
 
@@ -178,7 +183,7 @@ class TargetReport:
             "seconds": self.seconds, "bookkeeping_seconds": self.bookkeeping, "gbps": self.gbps,
             "pages_located_by_query": self.queried,
             "rate_limit_bytes_per_second": self.rate_limit,
-            "achieved_bytes_per_second": self.moved[1] / self.seconds if self.seconds > 0 else 0.0,
+            "achieved_bytes_per_second": self.achieved,
             "workers": self.workers, "notes": self.notes,
         }
 

@@ -28,7 +28,7 @@ def render_migration(r: TargetReport) -> list[str]:
         lines.append(f"  before: {_nodes(r.before)}")
         lines.append(f"  after:  {_nodes(r.after)}")
         if r.rate_limit is not None:
-            lines.append(f"  rate: {format_bytes(r.moved[1] / r.seconds if r.seconds > 0 else 0)}/s achieved "
+            lines.append(f"  rate: {format_bytes(r.achieved)}/s achieved "
                          f"(--rate {format_bytes(r.rate_limit)}/s); longest move_pages call {r.max_call_ms:.1f} ms")
     if r.already[0]:
         lines.append(f"  already on node {r.to}: {r.already[0]} pages ({format_bytes(r.already[1])})")
