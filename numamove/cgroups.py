@@ -133,13 +133,11 @@ class Cgroup:
         for dirpath, _dirs, _files, dfd in os.fwalk(".", dir_fd=self.fd, follow_symlinks=False):
             yield ("" if dirpath == "." else dirpath[2:]), dfd
 
-    def processes(self) -> list[tuple[int, str]]:
-        """(PID, the group it is in, relative to this one) of every process in the subtree."""
+    def processes(self) -> list[int]:
+        """The PID of every process in the subtree."""
         out = []
-        for sub, dfd in self.walk():
-            text = self.read("cgroup.procs", dfd)
-            for line in (text or "").split():
-                out.append((int(line), sub))
+        for _sub, dfd in self.walk():
+            out += [int(line) for line in (self.read("cgroup.procs", dfd) or "").split()]
         return out
 
     def contains(self, pid: int) -> bool:
@@ -331,7 +329,6 @@ class Handover:
         self.widened: dict[str, str] = {}  # relative group -> the value written before the move
         self.final: dict[str, str] = {}  # relative group -> the value written after the move
         self.write_seconds: dict[str, float] = {}
-        self.effective: dict[str, str] = {}
         self.state = "unchanged"
 
     def _groups(self) -> list[tuple[str, int, str, list[int], bool]]:
@@ -345,7 +342,6 @@ class Handover:
             eff = self.group.read("cpuset.mems.effective", dfd)
             if eff is None:
                 continue
-            self.effective[sub or "."] = eff.strip()
             busy = bool((self.group.read("cgroup.procs", dfd) or "").strip())
             out.append((sub, os.dup(dfd), (mems or "").strip(), parse_list(eff.strip(), None, "node")
                         if eff.strip() else [], busy))

@@ -273,13 +273,13 @@ def _show_group(cgroup: str | None, unit: str | None, as_json: bool) -> None:
         stat = group.numa_stat()
         source = "memory.numa_stat"
         if stat is None:
-            stat = _stat_from_processes([pid for pid, _ in procs])
+            stat = _stat_from_processes(procs)
             source = "page tables (no memory controller on this group)"
         nodes = sorted({n for row in stat.values() for n in row})
         total = {n: stat.get("anon", {}).get(n, 0) + stat.get("file", {}).get(n, 0) for n in nodes}
         mems = (group.read("cpuset.mems.effective") or "").strip() or None
         doc = {"cgroup": group.rel, "mount": group.mount, "unit": unit, "source": source,
-               "processes": len(procs), "pids": sorted(pid for pid, _ in procs),
+               "processes": len(procs), "pids": sorted(procs),
                "cpuset_mems_effective": mems, "nodes": {str(n): total[n] for n in nodes},
                "by_kind": {k: {str(n): v for n, v in sorted(row.items())} for k, row in stat.items()}}
     if as_json:

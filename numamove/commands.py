@@ -301,7 +301,7 @@ def _add_group_targets(group: Any, targets: list[Any], outcomes: list[Outcome], 
     """Append the group's processes not in targets (or in seen) to targets; one that exited between
     the listing and the look is skipped, not failed."""
     have = {t.pid for t in targets}
-    pids = [pid for pid, _sub in group.processes() if pid not in have]
+    pids = [pid for pid in group.processes() if pid not in have]
     found, bad = resolve_targets(pids)
     from .proc import NoSuchProcessError
 
