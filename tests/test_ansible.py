@@ -127,9 +127,13 @@ def test_modules_on_one_node(collections: Path) -> None:
 
 
 @pytest.mark.numa(nodes=2, guest="two")
-def test_proc_module_moves_once_then_is_ok() -> None:
-    """In the two-node guest: the first run moves a workload (changed), the second finds it there (ok, not
-    changed). (Check mode is tested on the host: each ansible-playbook task costs ~20 s under TCG.)"""
+def test_proc_module_moves_then_finds_it_there() -> None:
+    """In the two-node guest: the first run moves a workload (changed), the second finds it there: its data
+    is not moved again, and what the second run does move can only be pages the first skipped because another
+    process mapped them too (library pages the Ansible module's own processes had mapped: the kernel moves
+    them once those processes are gone, and then `changed` is true, honestly). The `ok` path itself (nothing
+    moved, changed false, in check mode too) is tested on the host. Each ansible-playbook task costs ~20 s
+    under TCG."""
     import tempfile
 
     from test_numa_proc import where_range
@@ -141,7 +145,9 @@ def test_proc_module_moves_once_then_is_ok() -> None:
         task = {"numamove.numamove.proc": {"pids": [w.pid], "to": "1"}}
         first, second = playbook(top, [task, task])
         assert first["changed"] is True and first["moved_bytes"] >= 16 << 20
-        assert second["changed"] is False and second["moved_pages"] == 0 and not second.get("failed")
+        shared = first["numamove"]["processes"][0]["skipped"].get("shared with other processes (use --all)", {})
+        assert not second.get("failed") and second["changed"] is (second["moved_pages"] > 0), second
+        assert second["moved_pages"] <= shared.get("pages", 0), (second["moved_pages"], shared)
         assert where_range(w.pid, *w.anon) == {1} and w.check()[0]
     shutil.rmtree(top, ignore_errors=True)
 
