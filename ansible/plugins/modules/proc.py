@@ -17,9 +17,9 @@ description:
     node with C(move_pages) on threads pinned to the source or destination node's CPUs.
   - Targets are PIDs, a name regex, a cgroup v2 group or a systemd unit (every process of the group).
   - The module is idempotent, C(changed) is true only when pages moved (or the group's C(cpuset.mems) was handed
-    over); a second run finds the pages on the node already and reports C(changed=false). One exception, the
-    kernel's: without O(all), a page another process also maps (a shared library's, a file's) is skipped, and
-    a later run moves it, and reports C(changed=true), once that process has gone (or unmapped it).
+    over); a second run finds the pages on the node already and reports C(changed=false). One exception (the
+    kernel's rule) is a page another process also maps, a shared library's or a file's. Without O(all) it is
+    skipped, and a later run moves it, and reports C(changed=true), once that process has gone or unmapped it.
   - In check mode numamove runs with C(--dry-run) and reports what would move.
   - A partial move (numamove exit code 3, some pages or processes could not be moved) fails the task
     unless O(allow_partial=true).
