@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 
 from .errors import EXIT_FAILURE, NumamoveError
 
 TYPE_CHECKING = False  # typing's own constant to mypy; importing typing costs start-up ~4 ms
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # collections.abc too: importing it builds collections, ~2 ms of a 20 ms run
+    from collections.abc import Callable
     from typing import NoReturn
 
 

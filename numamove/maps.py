@@ -14,9 +14,11 @@ Which pages numamove hands to move_pages, and how:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from .errors import UsageError
+
+TYPE_CHECKING = False  # typing's own constant to mypy; collections.abc builds collections (~2 ms)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 BASE = 4096
 HUGE = 2 << 20

@@ -16,7 +16,6 @@ import errno
 import os
 import sys
 import time
-from collections.abc import Callable
 
 from . import _native
 from .errors import Interrupted, InvalidNodeError, NativeError, NodeUnavailableError
@@ -26,6 +25,7 @@ from .scan import PageSet, collect
 
 TYPE_CHECKING = False  # typing's own constant to mypy; importing typing costs start-up ~4 ms
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from .calibration import Loaded

@@ -19,13 +19,12 @@ numamove runs on are arguments, so every rule is tested on made-up machines.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from .errors import UsageError
 from .nodelist import format_list
 
 TYPE_CHECKING = False  # typing's own constant to mypy; importing typing costs start-up ~4 ms
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
     from .calibration import Choice, Loaded

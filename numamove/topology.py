@@ -10,13 +10,13 @@ against sysfs: py-libnuma segfaults on an out-of-range node.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 
 from .errors import InvalidNodeError, TopologyError
 from .nodelist import format_list, parse_list
 
 TYPE_CHECKING = False  # typing's own constant to mypy; importing typing costs start-up ~4 ms
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
 NODE_DIR = "sys/devices/system/node"
