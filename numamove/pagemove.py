@@ -411,7 +411,7 @@ def _call(pid: int, pages: Any, k: int, m: int, plan: Plan, flags: int, batch: i
         rep.batches += w.calls
         rep.max_call_ms = max(rep.max_call_ms, w.max_call_ns / 1e6)
         rep.workers.append({"cpu": w.cpu, "cpu_at_start": w.cpu_at_start, "cpu_at_end": w.cpu_at_end,
-                            "pinned": w.pin_err == 0, "entries": w.done, "calls": w.calls,
+                            "pinned": w.cpu >= 0 and w.pin_err == 0, "entries": w.done, "calls": w.calls,
                             "seconds": w.ns / 1e9, "error": os.strerror(-w.err) if w.err else None})
         if w.err:
             _raise_call_error(pid, -w.err, plan.dst, flags)

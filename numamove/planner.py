@@ -10,6 +10,13 @@ Rules (shared/reference/seed-rfc-mt-page-copy.txt, mm/copy_pages.c and its revie
   (numamove.calibration), else push and 4;
 * a CPU-less chosen node falls back to the other node, and where both are
   CPU-less, to the node of the CPU running numamove: never zero threads;
+* one thread under policy auto on the move engine (move_pages) is not pinned: the
+  calling thread moves, wherever the scheduler runs it, exactly as the kernel's own
+  single-threaded path (below the patch's threshold) and migratepages do. Pinning
+  one thread buys no parallelism and holds it on one CPU even when that CPU is
+  busy (one CPU a node: 2-3x slower for THP in the guest); --policy push or pull
+  still pins it, as asked, and so does a calibration that measured the pair (it
+  measures pinned threads only);
 * fewer items than threads: every item is cut into one chunk per thread;
   otherwise items are dealt out in contiguous groups of n/t, the first n%t one more.
 
@@ -48,14 +55,14 @@ class Plan:
     __slots__ = ("src", "dst", "policy", "direction", "cpu_node", "cpus", "split", "items", "base_pages",
                  "limit", "reasons")
 
-    def __init__(self, src: int, dst: int, policy: str, direction: str, cpu_node: int, cpus: tuple[int, ...],
+    def __init__(self, src: int, dst: int, policy: str, direction: str, cpu_node: int | None, cpus: tuple[int, ...],
                  split: str, items: int, base_pages: int, limit: int, reasons: dict[str, str] | None = None) -> None:
         self.src = src
         self.dst = dst
         self.policy = policy  # as asked: push, pull or auto
-        self.direction = direction  # what was applied: push or pull
-        self.cpu_node = cpu_node  # node whose CPUs run the copy
-        self.cpus = cpus  # one per thread
+        self.direction = direction  # what was applied: push, pull, or caller (one thread, not pinned)
+        self.cpu_node = cpu_node  # node whose CPUs run the copy; None when not pinned
+        self.cpus = cpus  # one per thread; empty: one thread, the caller's, not pinned
         self.split = split
         self.items = items
         self.base_pages = base_pages
@@ -75,7 +82,18 @@ class Plan:
 
     @property
     def threads(self) -> int:
-        return len(self.cpus)
+        return len(self.cpus) or 1
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self.cpus)
+
+    def where(self) -> str:
+        """Where the copy runs, for a report line."""
+        if not self.cpus:
+            return "1 thread, the caller's, not pinned"
+        return (f"{self.direction} on node {self.cpu_node}'s CPUs, "
+                f"{self.threads} thread(s) on CPU(s) {format_list(self.cpus)}")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -97,8 +115,10 @@ class Plan:
         """Human lines: the choice and its reason, one line each."""
         return [
             f"node {self.src} -> node {self.dst}: {self.items} item(s), {self.base_pages} base page(s)",
-            f"direction: {self.direction} on node {self.cpu_node}'s CPUs ({self.reasons['cpus']})",
-            f"threads: {self.threads} on CPU(s) {format_list(self.cpus)} ({self.reasons['threads']})",
+            (f"direction: {self.direction} on node {self.cpu_node}'s CPUs ({self.reasons['cpus']})" if self.cpus
+             else f"direction: the calling thread, not pinned ({self.reasons['cpus']})"),
+            (f"threads: {self.threads} on CPU(s) {format_list(self.cpus)} ({self.reasons['threads']})" if self.cpus
+             else f"threads: 1 ({self.reasons['threads']})"),
             f"split: {self.split} ({self.reasons['split']})",
         ]
 
@@ -243,6 +263,11 @@ def make_plan(
         threads = min(limit, len(cpus), MAX_THREADS)
         bound = limit_why if threads == limit else f"node {node}'s {len(cpus)} usable CPU(s)"
         reasons["threads"] = f"{base_pages} base pages > {MT_THRESHOLD_PAGES}: bounded by {bound}"
+    if threads == 1 and policy == "auto" and engine == "move" and choice is None:
+        reasons["cpus"] = ("policy auto, one thread: the calling thread, not pinned, as the kernel's single-threaded "
+                           "path and migratepages run (pinning one thread gains no parallelism)")
+        return Plan(src, dst, policy, "caller", None, (), SPLIT_GROUP, items, base_pages, limit, reasons | {
+            "split": f"{items} item(s) on one thread"})
     if items < threads:
         split = SPLIT_CHUNK
         reasons["split"] = f"{items} item(s) < {threads} threads: each item cut into {threads} chunks"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .nodelist import format_bytes, format_list
+from .nodelist import format_bytes
 from .pagemove import TargetReport
 
 
@@ -19,8 +19,7 @@ def render_migration(r: TargetReport) -> list[str]:
         lines.append(f"  would move: {r.requested[0]} pages ({format_bytes(r.requested[1])})")
         lines.append(f"  now: {_nodes(r.before)}")
         for p in r.plans:
-            lines.append(f"  from node {p.src}: {p.items} pages, {p.direction} on node {p.cpu_node}'s CPUs, "
-                         f"{p.threads} thread(s) on CPU(s) {format_list(p.cpus)}")
+            lines.append(f"  from node {p.src}: {p.items} pages, {p.where()}")
         lines.append(f"  move_pages calls: about {r.batches}")
     else:
         lines.append(f"{head}: moved {r.moved[0]} pages ({format_bytes(r.moved[1])}, {r.huge_moved} huge) "

@@ -308,3 +308,14 @@ def test_calibrate_show_says_which_calibration_applies(no_calibration: Path) -> 
     code, out, err = run("calibrate", "--show", "--json")
     doc = json.loads(out)
     assert doc["in_use"] is True and doc["path"] == str(no_calibration) and doc["choices"]
+
+
+def test_a_calibrated_single_move_thread_stays_pinned_where_measured(tmp_path: Path) -> None:
+    """Without a calibration one move_pages thread under auto is the caller's, not pinned; a calibration that
+    measured the pair's move engine with one pinned push thread best is followed (it measures pinned threads
+    only), and a pair it did not measure keeps the caller."""
+    loaded = load(MACHINE, write(tmp_path / "c.json", calibration_doc(best="push", engine="move")))
+    p = make_plan(MACHINE, 0, 1, 512, 512 * 512, None, "auto", 0, None, loaded, engine="move")
+    assert (p.direction, p.cpus, p.pinned) == ("push", (0,), True)
+    back = make_plan(MACHINE, 1, 0, 512, 512 * 512, 1, "auto", 0, None, loaded, engine="move")
+    assert (back.direction, back.cpus, back.pinned) == ("caller", (), False)

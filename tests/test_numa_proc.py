@@ -16,6 +16,7 @@ from workload_helper import Workload, died_starting
 
 from numamove import _native
 from numamove.proc import TargetLock
+from numamove.topology import read_topology
 
 MIB = 1 << 20
 
@@ -47,6 +48,31 @@ def test_workload_moved_to_node_1_intact_and_running() -> None:
         ok, reads1 = w.check()
         assert ok and reads1 > reads0
         assert p["after"].get("0", {"bytes": 0})["bytes"] < p["before"]["0"]["bytes"]
+
+
+@pytest.mark.numa(nodes=2, guest="two")
+def test_one_thread_under_auto_is_the_callers_and_push_pins_it() -> None:
+    """One CPU a node allows one thread: under policy auto (no calibration) move_pages runs on numamove's own
+    thread, not pinned, as migratepages does; --policy push pins that thread to the source node's CPU."""
+    topo = read_topology()
+    with Workload("--size", "16M", "--huge", "8M", "--node", "0") as w:
+        code, doc, err = proc_json(str(w.pid), "--to", "1")
+        assert code == 0, err
+        p = doc["processes"][0]
+        caller = ("caller", [], 1, None)
+        assert p["plans"] and all((pl["direction"], pl["cpus"], pl["threads"], pl["cpu_node"]) == caller
+                                  for pl in p["plans"])
+        assert p["workers"] and all(wk["cpu"] == -1 and not wk["pinned"] for wk in p["workers"])
+        assert where_range(w.pid, *w.anon) == {1} and where_range(w.pid, *w.huge) == {1}
+        code, doc, err = proc_json(str(w.pid), "--to", "0", "--policy", "push")
+        assert code == 0, err
+        p = doc["processes"][0]
+        assert p["plans"] and all(pl["direction"] == "push" and pl["cpus"] == list(topo.node(pl["src"]).cpus[:1])
+                                  for pl in p["plans"])
+        srcs = {pl["src"] for pl in p["plans"]}
+        assert p["workers"] and all(wk["pinned"] and topo.node_of_cpu(wk["cpu_at_start"]) in srcs
+                                    for wk in p["workers"])
+        assert where_range(w.pid, *w.anon) == {0} and w.check()[0]
 
 
 @pytest.mark.numa(nodes=2)

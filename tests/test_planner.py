@@ -76,6 +76,33 @@ def test_single_cpu_nodes_get_one_thread() -> None:
 
 
 @pytest.mark.parametrize(
+    "machine, pages, limit, policy, engine, pinned",
+    [
+        (ONE_CPU, 4096, 4, "auto", "move", False),   # one CPU a node: one move_pages thread, the caller's
+        (BIG, 32, 4, "auto", "move", False),         # below the threshold
+        (BIG, 4096, 1, "auto", "move", False),       # a thread limit of 1
+        (BIG, 4096, 4, "auto", "move", True),        # several threads: pinned, push
+        (ONE_CPU, 4096, 4, "push", "move", True),    # asked for: pinned as asked
+        (ONE_CPU, 4096, 4, "pull", "move", True),
+        (ONE_CPU, 4096, 4, "auto", "copy", True),    # the memcpy engine keeps the patch's placement
+    ],
+)
+def test_one_move_pages_thread_under_auto_is_the_callers(machine: object, pages: int, limit: int, policy: str,
+                                                         engine: str, pinned: bool) -> None:
+    """One thread under policy auto on the move engine runs on the calling thread, not pinned (as the kernel's
+    single-threaded path and migratepages do); an explicit push or pull, several threads, or the copy
+    engine pin as before."""
+    p = make_plan(machine, 0, 1, pages, pages, limit, policy, running_node=0, engine=engine)  # type: ignore[arg-type]
+    assert p.pinned is pinned and p.threads == (len(p.cpus) if pinned else 1)
+    if pinned:
+        assert p.direction in ("push", "pull") and p.cpu_node is not None
+    else:
+        assert (p.direction, p.cpu_node, p.cpus) == ("caller", None, ())
+        assert "not pinned" in p.reasons["cpus"] and "not pinned" in " ".join(p.describe())
+        assert p.to_json()["cpus"] == [] and p.to_json()["threads"] == 1
+
+
+@pytest.mark.parametrize(
     "src, dst, policy, want_node, want_cpus",
     [
         (0, 2, "pull", 0, (0, 1, 2, 3)),   # CPU-less destination: fall back to the source
