@@ -91,7 +91,8 @@ def nodes(as_json: bool) -> None:
 THREADS_HELP = ("Thread limit, 1..32, or auto: the calibration's for this pair, else the patch's 4 "
                 "(the plan may use fewer: node CPUs, small batches).")
 POLICY_HELP = ("Which node's CPUs do the work: push = source, pull = destination, auto = the faster "
-               "one by `numamove calibrate` on this machine, else push.")
+               "one by `numamove calibrate` on this machine, else push; under auto, one move_pages thread "
+               "without a calibration for the pair runs on numamove's own thread, not pinned, as migratepages does.")
 
 
 @cli.command()
