@@ -378,9 +378,10 @@ def kernel_trouble(console: Path) -> str | None:
 
 
 def pytest_command(pytest_args: list[str]) -> list[str]:
-    """The guest's pytest run: only numa-marked tests, a JUnit report into the results share."""
+    """The guest's pytest run: only numa-marked tests, a JUnit report into the results share, and the
+    slowest tests named (make test has a 15-minute budget, most of it in the guests)."""
     return ["-m", "pytest", "-p", "no:cacheprovider", "-m", "numa", "--junitxml=/tmp/results/junit.xml",
-            "-o", "junit_family=xunit1", "-rs", *pytest_args]
+            "-o", "junit_family=xunit1", "-rs", "--durations=12", *pytest_args]
 
 
 def run_guest(topo: Topology, pytest_args: list[str], interactive: bool = False,
