@@ -1,10 +1,10 @@
 """Whole runs: the numamove CLI against the migratepages CLI, each timed as a process, in a guest.
 
 Run by `make bench` through `tests/vm/harness.py bench-whole` in two guest shapes: one CPU a node
-(the CI guest), and node 0 with two vCPUs beside a memory-only node 1. For each page size, one
-workload (the sample workload, reading its memory all along) is moved back and forth between
-the nodes by `migratepages PID FROM TO` and by `numamove proc PID --to N`, in ABBA order so that
-each tool moves both ways equally often; every move is checked page by page afterwards
+(the CI guest's shape, with 1.5 GiB a node), and node 0 with two vCPUs beside a memory-only node 1.
+For each page size, one workload (the sample workload, reading its memory all along) is moved back
+and forth between the nodes by `migratepages PID FROM TO` and by `numamove proc PID --to N`, in ABBA
+order so that each tool moves both ways equally often; every move is checked page by page afterwards
 (untimed), and the workload checks its own bytes at the end.
 
 Each round also times `numamove proc 1 --to 0 --dry-run -q` (PID 1 is tiny): numamove's

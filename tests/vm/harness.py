@@ -601,8 +601,9 @@ def main(argv: list[str] | None = None) -> int:
                                              "run tests/vm/bench_cgroup.py: a group of three workloads moved by a "
                                              "cpuset.mems write vs numamove proc --cgroup --set-mems")
     bc.add_argument("bench_args", nargs="*")
-    bw = sub.add_parser("bench-whole", help="boot the two-node guest (a CPU a node), then the bench guest (node 0 "
-                                            "with two vCPUs, node 1 memory-only), and run tests/vm/bench_whole.py "
+    bw = sub.add_parser("bench-whole", help="boot a two-node guest with a CPU a node (1.5 GiB each), then the bench "
+                                            "guest (node 0 with two vCPUs, node 1 memory-only), and run "
+                                            "tests/vm/bench_whole.py "
                                             "in each: the numamove CLI vs the migratepages CLI, whole processes")
     bw.add_argument("--shape", choices=["two", "bench", "all"], default="all")
     bw.add_argument("bench_args", nargs="*")
