@@ -187,3 +187,17 @@ def test_max_pause_call_cost_from_two_probes() -> None:
     assert _call_cost([16, 64], [5.0, 4.0], 16.0) == (0.0, 4.0 / 64)
     assert _call_cost([16, 64], [12.0, 13.0], 16.0) == (0.0, 13.0 / 64)  # 11.7 ms "fixed": noise
     assert _call_cost([3], [6.0], 16.0) == (0.0, 2.0)
+
+
+def test_a_dry_runs_text_says_where_each_plan_runs() -> None:
+    """The dry run's text names the caller's unpinned thread, or the pinned threads and their CPUs."""
+    from numamove.pagemove import TargetReport
+    from numamove.proc import Target
+    from numamove.report import render_migration
+
+    rep = TargetReport(Target(1234, "app", "app", (1234,)), 1, dry_run=True)
+    rep.plans = [make_plan(ONE_CPU, 0, 1, 4096, 4096, 4, "auto", running_node=0, engine="move"),
+                 make_plan(BIG, 0, 1, 4096, 4096, 2, "pull", running_node=0, engine="move")]
+    text = "\n".join(render_migration(rep))
+    assert "from node 0: 4096 pages, 1 thread, the caller's, not pinned" in text
+    assert "from node 0: 4096 pages, pull on node 1's CPUs, 2 thread(s) on CPU(s) 16-17" in text
