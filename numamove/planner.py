@@ -90,7 +90,7 @@ class Plan:
 
     def where(self) -> str:
         """Where the copy runs, for a report line."""
-        if not self.cpus:
+        if not self.pinned:
             return "1 thread, the caller's, not pinned"
         return (f"{self.direction} on node {self.cpu_node}'s CPUs, "
                 f"{self.threads} thread(s) on CPU(s) {format_list(self.cpus)}")
@@ -115,10 +115,10 @@ class Plan:
         """Human lines: the choice and its reason, one line each."""
         return [
             f"node {self.src} -> node {self.dst}: {self.items} item(s), {self.base_pages} base page(s)",
-            (f"direction: {self.direction} on node {self.cpu_node}'s CPUs ({self.reasons['cpus']})" if self.cpus
+            (f"direction: {self.direction} on node {self.cpu_node}'s CPUs ({self.reasons['cpus']})" if self.pinned
              else f"direction: the calling thread, not pinned ({self.reasons['cpus']})"),
-            (f"threads: {self.threads} on CPU(s) {format_list(self.cpus)} ({self.reasons['threads']})" if self.cpus
-             else f"threads: 1 ({self.reasons['threads']})"),
+            (f"threads: {self.threads} on CPU(s) {format_list(self.cpus)} ({self.reasons['threads']})"
+             if self.pinned else f"threads: 1 ({self.reasons['threads']})"),
             f"split: {self.split} ({self.reasons['split']})",
         ]
 
