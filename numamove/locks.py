@@ -94,35 +94,45 @@ class _Held:
         self.dirfd, self.name, self.fd, self.path = dirfd, name, fd, path
 
 
-def _acquire(d: str, uid: int, name: str, pid: int, wait: bool, deadline: float | None) -> _Held:
+def _acquire(d: str, uid: int, name: str, pid: int, wait: bool, deadline: float | None, held: list[_Held]) -> None:
+    """Take the lock file name in d and append it to held. A stop signal (whose handler raises) waits while
+    the file is created and locked until it is in held, where release() finds it: otherwise a signal
+    between the open and the append left the file behind. The --wait sleep between tries is not held back."""
+    from ._native import StopSignalsHeld
+
     dirfd = _trusted(d, uid, create=True)
     path = os.path.join(d, name)
     while True:
-        try:
-            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dirfd)
-            if os.geteuid() != uid:
-                os.fchown(fd, uid, -1)  # the owner's own runs must open it too
-        except OSError as exc:
-            os.close(dirfd)
-            raise LockError(f"cannot create the lock file {path}: {exc.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        with StopSignalsHeld():
+            try:
+                fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dirfd)
+                if os.geteuid() != uid:
+                    os.fchown(fd, uid, -1)  # the owner's own runs must open it too
+            except OSError as exc:
+                os.close(dirfd)
+                raise LockError(f"cannot create the lock file {path}: {exc.strerror}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                busy = True
+            else:
+                busy = False
+                # the holder before us may have removed the file as it let go: ours must still be the one named
+                try:
+                    same = os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    held.append(_Held(dirfd, name, fd, path))
+                    return
+                os.close(fd)
+        if busy:
             if not wait or (deadline is not None and time.monotonic() > deadline):
                 os.close(dirfd)
                 raise BusyError(f"another numamove is migrating PID {pid} (lock {path}); "
                                 "use --wait to wait for it") from None
             time.sleep(0.1)
-            continue
-        # the holder before us may have removed the file as it let go: ours must still be the one named
-        try:
-            same = os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            return _Held(dirfd, name, fd, path)
-        os.close(fd)
 
 
 class TargetLock:
@@ -140,23 +150,25 @@ class TargetLock:
         self.path = ""
         try:
             for d, uid in lock_dirs(owner):
-                h = _acquire(d, uid, f"{pid}-{start}.lock", pid, wait, deadline)
-                self.held.append(h)
-                self.path = self.path or h.path
+                _acquire(d, uid, f"{pid}-{start}.lock", pid, wait, deadline, self.held)
+                self.path = self.path or self.held[-1].path
         except BaseException:
             self.release()
             raise
 
     def release(self) -> None:
-        while self.held:
-            h = self.held.pop()
-            try:
-                os.unlink(h.name, dir_fd=h.dirfd)  # while still held: a waiter then sees it gone
-            except OSError:
-                pass
-            fcntl.flock(h.fd, fcntl.LOCK_UN)
-            os.close(h.fd)
-            os.close(h.dirfd)
+        from ._native import StopSignalsHeld
+
+        with StopSignalsHeld():  # a signal between the pop and the unlink would leave the file behind
+            while self.held:
+                h = self.held.pop()
+                try:
+                    os.unlink(h.name, dir_fd=h.dirfd)  # while still held: a waiter then sees it gone
+                except OSError:
+                    pass
+                fcntl.flock(h.fd, fcntl.LOCK_UN)
+                os.close(h.fd)
+                os.close(h.dirfd)
 
     def __enter__(self) -> TargetLock:
         return self
