@@ -8,7 +8,11 @@ the pinned memcpy engine, bench.move_trial for move_pages batches):
   planner's CPU-less fallback, so a memory-only node is measured as it will be used;
 * threads: 1, 2, 4, ... up to the CPUs of the node that copies (at most 32);
 * placement: packed (fill one L3 domain first) and spread (one thread per L3 domain
-  in turn), where the node's CPUs span more than one L3 domain.
+  in turn), where the node's CPUs span more than one L3 domain;
+* for the move engine, also ``caller``: one thread nobody pins, numamove's own, wherever the
+  scheduler runs it (as migratepages and the kernel's single-threaded path run).  Where a
+  pinned thread competes with the workload or the node's one CPU, this is the faster one;
+  auto then uses it when it is within 5% of the best pinned setting.
 
 Configurations that land on the same CPUs are measured once.  The time budget is
 shared out between pairs and engines: the size shrinks until one round fits the
@@ -31,7 +35,7 @@ from typing import Any
 
 from . import __version__
 from .bench import CopyTrial, machine_info, move_trial
-from .calibration import DIRECTIONS, ENGINES, SCHEMA, Setting, default_output, digest, fingerprint
+from .calibration import CALLER, DIRECTIONS, ENGINES, SCHEMA, UNPINNED, Setting, default_output, digest, fingerprint
 from .errors import OutputError, UsageError
 from .nodelist import format_bytes, format_list
 from .planner import BASE_PAGE, HUGE_PAGE, MAX_THREADS, Plan, choose_cpu_node, make_plan
@@ -51,7 +55,7 @@ class Sample:
     placement: str
     threads: int
     cpus: tuple[int, ...]
-    cpu_node: int
+    cpu_node: int | None  # None for the caller, whom nobody pins
     size: int
     seconds: list[float] = field(default_factory=list)
     same_as: str | None = None  # "push"/"pull" when these CPUs were measured for the other direction
@@ -77,9 +81,9 @@ class EngineResult:
     notes: list[str] = field(default_factory=list)
 
     def best_per_direction(self) -> dict[str, Sample]:
-        """The fastest sample per direction; fewer threads (then packed) win within 5%."""
+        """The fastest sample per direction (and the caller's); fewer threads (then packed) win within 5%."""
         out: dict[str, Sample] = {}
-        for d in DIRECTIONS:
+        for d in DIRECTIONS + (CALLER,):
             measured = [s for s in self.samples if s.direction == d and s.seconds]
             if not measured:
                 continue
@@ -89,11 +93,15 @@ class EngineResult:
         return out
 
     def best(self) -> str | None:
-        """The faster direction by median; push (the patch's default) on an exact tie."""
+        """The faster direction by median, push (the patch's default) on an exact tie; the caller
+        (one thread, unpinned) wins within 5% of the fastest, as fewer threads do."""
         per = self.best_per_direction()
         if not per:
             return None
-        return max(per, key=lambda d: (per[d].gbps, d == "push"))
+        top = max(s.gbps for s in per.values())
+        if CALLER in per and per[CALLER].gbps >= top * (1 - THREADS_TOLERANCE):
+            return CALLER
+        return max((d for d in per if d != CALLER), key=lambda d: (per[d].gbps, d == "push"), default=None)
 
     def to_json(self) -> dict[str, Any]:
         per = self.best_per_direction()
@@ -196,11 +204,14 @@ def placements(cpus: list[int], domains: dict[int, str]) -> dict[str, list[int]]
 
 
 def configurations(topo: Topology, src: int, dst: int, here: int, allowed: frozenset[int],
-                   domains: dict[int, str]) -> tuple[list[Sample], list[str]]:
-    """Every sample to measure for one pair, CPUs deduplicated (a duplicate points at its twin)."""
+                   domains: dict[int, str], engine: str = "copy") -> tuple[list[Sample], list[str]]:
+    """Every sample to measure for one pair and engine, CPUs deduplicated (a duplicate points at its
+    twin); the move engine's list starts with the caller (one unpinned thread)."""
     out: list[Sample] = []
     notes: list[str] = []
     seen: dict[tuple[int, ...], Sample] = {}
+    if engine == "move":
+        out.append(Sample(CALLER, UNPINNED, 1, (), None, 0))
     for d in DIRECTIONS:
         node, _, why = choose_cpu_node(topo, src, dst, d, here, allowed)
         cpus = [c for c in topo.node(node).cpus if c in allowed] or sorted(allowed)
@@ -264,7 +275,7 @@ def run_calibration(topo: Topology, pairs: list[tuple[int, int]], *, budget: flo
                 out_notes.append(f"move_pages within node {pr.src} moves nothing: the move engine is not "
                                  "measured for it")
                 continue
-            samples, why = configurations(topo, pr.src, pr.dst, here, allowed, domains)
+            samples, why = configurations(topo, pr.src, pr.dst, here, allowed, domains, e)
             plan_of.append((pr, e, samples, why))
     total = sum(len([s for s in smp if s.same_as is None]) for _, _, smp, _ in plan_of) * repeats
     done = 0
@@ -352,6 +363,9 @@ class _Measurer:
 
     def plan(self, s: Sample, size: int) -> Plan:
         item = HUGE_PAGE if self.engine == "copy" else BASE_PAGE
+        if s.direction == CALLER:  # what make_plan returns for it: one thread, nobody's CPUs
+            return make_plan(self.topo, self.src, self.dst, -(-size // item), size // BASE_PAGE, 1,
+                             "auto", self.here, self.allowed, engine="move")
         p = make_plan(self.topo, self.src, self.dst, -(-size // item), size // BASE_PAGE, s.threads,
                       s.direction, self.here, self.allowed, engine=self.engine)
         return p.replace(cpus=s.cpus[:p.threads])
@@ -403,20 +417,26 @@ def render(run: CalibrationRun) -> list[str]:
     m = machine_info(run.topo)
     lines.append(f"numamove calibrate: {len(run.pairs)} pair(s) in {run.elapsed:.1f} s (budget {run.budget:g} s), "
                  f"median of up to {run.repeats}; machine: {m['cpus']} CPUs, {m['nodes']} NUMA node(s)")
-    lines.append(f"{'pair':<10}{'engine':<7}{'size':>9}  {'push':<26}{'pull':<26}auto uses")
+    lines.append(f"{'pair':<10}{'engine':<7}{'size':>9}  {'push':<26}{'pull':<26}{'caller':<13}auto uses")
     for p in run.pairs:
         for e, er in p.engines.items():
             per = er.best_per_direction()
 
             cells = {d: (f"{s.gbps:6.2f} GB/s {s.threads:>2}t {s.placement}" if (s := per.get(d))
                          else "not measured") for d in DIRECTIONS}
+            caller = per.get(CALLER)
+            cells[CALLER] = (f"{caller.gbps:6.2f} GB/s" if caller else "-" if e != "move" else "not measured")
 
             best = er.best()
-            uses = (f"{best}, {per[best].threads} thread(s) on CPU(s) {format_list(per[best].cpus)}"
-                    if best else "the patch's defaults")
+            if best == CALLER:
+                uses = "caller: 1 thread, not pinned"
+            elif best:
+                uses = f"{best}, {per[best].threads} thread(s) on CPU(s) {format_list(per[best].cpus)}"
+            else:
+                uses = "the patch's defaults"
             size = max((s.size for s in er.samples), default=0)
             lines.append(f"{p.src:>2} -> {p.dst:<4}{e:<7}{format_bytes(size):>9}  {cells['push']:<26}"
-                         f"{cells['pull']:<26}{uses}")
+                         f"{cells['pull']:<26}{cells[CALLER]:<13}{uses}")
             for n in er.notes:
                 lines.append(f"  {e}: {n}")
     if run.path:

@@ -35,7 +35,9 @@ SYSTEM_PATH = "/var/lib/numamove/calibration.json"
 ENV = "NUMAMOVE_CALIBRATION"
 ENGINES = ("copy", "move")
 DIRECTIONS = ("push", "pull")
+CALLER = "caller"  # the move engine's one unpinned thread: a direction of its own in the file
 PLACEMENTS = ("packed", "spread")
+UNPINNED = "unpinned"  # the caller's placement
 
 
 def user_path() -> str:
@@ -80,11 +82,12 @@ class Setting:
 
     __slots__ = ("threads", "placement", "cpus", "cpu_node", "gbps")
 
-    def __init__(self, threads: int, placement: str, cpus: tuple[int, ...], cpu_node: int, gbps: float) -> None:
+    def __init__(self, threads: int, placement: str, cpus: tuple[int, ...], cpu_node: int | None,
+                 gbps: float) -> None:
         self.threads = threads
-        self.placement = placement  # packed or spread (the same CPUs where there is one L3 domain)
-        self.cpus = cpus
-        self.cpu_node = cpu_node
+        self.placement = placement  # packed or spread (the same CPUs where there is one L3 domain), or unpinned
+        self.cpus = cpus  # empty when unpinned
+        self.cpu_node = cpu_node  # None when unpinned
         self.gbps = gbps
 
     def __eq__(self, other: object) -> bool:
@@ -98,8 +101,12 @@ class Setting:
                 "cpu_node": self.cpu_node, "gbps": round(self.gbps, 4)}
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> Setting:
+    def from_json(cls, doc: dict[str, Any], direction: str = "push") -> Setting:
         placement = str(doc["placement"])
+        if direction == CALLER:
+            if placement != UNPINNED or doc["cpus"] != "" or doc["cpu_node"] is not None or doc["threads"] != 1:
+                raise ValueError("the caller setting is one unpinned thread (no CPUs, no node)")
+            return cls(1, UNPINNED, (), None, float(doc["gbps"]))
         if placement not in PLACEMENTS:
             raise ValueError(f"unknown placement {placement!r}")
         cpus = tuple(parse_list(str(doc["cpus"]), None, "CPU"))
@@ -118,8 +125,13 @@ class Choice:
         self.src = src
         self.dst = dst
         self.engine = engine
-        self.best = best  # push or pull
+        self.best = best  # push, pull, or caller (move engine only)
         self.settings = settings
+
+    def best_pinned(self) -> str | None:
+        """The faster of push and pull (push on a tie), for when pinned threads are asked for."""
+        pinned = [d for d in DIRECTIONS if d in self.settings]
+        return max(pinned, key=lambda d: (self.settings[d].gbps, d == "push")) if pinned else None
 
     def describe(self) -> str:
         parts = [f"{d} {s.gbps:.2f} GB/s ({s.threads} thread(s), {s.placement})"
@@ -171,9 +183,10 @@ def parse(doc: Any, path: str) -> Calibration:
             best = entry.get("best")
             if best is None:  # the budget ran out before this engine was measured
                 continue
-            if best not in DIRECTIONS:
-                raise ValueError(f"unknown direction {best!r}")
-            settings = {d: Setting.from_json(s) for d, s in entry["settings"].items() if d in DIRECTIONS}
+            known = DIRECTIONS + (CALLER,) if engine == "move" else DIRECTIONS
+            if best not in known:
+                raise ValueError(f"unknown direction {best!r} for the {engine} engine")
+            settings = {d: Setting.from_json(s, d) for d, s in entry["settings"].items() if d in known}
             if best not in settings:
                 raise ValueError(f"best direction {best} has no setting")
             choices[(src, dst, engine)] = Choice(src, dst, engine, best, settings)

@@ -92,7 +92,8 @@ THREADS_HELP = ("Thread limit, 1..32, or auto: the calibration's for this pair, 
                 "(the plan may use fewer: node CPUs, small batches).")
 POLICY_HELP = ("Which node's CPUs do the work: push = source, pull = destination, auto = the faster "
                "one by `numamove calibrate` on this machine, else push; under auto, one move_pages thread "
-               "without a calibration for the pair runs on numamove's own thread, not pinned, as migratepages does.")
+               "runs on numamove's own thread, not pinned, as migratepages does, where no calibration covers the "
+               "pair or where calibrate measured that thread fastest.")
 
 
 @cli.command()
@@ -518,7 +519,9 @@ def calibrate(pairs_text: str | None, budget: float, size_text: str, repeats: in
     For each ordered pair of memory nodes, times copies and move_pages batches
     with push (source CPUs) and pull (destination CPUs), at 1, 2, 4 ... threads
     up to the node's CPUs, packed into one L3 cache domain or spread across
-    them. Every copy is verified. The best setting per pair is written with a
+    them, and move_pages on one thread nobody pins (caller, as migratepages
+    runs), which auto uses when it is within 5% of the best. Every copy is
+    verified. The best setting per pair is written with a
     fingerprint of this machine's topology: `--policy auto` and `--threads auto`
     (the defaults of proc, file and the Python API) follow it while the
     topology matches, and fall back to the patch's defaults (push, 4 threads)
@@ -568,11 +571,16 @@ def calibrate(pairs_text: str | None, budget: float, size_text: str, repeats: in
         allowed = frozenset(os.sched_getaffinity(0))
         doc: dict[str, Any] = {"dry_run": True, "output": out, "budget_seconds": budget, "notes": notes, "pairs": []}
         for a, b in pairs:
-            samples, why = configurations(topo, a, b, current_node(topo), allowed, l3_domains(sorted(allowed)))
+            # the move engine's list is the copy engine's with the caller (one unpinned thread) first
+            engine = "move" if "move" in engines and a != b else engines[0]  # move: not within one node
+            samples, why = configurations(topo, a, b, current_node(topo), allowed, l3_domains(sorted(allowed)),
+                                          engine)
             doc["pairs"].append({"src": a, "dst": b, "engines": list(engines), "notes": why,
                                  "configurations": [{"direction": s.direction, "placement": s.placement,
                                                      "threads": s.threads, "cpus": list(s.cpus),
-                                                     "cpu_node": s.cpu_node, "same_cpus_as": s.same_as}
+                                                     "cpu_node": s.cpu_node, "same_cpus_as": s.same_as,
+                                                     "engines": ["move"] if s.direction == "caller"
+                                                     else list(engines)}
                                                     for s in samples]})
         if as_json:
             emit_json(doc)

@@ -181,8 +181,13 @@ def _auto_direction(policy: str, choice: Choice | None, calibration: Loaded | No
         return policy, f"policy {policy}"
     if choice is not None:
         assert calibration is not None and calibration.calibration is not None
-        return choice.best, (f"policy auto: {calibration.calibration.label} measured {choice.best} "
-                             f"fastest for {choice.describe()}")
+        best = choice.best
+        if best == "caller":  # several threads asked for: the faster pinned direction
+            best = choice.best_pinned() or "push"
+            return best, (f"policy auto: {calibration.calibration.label} measured one unpinned thread fastest, "
+                          f"but more threads may run: {best}, the faster pinned direction, for {choice.describe()}")
+        return best, (f"policy auto: {calibration.calibration.label} measured {best} "
+                      f"fastest for {choice.describe()}")
     if calibration is not None and calibration.calibration is not None:
         return "push", (f"policy auto: {calibration.calibration.label} has no {engine} measurement "
                         f"for node {src} -> node {dst}: push, the patch's default")
@@ -238,6 +243,13 @@ def make_plan(
     cal = calibration.calibration if calibration is not None else None
     choice = cal.choice(src, dst, engine) if cal is not None else None
     reasons: dict[str, str] = {}
+    if (policy == "auto" and choice is not None and choice.best == "caller"
+            and (limit in (None, 1) or base_pages <= MT_THRESHOLD_PAGES)):
+        assert calibration is not None and calibration.calibration is not None
+        return _caller_plan(src, dst, policy, items, base_pages, 1, {
+            "threads": "one thread, from the calibration" if limit is None else "thread limit 1",
+            "cpus": (f"policy auto: {calibration.calibration.label} measured one unpinned thread (the caller) "
+                     f"fastest for {choice.describe()}")})
     want, why = _auto_direction(policy, choice, calibration, src, dst, engine)
     node, direction, reasons["cpus"] = choose_cpu_node(topo, src, dst, want, running_node, allowed, why)
     cpus = _usable_cpus(topo, node, allowed) or sorted(allowed or ()) or [0]
@@ -266,8 +278,7 @@ def make_plan(
     if threads == 1 and policy == "auto" and engine == "move" and choice is None:
         reasons["cpus"] = ("policy auto, one thread: the calling thread, not pinned, as the kernel's single-threaded "
                            "path and migratepages run (pinning one thread gains no parallelism)")
-        return Plan(src, dst, policy, "caller", None, (), SPLIT_GROUP, items, base_pages, limit, reasons | {
-            "split": f"{items} item(s) on one thread"})
+        return _caller_plan(src, dst, policy, items, base_pages, limit, reasons)
     if items < threads:
         split = SPLIT_CHUNK
         reasons["split"] = f"{items} item(s) < {threads} threads: each item cut into {threads} chunks"
@@ -277,6 +288,13 @@ def make_plan(
                             f"{items // threads}, the first {items % threads} one more")
     return Plan(src, dst, policy, direction, node, tuple(cpus[:threads]), split, items,
                 base_pages, limit, reasons)
+
+
+def _caller_plan(src: int, dst: int, policy: str, items: int, base_pages: int, limit: int,
+                 reasons: dict[str, str]) -> Plan:
+    """One move_pages thread, numamove's own, not pinned."""
+    return Plan(src, dst, policy, "caller", None, (), SPLIT_GROUP, items, base_pages, limit, reasons | {
+        "split": f"{items} item(s) on one thread"})
 
 
 def group_ranges(items: int, threads: int) -> list[tuple[int, int]]:

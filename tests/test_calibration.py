@@ -312,10 +312,87 @@ def test_calibrate_show_says_which_calibration_applies(no_calibration: Path) -> 
 
 def test_a_calibrated_single_move_thread_stays_pinned_where_measured(tmp_path: Path) -> None:
     """Without a calibration one move_pages thread under auto is the caller's, not pinned; a calibration that
-    measured the pair's move engine with one pinned push thread best is followed (it measures pinned threads
-    only), and a pair it did not measure keeps the caller."""
+    measured the pair's move engine with one pinned push thread best (the caller slower) is followed, and a
+    pair it did not measure keeps the caller."""
     loaded = load(MACHINE, write(tmp_path / "c.json", calibration_doc(best="push", engine="move")))
     p = make_plan(MACHINE, 0, 1, 512, 512 * 512, None, "auto", 0, None, loaded, engine="move")
     assert (p.direction, p.cpus, p.pinned) == ("push", (0,), True)
     back = make_plan(MACHINE, 1, 0, 512, 512 * 512, 1, "auto", 0, None, loaded, engine="move")
     assert (back.direction, back.cpus, back.pinned) == ("caller", (), False)
+
+
+def _caller_doc(best: str = "caller", caller_gbps: float = 8.9) -> dict[str, Any]:
+    doc = calibration_doc(best=best, engine="move")
+    doc["pairs"][0]["engines"]["move"]["settings"]["caller"] = {
+        "threads": 1, "placement": "unpinned", "cpus": "", "cpu_node": None, "gbps": caller_gbps}
+    return doc
+
+
+def test_a_calibration_that_measured_the_caller_fastest_runs_one_unpinned_thread(tmp_path: Path) -> None:
+    """best: caller in the move engine's entry: auto runs one thread, nobody's CPUs, and says why; an
+    explicit thread count above one takes the faster pinned direction instead (pull here), and an
+    explicit policy is obeyed as before."""
+    loaded = load(MACHINE, write(tmp_path / "c.json", _caller_doc()))
+    assert loaded.warning is None and loaded.calibration is not None
+    p = make_plan(MACHINE, 0, 1, 512, 512 * 512, None, "auto", 0, None, loaded, engine="move")
+    assert (p.direction, p.cpus, p.cpu_node, p.threads, p.pinned) == ("caller", (), None, 1, False)
+    assert "measured one unpinned thread (the caller) fastest" in p.reasons["cpus"]
+    assert str(tmp_path / "c.json") in p.reasons["cpus"]
+    one = make_plan(MACHINE, 0, 1, 512, 512 * 512, 1, "auto", 0, None, loaded, engine="move")
+    assert one.direction == "caller"
+    four = make_plan(MACHINE, 0, 1, 512, 512 * 512, 4, "auto", 0, None, loaded, engine="move")
+    assert (four.direction, four.cpu_node, four.threads) == ("pull", 1, 4)
+    assert "more threads may run: pull" in four.reasons["cpus"]
+    push = make_plan(MACHINE, 0, 1, 512, 512 * 512, None, "push", 0, None, loaded, engine="move")
+    assert (push.direction, push.cpus) == ("push", (0,))
+    # the copy engine has no caller: its plan for the pair is the patch's default
+    copy = make_plan(MACHINE, 0, 1, 512, 512 * 512, None, "auto", 0, None, loaded, engine="copy")
+    assert copy.direction == "push" and copy.pinned
+
+
+@pytest.mark.parametrize("change", [
+    {"cpus": "0"}, {"cpu_node": 0}, {"threads": 2}, {"placement": "packed"}])
+def test_a_caller_setting_that_is_not_one_unpinned_thread_is_corrupt(tmp_path: Path, change: dict[str, Any]) -> None:
+    doc = _caller_doc()
+    doc["pairs"][0]["engines"]["move"]["settings"]["caller"].update(change)
+    loaded = load(MACHINE, write(tmp_path / "c.json", doc))
+    assert loaded.calibration is None and loaded.warning
+    assert "the caller setting is one unpinned thread" in loaded.warning
+
+
+def test_the_copy_engine_has_no_caller(tmp_path: Path) -> None:
+    doc = calibration_doc(best="caller", engine="copy")
+    loaded = load(MACHINE, write(tmp_path / "c.json", doc))
+    assert loaded.calibration is None and loaded.warning
+    assert "unknown direction 'caller' for the copy engine" in loaded.warning
+
+
+def _result(push: float, pull: float, caller: float | None) -> Any:
+    from numamove.calibrate import EngineResult, Sample
+
+    samples = [Sample("push", "packed", 2, (0, 1), 0, 1 << 20, [(1 << 20) / (push * 1e9)]),
+               Sample("pull", "packed", 2, (4, 5), 1, 1 << 20, [(1 << 20) / (pull * 1e9)])]
+    if caller is not None:
+        samples.insert(0, Sample("caller", "unpinned", 1, (), None, 1 << 20, [(1 << 20) / (caller * 1e9)]))
+    return EngineResult("move", samples)
+
+
+def test_the_caller_wins_within_five_percent_of_the_fastest_pinned_setting() -> None:
+    assert _result(1.0, 2.0, 3.0).best() == "caller"
+    assert _result(1.0, 2.0, 1.95).best() == "caller"  # 2.5% slower: one unpinned thread is the simpler choice
+    assert _result(1.0, 2.0, 1.8).best() == "pull"
+    assert _result(2.0, 1.0, None).best() == "push"
+    doc = _result(1.0, 2.0, 3.0).to_json()
+    assert doc["settings"]["caller"] == {"threads": 1, "placement": "unpinned", "cpus": "", "cpu_node": None,
+                                         "gbps": 3.0}
+
+
+def test_calibrate_measures_the_caller_for_the_move_engine_only() -> None:
+    from numamove.calibrate import configurations
+
+    t = MACHINE
+    move, _ = configurations(t, 0, 1, 0, frozenset(range(8)), {}, "move")
+    copy, _ = configurations(t, 0, 1, 0, frozenset(range(8)), {}, "copy")
+    assert [(s.direction, s.cpus, s.cpu_node) for s in move if s.direction == "caller"] == [("caller", (), None)]
+    assert not [s for s in copy if s.direction == "caller"]
+    assert len(move) == len(copy) + 1

@@ -18,6 +18,7 @@ from schemas import validate
 from test_cli import run
 from workload_helper import BusyLoops, Workload
 
+from numamove import _native
 from numamove.calibrate import run_calibration
 from numamove.calibration import digest, load
 from numamove.planner import make_plan
@@ -55,6 +56,12 @@ def test_calibration_runs_within_its_budget_and_measures_every_pair(
     measured = [e for p in doc["pairs"] for e in p["engines"].values() if e["best"]]
     # the budget is shared: the first pairs at least are measured, in both engines
     assert measured and doc["pairs"][0]["engines"]["copy"]["best"] and doc["pairs"][0]["engines"]["move"]["best"]
+    # the move engine also measured one unpinned thread (the caller); the copy engine has none
+    move = doc["pairs"][0]["engines"]["move"]
+    caller = [s for s in move["samples"] if s["direction"] == "caller"]
+    assert len(caller) == 1 and caller[0]["seconds"] and caller[0]["cpus"] == "" and caller[0]["cpu_node"] is None
+    assert "caller" in move["settings"]
+    assert not [s for s in doc["pairs"][0]["engines"]["copy"]["samples"] if s["direction"] == "caller"]
     if doc["complete"]:
         assert len(measured) == 2 * len(doc["pairs"])
     else:
@@ -78,7 +85,10 @@ def test_auto_follows_the_calibration(calibrated: tuple[dict[str, Any], float, P
             p = make_plan(topo, pair["src"], pair["dst"], 4096, 4096, None, "auto", 0,
                           frozenset(os.sched_getaffinity(0)), loaded, engine)
             assert p.direction == e["best"] and str(path) in p.reasons["cpus"]
-            assert p.threads == min(e["settings"][e["best"]]["threads"], len(p.cpus))
+            if e["best"] == "caller":
+                assert (p.threads, p.cpus, p.cpu_node) == (1, (), None)
+            else:
+                assert p.threads == min(e["settings"][e["best"]]["threads"], len(p.cpus))
             checked += 1
     assert checked
     # and a real `numamove proc` (in-process: CLI start-up is slow under TCG) says so and follows it
@@ -92,6 +102,42 @@ def test_auto_follows_the_calibration(calibrated: tuple[dict[str, Any], float, P
         assert str(path) in rep["calibration"]
         plans = rep["processes"][0]["plans"]
         assert plans and all(p["direction"] == move01["best"] for p in plans if p["src"] == src)
+        assert w.check()[0]
+
+
+@pytest.mark.numa(nodes=2)
+def test_a_calibration_that_chose_the_caller_moves_on_one_unpinned_thread(
+        calibrated: tuple[dict[str, Any], float, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This guest's calibration with the move engine's best set to caller (whichever won here): a real
+    `numamove proc` follows it on one unpinned thread, every page lands, the bytes are intact; with
+    `--threads 2` it runs pinned threads instead."""
+    doc = json.loads(calibrated[2].read_text())
+    pair = doc["pairs"][0]
+    move = pair["engines"]["move"]
+    assert "caller" in move["settings"]
+    move["best"] = "caller"
+    path = tmp_path / "caller.json"
+    path.write_text(json.dumps(doc))
+    src, dst = pair["src"], pair["dst"]
+    monkeypatch.setenv("NUMAMOVE_CALIBRATION", str(path))
+    with Workload("--size", "8M", "--huge", "0", "--node", str(src)) as w:
+        code, out, err = run("proc", str(w.pid), "--to", str(dst), "--only", "anon", "--json")
+        assert code == 0, err
+        rep = json.loads(out)
+        validate(rep, "proc")
+        p = rep["processes"][0]
+        assert p["moved"]["pages"] >= 2048 and not p["failed"]
+        plans = [pl for pl in p["plans"] if pl["src"] == src]
+        assert plans and all((pl["direction"], pl["cpus"], pl["threads"]) == ("caller", [], 1) for pl in plans), plans
+        assert "measured one unpinned thread (the caller) fastest" in plans[0]["reasons"]["cpus"]
+        assert p["workers"] and not any(wk["pinned"] for wk in p["workers"])
+        assert set(_native.page_nodes(*w.anon, 4096, w.pid)) == {dst}
+        code, out, err = run("proc", str(w.pid), "--to", str(src), "--only", "anon", "--threads", "2", "--json")
+        assert code == 0, err
+        p = json.loads(out)["processes"][0]
+        back = [pl for pl in p["plans"] if pl["src"] == dst]
+        assert back and all(pl["direction"] != "caller" for pl in back)
+        assert set(_native.page_nodes(*w.anon, 4096, w.pid)) == {src}
         assert w.check()[0]
 
 
