@@ -136,25 +136,43 @@ def _acquire(d: str, uid: int, name: str, pid: int, wait: bool, deadline: float 
 
 
 class TargetLock:
-    """flocks on a file per target process (PID + start time); released, and removed, when numamove is done
-    with the process; the kernel releases them when numamove dies."""
+    """flocks on a file per target process (PID + start time), taken as the `with` block enters (or by
+    acquire()); released, and removed, when numamove is done with the process; the kernel releases them
+    when numamove dies.
+
+    Constructing one takes nothing: a stop signal delivered between the constructor and the `with`
+    statement's __enter__ (a window Python's signal handlers can run in) would otherwise leave a taken
+    lock that no __exit__ releases. Inside __enter__ any exception, a signal's included, releases what
+    was taken before it propagates."""
 
     def __init__(self, pid: int, wait: bool = False, timeout: float | None = None, owner: int | None = None,
                  start: str | None = None) -> None:
         from .proc import _status_start_time, process_owner
 
-        start = start if start is not None else _status_start_time(pid)
-        owner = owner if owner is not None else process_owner(pid)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        self.pid = pid
+        self.start = start if start is not None else _status_start_time(pid)
+        self.owner = owner if owner is not None else process_owner(pid)
+        self.wait = wait
+        self.timeout = timeout
         self.held: list[_Held] = []
         self.path = ""
+
+    def __enter__(self) -> TargetLock:
+        """Take every lock (see the module's doc); BusyError when another run holds one, LockError when a
+        file or directory cannot be used."""
         try:
-            for d, uid in lock_dirs(owner):
-                _acquire(d, uid, f"{pid}-{start}.lock", pid, wait, deadline, self.held)
+            deadline = None if self.timeout is None else time.monotonic() + self.timeout
+            for d, uid in lock_dirs(self.owner):
+                _acquire(d, uid, f"{self.pid}-{self.start}.lock", self.pid, self.wait, deadline, self.held)
                 self.path = self.path or self.held[-1].path
+            return self  # inside the try: nothing runs between the last lock and the with block's protection
         except BaseException:
             self.release()
             raise
+
+    def acquire(self) -> TargetLock:
+        """Take the locks outside a `with` block (release() lets go)."""
+        return self.__enter__()
 
     def release(self) -> None:
         from ._native import StopSignalsHeld
@@ -169,9 +187,6 @@ class TargetLock:
                 fcntl.flock(h.fd, fcntl.LOCK_UN)
                 os.close(h.fd)
                 os.close(h.dirfd)
-
-    def __enter__(self) -> TargetLock:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.release()

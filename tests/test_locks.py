@@ -38,7 +38,7 @@ def test_a_lock_directory_someone_else_controls_is_refused(tmp_path: Path, monke
     monkeypatch.setattr(os, "geteuid", lambda: 4242)  # numamove as UID 4242 (others_dir: root's directory)
     me = 4242
     with pytest.raises(LockError) as exc:
-        TargetLock(os.getpid(), owner=me)
+        TargetLock(os.getpid(), owner=me).acquire()
     assert "not used" in str(exc.value)
     assert list(elsewhere.iterdir()) == []
 
@@ -46,10 +46,10 @@ def test_a_lock_directory_someone_else_controls_is_refused(tmp_path: Path, monke
 @root_only
 def test_lock_files_are_removed_and_a_waiter_takes_over() -> None:
     """The holder removes its lock file as it lets go; a run that was waiting then holds a fresh one."""
-    first = TargetLock(os.getpid())
+    first = TargetLock(os.getpid()).acquire()
     path = first.path
     got: list[TargetLock] = []
-    t = threading.Thread(target=lambda: got.append(TargetLock(os.getpid(), wait=True, timeout=30)))
+    t = threading.Thread(target=lambda: got.append(TargetLock(os.getpid(), wait=True, timeout=30).acquire()))
     t.start()
     time.sleep(0.3)
     assert not got  # still waiting
@@ -57,7 +57,7 @@ def test_lock_files_are_removed_and_a_waiter_takes_over() -> None:
     t.join(timeout=30)
     assert got and os.path.exists(path)
     with pytest.raises(BusyError):
-        TargetLock(os.getpid())
+        TargetLock(os.getpid()).acquire()
     got[0].release()
     assert not os.path.exists(path)
 
@@ -114,3 +114,27 @@ def test_a_stop_signal_while_locking_or_unlocking_leaves_no_lock_file(monkeypatc
             pass
     monkeypatch.undo()
     assert fired and not os.path.exists(name)
+
+
+@root_only
+def test_a_stop_signal_as_the_with_statement_enters_leaves_no_lock_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signal whose handler runs after TargetLock(...) returns and before its __enter__ runs: nothing was
+    taken yet, so nothing is left (the lock was once taken in the constructor, and such a signal left the
+    file behind, with no __exit__ to remove it). Simulated by __enter__ raising before it runs."""
+    import numamove.locks as locks
+
+    name = f"/run/numamove/{os.getpid()}-test.lock"
+    real_enter = locks.TargetLock.__enter__
+
+    def interrupted_on_entry(self: TargetLock) -> TargetLock:
+        raise KeyboardInterrupt  # what the SIGINT handler raises at __enter__'s first bytecode
+
+    monkeypatch.setattr(locks.TargetLock, "__enter__", interrupted_on_entry)
+    with pytest.raises(KeyboardInterrupt):
+        with TargetLock(os.getpid(), owner=0, start="test"):
+            pass
+    monkeypatch.setattr(locks.TargetLock, "__enter__", real_enter)
+    assert not os.path.exists(name)
+    with TargetLock(os.getpid(), owner=0, start="test") as lock:  # and the real one takes it on entry
+        assert lock.path == name and os.path.exists(name)
+    assert not os.path.exists(name)

@@ -233,7 +233,7 @@ def test_unprivileged_user_cannot_move_pid_1() -> None:
 def test_second_numamove_on_the_same_pid_is_refused_or_waits() -> None:
     """A held lock: exit 4 with a message; --wait proceeds once it is released."""
     with Workload("--size", "4M", "--node", "0") as w:
-        lock = TargetLock(w.pid)
+        lock = TargetLock(w.pid).acquire()
         code, _, err = run("proc", str(w.pid), "--to", "1")
         assert code == 4 and "another numamove is migrating" in err
         threading.Timer(1.0, lock.release).start()
