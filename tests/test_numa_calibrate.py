@@ -168,16 +168,22 @@ def node0_loaded() -> Iterator[None]:
 
 @pytest.mark.numa(nodes=2, guest="two")
 def test_calibrate_notices_a_loaded_node(node0_loaded: None) -> None:
-    """With node 0's CPUs busy, 0 -> 1 is faster pulled (node 1's CPUs) and 1 -> 0 pushed: auto picks those."""
+    """With node 0's CPUs busy, 0 -> 1 is faster pulled (node 1's CPUs) and 1 -> 0 pushed: auto picks those.
+    For move_pages the unpinned caller may win instead: the scheduler runs it on the idle CPU, as fast as
+    the better pinned direction (it wins only within 5% of it)."""
     topo = read_topology()
     res = run_calibration(topo, [(0, 1), (1, 0)], budget=40, size=8 << 20, repeats=3)
     for pair, want in ((res.pairs[0], "pull"), (res.pairs[1], "push")):
         for engine, er in pair.engines.items():
             per = er.best_per_direction()
-            assert er.best() == want, f"{pair.src}->{pair.dst} {engine}: " + \
-                ", ".join(f"{d} {s.gbps:.3f} GB/s" for d, s in per.items())
+            why = f"{pair.src}->{pair.dst} {engine}: " + ", ".join(f"{d} {s.gbps:.3f} GB/s" for d, s in per.items())
+            best = er.best()
+            if engine == "move" and best == "caller":
+                assert per["caller"].gbps >= 0.95 * per[want].gbps, why
+            else:
+                assert best == want, why
             slow = "push" if want == "pull" else "pull"
-            assert per[want].gbps > 1.5 * per[slow].gbps
+            assert per[want].gbps > 1.5 * per[slow].gbps, why
 
 
 @pytest.mark.numa(nodes=5, cpuless=True)
