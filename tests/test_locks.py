@@ -104,7 +104,10 @@ def test_a_stop_signal_while_locking_or_unlocking_leaves_no_lock_file(monkeypatc
         out = real[at](*args, **kw)  # type: ignore[operator]
         if not fired and sys._getframe(1).f_code.co_filename == locks.__file__:  # numamove's call, not pytest's
             fired.append(True)
-            os.kill(os.getpid(), signal.SIGINT)  # Python's handler raises at the next bytecode
+            # to this thread, as the kernel delivers a process's signal in single-threaded numamove: with
+            # another thread alive (matplotlib's, after the plot test) os.kill's SIGINT went to that thread,
+            # which does not hold it back, and Python ran the handler inside the held region
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # Python's handler raises at the next bytecode
         return out
 
     target = locks.fcntl if at == "flock" else locks.os
