@@ -401,6 +401,16 @@ class ScanContext:
             full.grow()
 
 
+    def present(self, start: int, length: int) -> bool:
+        """Whether [start, start+length) has a present page (the scan stops at the first)."""
+        one = PageOut(4096, 1)
+        one.out.cap = 1
+        nxt = ffi.new("unsigned long *")
+        _check(lib.nm_scan_range(self.ctx, start, length, 4096, one.out, ffi.NULL, nxt), "pread",
+               "reading /proc/PID/pagemap")
+        return one.count > 0
+
+
 def zero_pfns() -> tuple[int, int]:
     """PFNs of the zero page and the huge zero page (0 where unknown, e.g. without CAP_SYS_ADMIN)."""
     zero = ffi.new("uint64_t[2]")

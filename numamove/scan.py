@@ -1,8 +1,12 @@
 """A process's pages in C arrays: which pages to move, and the node each one is on, counted in C.
 
-collect() reads /proc/PID/smaps for the mappings (their kinds, huge pages, what cannot
-migrate), then scans /proc/PID/pagemap in C, a chunk at a time, so memory grows with the
-resident pages and never with virtual size (a sanitizer's terabytes of shadow cost nothing).
+collect() reads the mappings (their kinds, huge pages, what cannot migrate) from /proc/PID/maps,
+or from /proc/PID/smaps where maps cannot tell them (hugetlb, device and internal-mount files:
+maps.read_maps), then scans /proc/PID/pagemap in C, a chunk at a time, so memory grows with the
+resident pages and never with virtual size. From smaps, mappings without resident pages are not
+scanned at all (a sanitizer's terabytes of shadow cost nothing); from maps every anonymous and
+plain-file mapping is, which costs 8 bytes of pagemap per virtual page, so a process whose
+mappings span more than MAPS_SCAN_LIMIT bytes of address space is read from smaps instead.
 
 Where numamove may read PFNs (CAP_SYS_ADMIN: root), each page's node is its PFN's node,
 from the memory blocks sysfs lists under each node, and the shared and huge zero pages are
@@ -21,19 +25,21 @@ import errno
 import os
 
 from . import _native
-from .maps import BASE, HUGE, read_smaps
+from .maps import BASE, HUGE, read_maps, read_smaps
 from .maps import clip as _clip
 
 CAP_SYS_ADMIN = 21
+MAPS_SCAN_LIMIT = 64 << 30  # address space scanned whole from maps; beyond it smaps' Rss skips empty mappings
 
 
 class PageSet:
     """The selected pages of one process: per page size a PageOut, with the mappings they came from."""
 
-    __slots__ = ("pid", "classes", "segments", "skipped", "queried")
+    __slots__ = ("pid", "classes", "segments", "skipped", "queried", "source")
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
+        self.source = "smaps"  # where the mappings came from: maps or smaps
         self.classes: dict[int, _native.PageOut] = {}
         self.segments: list[tuple[str, int, int, int]] = []  # (kind, page size, first index, count)
         self.skipped: dict[str, int] = {}  # reason -> mappings
@@ -65,6 +71,18 @@ class PageSet:
         return out
 
 
+def _vm_rss(pid: int) -> int:
+    """The process's resident bytes (VmRSS, from counters: no page-table walk); 0 when unknown."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def _pfn_table() -> list[tuple[int, int, int]]:
     from .proc import has_capability
     from .topology import pfn_ranges
@@ -73,7 +91,7 @@ def _pfn_table() -> list[tuple[int, int, int]]:
 
 
 def collect(pid: int, ranges: list[tuple[int, int]] | None = None,
-            only: frozenset[str] | None = None) -> PageSet:
+            only: frozenset[str] | None = None, smaps: bool = False) -> PageSet:
     """Every present, migratable page of pid in the selection, one entry per (huge) page, with its node.
 
     Raises:
@@ -83,8 +101,15 @@ def collect(pid: int, ranges: list[tuple[int, int]] | None = None,
 
     denied = ("not allowed to read the memory map of PID {}: run as its owner or root, "
               "or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH")
+    ps = PageSet(pid)
     try:
-        maps = read_smaps(pid)
+        maps = read_maps(pid) if smaps is False else None
+        if maps is not None and sum(m.length for m in maps if m.skip_reason() is None) > MAPS_SCAN_LIMIT:
+            maps = None
+        if maps is None:
+            maps = read_smaps(pid)
+        else:
+            ps.source = "maps"
         pagemap = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
     except FileNotFoundError:
         raise NoSuchProcessError(f"no process with PID {pid} (it may have exited)") from None
@@ -94,24 +119,28 @@ def collect(pid: int, ranges: list[tuple[int, int]] | None = None,
         kpf = os.open("/proc/kpageflags", os.O_RDONLY)
     except OSError:
         kpf = -1
-    ps = PageSet(pid)
     try:
         table = _pfn_table()
         ctx = _native.ScanContext(pagemap, kpf, table, _native.zero_pfns() if table else (0, 0))
         todo = []
-        resident: dict[int, int] = {}  # page size -> resident bytes (smaps): the arrays' first size
+        # page size -> resident bytes: the arrays' first size (from smaps per mapping; from maps the
+        # process's VmRSS, which bounds both; the arrays grow if the process grows meanwhile)
+        resident: dict[int, int] = {} if ps.source == "smaps" else dict.fromkeys((BASE, HUGE), _vm_rss(pid))
         for m in maps:
             clips = _clip(m, ranges)
             if not clips:
                 continue  # outside --range: neither moved nor reported
             why = m.skip_reason()
             if why:
-                if m.rss:
+                if m.rss or (m.rss is None and ctx.present(m.start, m.length)):
                     ps.skipped[why] = ps.skipped.get(why, 0) + 1
                 continue
             if only is not None and m.kind not in only:
                 continue
             size = m.kernel_page_size if m.hugetlb else BASE
+            if m.rss is None:  # from maps: any anonymous mapping may hold THPs (kpageflags finds their heads)
+                todo.append((m, clips, size, kpf >= 0 and m.kind in ("anon", "heap", "stack") and m.length >= HUGE))
+                continue
             thp = not m.hugetlb and m.anon_huge > 0 and kpf >= 0
             resident[size] = resident.get(size, 0) + m.rss - (m.anon_huge if thp else 0)
             if thp:

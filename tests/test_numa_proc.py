@@ -16,6 +16,7 @@ from workload_helper import Workload, died_starting
 
 from numamove import _native
 from numamove.proc import TargetLock
+from numamove.scan import PageSet, collect
 from numamove.topology import read_topology
 
 MIB = 1 << 20
@@ -417,6 +418,7 @@ def test_hugetlb_pages_move_whole_with_proc_and_file() -> None:
         with Workload("--size", "0", "--shm", path, "--shm-size", "4M", "--node", "0") as w:
             start = int(open(f"/proc/{w.pid}/maps").read().split(path)[0].splitlines()[-1].split("-")[0], 16)
             assert where_range(w.pid, start, 4 * MIB, 2 * MIB) == {0}
+            assert collect(w.pid).source == "smaps"  # maps cannot tell a hugetlbfs file: smaps says its page size
             code, doc, err = proc_json(str(w.pid), "--to", "1", "--only", "shm")
             assert code == 0, err
             p = doc["processes"][0]
@@ -432,6 +434,34 @@ def test_hugetlb_pages_move_whole_with_proc_and_file() -> None:
         if os.path.exists(path):
             os.unlink(path)
         subprocess.run(["umount", mnt], check=False)
+
+
+@pytest.mark.numa(nodes=2)
+def test_pages_read_from_maps_are_those_smaps_gives_on_both_nodes() -> None:
+    """The fast path reads a process's mappings from /proc/PID/maps; after a real move it finds the same pages
+    on the same nodes as through smaps (4 KiB pages, THPs, a /dev/shm file), and proc moves them all."""
+    shm = "/dev/shm/numamove-maps-guest"
+
+    def pages(ps: PageSet) -> dict[int, list[tuple[int, int]]]:
+        return {size: [(int(_native.ffi.cast("uintptr_t", c.pages[i])), c.nodes[i]) for i in range(c.count)]
+                for size, c in ps.classes.items()}
+
+    try:
+        with Workload("--size", "8M", "--huge", "8M", "--shm", shm, "--shm-size", "4M", "--node", "0") as w:
+            code, doc, err = proc_json(str(w.pid), "--to", "1", "--only", "anon,shm")
+            assert code == 0, err
+            fast, slow = collect(w.pid, only=frozenset(("anon", "shm"))), collect(
+                w.pid, only=frozenset(("anon", "shm")), smaps=True)
+            assert (fast.source, slow.source) == ("maps", "smaps")
+            assert pages(fast) == pages(slow)
+            assert sorted(fast.segments) == sorted(slow.segments)
+            assert {n for c in pages(fast).values() for _, n in c} == {1}
+            assert fast.classes[2 * MIB].count >= 2 and doc["processes"][0]["huge_pages_moved"] >= 2
+            assert where_range(w.pid, *w.anon) == {1} and where_range(w.pid, *w.huge, 2 * MIB) == {1}
+            assert w.check()[0]
+    finally:
+        if os.path.exists(shm):
+            os.unlink(shm)
 
 
 @pytest.mark.numa(nodes=2, guest="two")

@@ -124,3 +124,93 @@ def test_pfn_ranges_without_memory_blocks_is_empty(tmp_path: Path) -> None:
     """No /sys/devices/system/memory (no memory hotplug): no table, every node comes from the query."""
     (tmp_path / "sys/devices/system/node/node0").mkdir(parents=True)
     assert pfn_ranges(str(tmp_path)) == []
+
+
+def _proc_dir(root: Path, maps: str, mountinfo: str) -> str:
+    for d in ("42", "self"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+        (root / d / "mountinfo").write_text(mountinfo)
+    (root / "42" / "maps").write_text(maps)
+    return str(root)
+
+
+MOUNTINFO = """\
+25 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+26 25 0:5 / /dev rw,nosuid shared:2 - devtmpfs udev rw,size=1000k
+27 26 0:26 / /dev/shm rw,nosuid,nodev shared:3 - tmpfs tmpfs rw
+28 26 0:30 / /dev/hugepages rw,relatime shared:4 - hugetlbfs hugetlbfs rw,pagesize=2M
+"""
+ANON = "7f0000000000-7f0000200000 rw-p 00000000 00:00 0 \n"
+LIB = "7f1000000000-7f1000010000 r-xp 00000000 08:01 1234   /usr/lib/libc.so.6\n"
+SHM = "7f2000000000-7f2000400000 rw-s 00000000 00:1a 77   /dev/shm/buf file\n"
+
+
+@pytest.mark.parametrize("extra, why", [
+    ("7f3000000000-7f3000400000 rw-s 00000000 00:1e 5   /dev/hugepages/buf\n", "a hugetlbfs file"),
+    ("7f3000000000-7f3000400000 rw-s 00000000 00:0f 9   /anon_hugepage (deleted)\n", "the internal hugetlb mount"),
+    ("7f3000000000-7f3000400000 rw-s 00000000 00:01 9   /memfd:x (deleted)\n", "an internal shmem mount"),
+    ("7f3000000000-7f3000400000 rw-s 00000000 00:05 3   /dev/nvidia0\n", "a device node"),
+    ("7f3000000000-7f3000400000 rw-s 00000000 00:1a 3   /dev/dri/card0\n", "a device node on a tmpfs /dev"),
+    ("7f3000000000-7f3000400000 rw-p 00000000 fd:07 3   /mnt/x\n", "a device no mountinfo lists"),
+])
+def test_maps_defers_to_smaps_wherever_it_cannot_tell(tmp_path: Path, extra: str, why: str) -> None:
+    """read_maps takes anonymous mappings and files on plain file systems (by device number in mountinfo,
+    maps' hex against mountinfo's decimal), and gives up (None: read smaps) on anything that may be
+    hugetlb or VM_IO."""
+    from numamove.maps import read_maps
+
+    proc = _proc_dir(tmp_path, ANON + LIB + SHM, MOUNTINFO)
+    got = read_maps(42, proc)
+    assert got is not None
+    assert [(m.start, m.perms, m.path, m.rss, m.kind) for m in got] == [
+        (0x7f0000000000, "rw-p", "", None, "anon"), (0x7f1000000000, "r-xp", "/usr/lib/libc.so.6", None, "file"),
+        (0x7f2000000000, "rw-s", "/dev/shm/buf file", None, "shm")]
+    (tmp_path / "42" / "maps").write_text(ANON + LIB + SHM + extra)
+    assert read_maps(42, proc) is None, why
+
+
+def test_collect_from_maps_finds_what_smaps_finds() -> None:
+    """A live process with 4 KiB pages, THPs, a /dev/shm file and its libraries: read from maps (the fast
+    path), every page, node, mapping segment and skipped mapping is the same as read from smaps."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from workload_helper import Workload
+
+    shm = f"/dev/shm/numamove-maps-{os.getpid()}"
+    try:
+        with Workload("--size", "24M", "--huge", "16M", "--shm", shm, "--shm-size", "4M") as w:
+            fast, slow = collect(w.pid), collect(w.pid, smaps=True)
+            assert (fast.source, slow.source) == ("maps", "smaps")
+
+            def pages(ps: object) -> dict[int, list[tuple[int, int]]]:
+                return {size: [(int(_native.ffi.cast("uintptr_t", c.pages[i])), c.nodes[i]) for i in range(c.count)]
+                        for size, c in ps.classes.items()}  # type: ignore[attr-defined]
+
+            assert pages(fast) == pages(slow)
+            assert sorted(fast.segments) == sorted(slow.segments)
+            assert fast.skipped == slow.skipped and fast.queried == slow.queried
+            kinds = {k for k, _, _, _ in fast.segments}
+            assert {"anon", "shm", "file"} <= kinds
+            if os.geteuid() == 0:
+                assert fast.classes[2 << 20].count >= 4  # THP heads, found through kpageflags
+    finally:
+        if os.path.exists(shm):
+            os.unlink(shm)
+
+
+def test_a_shared_anonymous_mapping_or_a_huge_address_space_is_read_from_smaps(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """MAP_SHARED|MAP_ANONYMOUS lives on the kernel's internal shmem mount: maps cannot tell it from hugetlb.
+    And past MAPS_SCAN_LIMIT of address space, smaps' Rss spares scanning empty mappings."""
+    import numamove.scan as scan
+
+    m = mmap.mmap(-1, 1 << 20, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+    m[0] = 1
+    try:
+        assert collect(os.getpid()).source == "smaps"
+    finally:
+        m.close()
+    assert collect(os.getpid()).source == "maps"
+    monkeypatch.setattr(scan, "MAPS_SCAN_LIMIT", 1 << 20)
+    assert collect(os.getpid()).source == "smaps"
