@@ -315,3 +315,32 @@ def test_a_recorded_signal_stops_moves_between_batches_and_handlers_come_back() 
             _native.stop_restore()
             _native.stop_clear()
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_move_pages_on_a_zombie_is_reported_as_an_exited_process() -> None:
+    """A process that has exited but is not reaped has no memory: move_pages answers EINVAL (find_mm_struct),
+    which numamove reports as the process having exited, not as a failed move_pages."""
+    import subprocess
+    import time
+
+    from numamove.pagemove import _raise_call_error
+    from numamove.proc import NoSuchProcessError, ProcessError
+
+    child = subprocess.Popen(["true"])
+    try:
+        deadline = time.monotonic() + 10
+        while open(f"/proc/{child.pid}/stat").read().rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        page = _native.page_list([0x400000])
+        status = _native.raw_new("int[]", 1)
+        res = _native.move(child.pid, page, 1, 0, _native.MPOL_MF_MOVE, (), 1, 1, status)
+        assert [-w.err for w in res.workers if w.err] == [errno.EINVAL]
+        with pytest.raises(NoSuchProcessError, match="exited during the migration"):
+            _raise_call_error(child.pid, errno.EINVAL, 0, 0)
+    finally:
+        child.wait()
+    with pytest.raises(NoSuchProcessError):  # reaped: gone altogether
+        _raise_call_error(child.pid, errno.EINVAL, 0, 0)
+    with pytest.raises(ProcessError, match="Invalid argument"):  # a live process: a real failure
+        _raise_call_error(os.getpid(), errno.EINVAL, 0, 0)
