@@ -455,7 +455,8 @@ def test_pages_read_from_maps_are_those_smaps_gives_on_both_nodes() -> None:
             assert (fast.source, slow.source) == ("maps", "smaps")
             assert pages(fast) == pages(slow)
             assert sorted(fast.segments) == sorted(slow.segments)
-            assert {n for c in pages(fast).values() for _, n in c} == {1}
+            nodes = {n for c in pages(fast).values() for _, n in c}
+            assert 1 in nodes and nodes <= {1, -14}  # -EFAULT: the zero page, as move_pages itself says
             assert fast.classes[2 * MIB].count >= 2 and doc["processes"][0]["huge_pages_moved"] >= 2
             assert where_range(w.pid, *w.anon) == {1} and where_range(w.pid, *w.huge, 2 * MIB) == {1}
             assert w.check()[0]
