@@ -20,7 +20,7 @@ import time
 from . import _native
 from .errors import Interrupted, InvalidNodeError, NativeError, NodeUnavailableError
 from .planner import BASE_PAGE, Plan, make_plan
-from .proc import AccessError, NoSuchProcessError, ProcessError, Target
+from .proc import AccessError, NoSuchProcessError, ProcessError, Target, exiting
 from .scan import PageSet, collect
 
 TYPE_CHECKING = False  # typing's own constant to mypy; importing typing costs start-up ~4 ms
@@ -418,20 +418,10 @@ def _call(pid: int, pages: Any, k: int, m: int, plan: Plan, flags: int, batch: i
     return res
 
 
-def _exiting(pid: int) -> bool:
-    """Whether pid is gone, a zombie, or past giving up its memory (PF_EXITING in /proc/PID/stat's flags)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rpartition(b")")[2].split()
-        return fields[0] in (b"Z", b"X", b"x") or bool(int(fields[6]) & 0x4)
-    except (OSError, ValueError, IndexError):
-        return True
-
-
 def _raise_call_error(pid: int, err: int, node: int, flags: int) -> None:
     # a process that exits mid-move: ESRCH once it is reaped; EINVAL while it has no memory left
     # (the kernel's find_mm_struct finds no mm between exit_mm() and the reaping)
-    if err == errno.ESRCH or (err == errno.EINVAL and _exiting(pid)):
+    if err == errno.ESRCH or (err == errno.EINVAL and exiting(pid)):
         raise NoSuchProcessError(f"PID {pid} exited during the migration")
     if err == errno.EPERM:
         if flags & _native.MPOL_MF_MOVE_ALL:

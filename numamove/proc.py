@@ -191,6 +191,17 @@ def has_capability(cap: int) -> bool:
     return os.geteuid() == 0
 
 
+def exiting(pid: int) -> bool:
+    """Whether pid is gone, a zombie, or past giving up its memory (PF_EXITING in /proc/PID/stat's flags):
+    then move_pages answers EINVAL, the kernel's find_mm_struct finding no mm."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rpartition(b")")[2].split()
+        return fields[0] in (b"Z", b"X", b"x") or bool(int(fields[6]) & 0x4)
+    except (OSError, ValueError, IndexError):
+        return True
+
+
 def process_owner(pid: int) -> int:
     """The real UID of a process (its first Uid)."""
     return int(_status_field(pid, "Uid").split()[0])

@@ -188,12 +188,12 @@ def locate(ps: PageSet) -> None:
 
 def _query(pid: int, pages: object, n: int, into: object) -> None:
     from .errors import NativeError
-    from .proc import AccessError, NoSuchProcessError
+    from .proc import AccessError, NoSuchProcessError, exiting
 
     try:
         _native.query_into(pid, pages, n, into)
     except NativeError as exc:
-        if exc.errno == errno.ESRCH:
+        if exc.errno == errno.ESRCH or (exc.errno == errno.EINVAL and exiting(pid)):
             raise NoSuchProcessError(f"PID {pid} exited") from None
         if exc.errno == errno.EPERM:
             raise AccessError(f"not allowed to query the pages of PID {pid}: run as its owner "

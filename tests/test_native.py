@@ -344,3 +344,24 @@ def test_move_pages_on_a_zombie_is_reported_as_an_exited_process() -> None:
         _raise_call_error(child.pid, errno.EINVAL, 0, 0)
     with pytest.raises(ProcessError, match="Invalid argument"):  # a live process: a real failure
         _raise_call_error(os.getpid(), errno.EINVAL, 0, 0)
+
+
+def test_a_query_of_a_zombie_is_reported_as_an_exited_process() -> None:
+    """The pre-move query (move_pages with nodes=NULL, for pages whose PFN gave no node) on a process that has
+    exited but is not reaped: EINVAL from the kernel, NoSuchProcessError from numamove."""
+    import subprocess
+    import time
+
+    from numamove.proc import NoSuchProcessError
+    from numamove.scan import _query
+
+    child = subprocess.Popen(["true"])
+    try:
+        deadline = time.monotonic() + 10
+        while open(f"/proc/{child.pid}/stat").read().rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with pytest.raises(NoSuchProcessError, match="exited"):
+            _query(child.pid, _native.page_list([0x400000]), 1, _native.raw_new("int[]", 1))
+    finally:
+        child.wait()
