@@ -400,7 +400,6 @@ class ScanContext:
             full = thp if thp is not None and thp.out.count >= thp.out.cap else out
             full.grow()
 
-
     def present(self, start: int, length: int) -> bool:
         """Whether [start, start+length) has a present page (the scan stops at the first)."""
         one = PageOut(4096, 1)

@@ -195,9 +195,8 @@ def exiting(pid: int) -> bool:
     """Whether pid is gone, a zombie, or past giving up its memory (PF_EXITING in /proc/PID/stat's flags):
     then move_pages answers EINVAL, the kernel's find_mm_struct finding no mm."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rpartition(b")")[2].split()
-        return fields[0] in (b"Z", b"X", b"x") or bool(int(fields[6]) & 0x4)
+        fields = _stat_fields(pid)
+        return fields[0] in ("Z", "X", "x") or bool(int(fields[6]) & 0x4)
     except (OSError, ValueError, IndexError):
         return True
 
@@ -207,10 +206,15 @@ def process_owner(pid: int) -> int:
     return int(_status_field(pid, "Uid").split()[0])
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name (which may hold anything): state first."""
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()
+
+
 def _status_start_time(pid: int) -> str:
     try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[19]
+        return _stat_fields(pid)[19]
     except FileNotFoundError:
         raise NoSuchProcessError(f"no process with PID {pid}") from None
 

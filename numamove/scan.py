@@ -73,14 +73,12 @@ class PageSet:
 
 def _vm_rss(pid: int) -> int:
     """The process's resident bytes (VmRSS, from counters: no page-table walk); 0 when unknown."""
+    from .proc import ProcessError, _status_field
+
     try:
-        with open(f"/proc/{pid}/status", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+        return int(_status_field(pid, "VmRSS").split()[0]) * 1024
+    except (ProcessError, OSError, ValueError, IndexError):
+        return 0
 
 
 def _pfn_table() -> list[tuple[int, int, int]]:
