@@ -317,14 +317,11 @@ def test_a_recorded_signal_stops_moves_between_batches_and_handlers_come_back() 
     assert signal.getsignal(signal.SIGINT) is before
 
 
-def test_move_pages_on_a_zombie_is_reported_as_an_exited_process() -> None:
-    """A process that has exited but is not reaped has no memory: move_pages answers EINVAL (find_mm_struct),
-    which numamove reports as the process having exited, not as a failed move_pages."""
+@pytest.fixture()
+def zombie() -> Iterator[int]:
+    """A child process that has exited and is not reaped yet (reaped after the test)."""
     import subprocess
     import time
-
-    from numamove.pagemove import _raise_call_error
-    from numamove.proc import NoSuchProcessError, ProcessError
 
     child = subprocess.Popen(["true"])
     try:
@@ -332,36 +329,34 @@ def test_move_pages_on_a_zombie_is_reported_as_an_exited_process() -> None:
         while open(f"/proc/{child.pid}/stat").read().rpartition(")")[2].split()[0] != "Z":
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        page = _native.page_list([0x400000])
-        status = _native.raw_new("int[]", 1)
-        res = _native.move(child.pid, page, 1, 0, _native.MPOL_MF_MOVE, (), 1, 1, status)
-        assert [-w.err for w in res.workers if w.err] == [errno.EINVAL]
-        with pytest.raises(NoSuchProcessError, match="exited during the migration"):
-            _raise_call_error(child.pid, errno.EINVAL, 0, 0)
+        yield child.pid
     finally:
         child.wait()
-    with pytest.raises(NoSuchProcessError):  # reaped: gone altogether
-        _raise_call_error(child.pid, errno.EINVAL, 0, 0)
+
+
+def test_move_pages_on_a_zombie_is_reported_as_an_exited_process(zombie: int) -> None:
+    """A process that has exited but is not reaped has no memory: move_pages answers EINVAL (find_mm_struct),
+    which numamove reports as the process having exited, not as a failed move_pages."""
+    from numamove.pagemove import _raise_call_error
+    from numamove.proc import NoSuchProcessError, ProcessError
+
+    page = _native.page_list([0x400000])
+    status = _native.raw_new("int[]", 1)
+    res = _native.move(zombie, page, 1, 0, _native.MPOL_MF_MOVE, (), 1, 1, status)
+    assert [-w.err for w in res.workers if w.err] == [errno.EINVAL]
+    with pytest.raises(NoSuchProcessError, match="exited during the migration"):
+        _raise_call_error(zombie, errno.EINVAL, 0, 0)
+    with pytest.raises(NoSuchProcessError):  # reaped (no such PID): gone altogether
+        _raise_call_error(4194305, errno.EINVAL, 0, 0)
     with pytest.raises(ProcessError, match="Invalid argument"):  # a live process: a real failure
         _raise_call_error(os.getpid(), errno.EINVAL, 0, 0)
 
 
-def test_a_query_of_a_zombie_is_reported_as_an_exited_process() -> None:
+def test_a_query_of_a_zombie_is_reported_as_an_exited_process(zombie: int) -> None:
     """The pre-move query (move_pages with nodes=NULL, for pages whose PFN gave no node) on a process that has
     exited but is not reaped: EINVAL from the kernel, NoSuchProcessError from numamove."""
-    import subprocess
-    import time
-
     from numamove.proc import NoSuchProcessError
     from numamove.scan import _query
 
-    child = subprocess.Popen(["true"])
-    try:
-        deadline = time.monotonic() + 10
-        while open(f"/proc/{child.pid}/stat").read().rpartition(")")[2].split()[0] != "Z":
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        with pytest.raises(NoSuchProcessError, match="exited"):
-            _query(child.pid, _native.page_list([0x400000]), 1, _native.raw_new("int[]", 1))
-    finally:
-        child.wait()
+    with pytest.raises(NoSuchProcessError, match="exited"):
+        _query(zombie, _native.page_list([0x400000]), 1, _native.raw_new("int[]", 1))
