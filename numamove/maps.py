@@ -108,12 +108,16 @@ def read_smaps(pid: int, proc: str = "/proc") -> list[Mapping]:
                     else:  # Rss; hugetlb pages are not in Rss: they have their own two lines
                         cur.rss = (cur.rss or 0) + kb
                 continue
-            # "start-end perms offset dev inode [path]": the path may hold spaces
-            parts = line.split(None, 5)
-            start, _, end = parts[0].partition("-")
-            cur = Mapping(int(start, 16), int(end, 16), parts[1], parts[5].strip() if len(parts) > 5 else "")
+            cur = _header(line.split(None, 5))
             maps.append(cur)
     return maps
+
+
+def _header(parts: list[str], rss: int | None = 0) -> Mapping:
+    """A Mapping from the fields of a maps/smaps header line, "start-end perms offset dev inode [path]"
+    split at most 5 times (the path may hold spaces)."""
+    start, _, end = parts[0].partition("-")
+    return Mapping(int(start, 16), int(end, 16), parts[1], parts[5].strip() if len(parts) > 5 else "", rss=rss)
 
 
 # File systems whose files are never hugetlb and whose mappings the kernel never marks VM_IO (device
@@ -157,11 +161,10 @@ def read_maps(pid: int, proc: str = "/proc") -> list[Mapping] | None:
     types: dict[str, str] | None = None
     maps: list[Mapping] = []
     for line in text.splitlines():
-        # "start-end perms offset dev inode [path]": the path may hold spaces
         parts = line.split(None, 5)
-        path = parts[5].strip() if len(parts) > 5 else ""
-        if parts[4] != "0":
-            if path.startswith("/dev/") and not path.startswith("/dev/shm/"):
+        m = _header(parts, rss=None)
+        if parts[4] != "0":  # the inode: a file mapping
+            if m.path.startswith("/dev/") and not m.path.startswith("/dev/shm/"):
                 return None  # a device node (VM_IO?) wherever /dev is mounted (a container's tmpfs /dev)
             if types is None:
                 types = {}
@@ -170,8 +173,7 @@ def read_maps(pid: int, proc: str = "/proc") -> list[Mapping] | None:
             major, _, minor = parts[3].partition(":")
             if types.get(f"{int(major, 16)}:{int(minor, 16)}") not in PLAIN_FS:
                 return None
-        start, _, end = parts[0].partition("-")
-        maps.append(Mapping(int(start, 16), int(end, 16), parts[1], path, rss=None))
+        maps.append(m)
     return maps
 
 
