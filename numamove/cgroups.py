@@ -38,23 +38,9 @@ class CpusetError(NumamoveError):
 
 def _mounts() -> list[tuple[str, str, str]]:
     """(root within the file system, mount point, file system type) of every mount, from mountinfo."""
-    out = []
-    with open("/proc/self/mountinfo") as fh:
-        for line in fh:
-            left, _, right = line.partition(" - ")
-            f = left.split()
-            if len(f) >= 5 and right:
-                out.append((_unescape(f[3]), _unescape(f[4]), right.split()[0]))
-    return out
+    from .maps import mounts
 
-
-def _unescape(s: str) -> str:
-    """mountinfo's octal escapes (\\040 for a space)."""
-    if "\\" not in s:
-        return s
-    import re
-
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
+    return [(root, mp, fs) for _dev, root, mp, fs in mounts()]
 
 
 def cgroup2_mount() -> str:

@@ -31,15 +31,14 @@ SUPPORTED = ("tmpfs", "hugetlbfs")
 
 def fs_type(path: str) -> tuple[str, str]:
     """(file system type, mount point) of the mount holding path, from /proc/self/mountinfo."""
+    from .maps import mounts
+
     real = os.path.realpath(path)
     best = ("", "/")
-    with open("/proc/self/mountinfo") as fh:
-        for line in fh:
-            left, _, right = line.partition(" - ")
-            mnt = left.split()[4].replace("\\040", " ")
-            inside = real == mnt or real.startswith(mnt.rstrip("/") + "/")
-            if inside and len(mnt) >= len(best[1]):
-                best = (right.split()[0], mnt)
+    for _dev, _root, mnt, fstype in mounts():
+        inside = real == mnt or real.startswith(mnt.rstrip("/") + "/")
+        if inside and len(mnt) >= len(best[1]):
+            best = (fstype, mnt)
     return best
 
 

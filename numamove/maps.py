@@ -126,16 +126,33 @@ PLAIN_FS = frozenset(("ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "9p", "nf
                       "squashfs", "erofs", "vfat", "exfat", "ntfs3", "ceph", "ramfs", "overlay", "virtiofs"))
 
 
+def mounts(path: str = "/proc/self/mountinfo") -> list[tuple[str, str, str, str]]:
+    """(device as "8:1", root within the file system, mount point, file system type) of every mount
+    in a mountinfo file, paths unescaped. Raises OSError when it cannot be read."""
+    out = []
+    with open(path) as fh:
+        for line in fh:
+            left, _, right = line.partition(" - ")
+            f = left.split()
+            if len(f) >= 5 and right:
+                out.append((f[2], unescape(f[3]), unescape(f[4]), right.split()[0]))
+    return out
+
+
+def unescape(s: str) -> str:
+    """mountinfo's octal escapes (\\040 for a space)."""
+    if "\\" not in s:
+        return s
+    import re
+
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
+
+
 def _mount_types(path: str, into: dict[str, str]) -> None:
     """Add to into each mount's device ("8:1", as mountinfo writes it) and file system type."""
     try:
-        with open(path) as fh:
-            for line in fh:
-                fields = line.split()
-                if " - " not in line or len(fields) < 3:
-                    continue
-                fstype = line.split(" - ", 1)[1].split(None, 1)[0]
-                into.setdefault(fields[2], fstype)
+        for dev, _root, _mp, fstype in mounts(path):
+            into.setdefault(dev, fstype)
     except OSError:
         pass
 

@@ -23,13 +23,14 @@ from workload_helper import Workload
 from numamove import cgroups
 from numamove.cgroups import Cgroup, CgroupError, parse_rate, unit_cgroup
 from numamove.errors import NumamoveError, UsageError
+from numamove.maps import unescape
 from numamove.pagemove import Pacer
 
 
 def test_mountinfo_escapes_are_decoded() -> None:
     """A mount point with a space (\\040 in mountinfo) is read back as the real path."""
-    assert cgroups._unescape(r"/mnt/with\040space") == "/mnt/with space"
-    assert cgroups._unescape("/sys/fs/cgroup") == "/sys/fs/cgroup"
+    assert unescape(r"/mnt/with\040space") == "/mnt/with space"
+    assert unescape("/sys/fs/cgroup") == "/sys/fs/cgroup"
 
 
 def test_numa_stat_is_parsed_per_kind_and_node(tmp_path: Path) -> None:
