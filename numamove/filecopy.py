@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from . import _native
 from .errors import Interrupted, NativeError, NodeUnavailableError, NumamoveError, UsageError, VerificationError
-from .files import CopyReport, users_of
+from .files import CopyReport, open_file, users_of
 
 if TYPE_CHECKING:
     from .calibration import Loaded
@@ -60,21 +60,10 @@ def _open_source(path: str) -> tuple[int, int, str]:
     parent, name = os.path.split(os.path.abspath(path))
     dfd = _open_dir(parent)
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
-    except OSError as exc:
+        fd = open_file(path, "--copy would split it from its file", dfd, name)
+    except BaseException:
         os.close(dfd)
-        if exc.errno == errno.ELOOP:
-            try:
-                target = os.readlink(path)
-            except OSError:
-                target = "?"
-            raise UsageError(f"{path} is a symbolic link (to {target}): --copy would split it from its file; "
-                             "name the file itself") from None
-        if exc.errno == errno.ENOENT:
-            raise UsageError(f"{path}: no such file") from None
-        if exc.errno == errno.EACCES:
-            raise UsageError(f"{path}: permission denied") from None
-        raise NumamoveError(f"{path}: {exc.strerror}") from None
+        raise
     return dfd, fd, name
 
 

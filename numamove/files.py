@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,21 +43,43 @@ def fs_type(path: str) -> tuple[str, str]:
     return best
 
 
-def check_file(path: str) -> tuple[os.stat_result, str]:
-    """The file's stat and file system type, or a UsageError naming what is wrong."""
+def open_file(path: str, link_hint: str, dir_fd: int | None = None, name: str | None = None) -> int:
+    """path opened once for reading: a symbolic link in its last component is refused (link_hint says
+    why), a FIFO or device never blocks the open; what it is comes from the descriptor afterwards.
+
+    With dir_fd, name is opened relative to it (path is then for messages only).
+
+    Raises:
+        UsageError: a link, no such file, permission denied. NumamoveError: any other open error.
+    """
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except PermissionError:
-        raise UsageError(f"{path}: permission denied") from None
-    if os.path.isdir(path):
+        return os.open(name if name is not None else path,
+                       os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            raise UsageError(f"{path} is a symbolic link (to {target}): {link_hint}; name the file itself") from None
+        if exc.errno == errno.ENOENT:
+            raise UsageError(f"{path}: no such file") from None
+        if exc.errno == errno.EACCES:
+            raise UsageError(f"{path}: permission denied") from None
+        raise NumamoveError(f"{path}: {exc.strerror}") from None
+
+
+def check_file(fd: int, path: str) -> tuple[os.stat_result, str]:
+    """The open file's stat and file system type, or a UsageError naming what is wrong."""
+    st = os.fstat(fd)
+    if stat.S_ISDIR(st.st_mode):
         raise UsageError(f"{path} is a directory: name the files")
-    if not os.path.isfile(path):
+    if not stat.S_ISREG(st.st_mode):
         raise UsageError(f"{path} is not a regular file")
-    fstype, mnt = fs_type(path)
-    if fstype not in SUPPORTED:
-        raise UsageError(f"{path} is on {fstype or 'an unknown file system'} ({mnt}): numamove file moves "
+    fstype = {_native.TMPFS_MAGIC: "tmpfs", _native.HUGETLBFS_MAGIC: "hugetlbfs"}.get(_native.fs_type(fd), "")
+    if not fstype:
+        name, mnt = fs_type(path)  # for the message only: the descriptor decided
+        raise UsageError(f"{path} is on {name or 'an unknown file system'} ({mnt}): numamove file moves "
                          f"files on tmpfs (/dev/shm) and hugetlbfs")
     return st, fstype
 
@@ -66,19 +89,22 @@ def move_file(path: str, topo: Topology, opts: MoveOptions, here: int, allowed: 
     """Move the resident pages of one tmpfs/hugetlbfs file to opts.to, in place.
 
     Raises:
-        UsageError: missing, a directory, not on tmpfs/hugetlbfs.
+        UsageError: missing, a symbolic link, a directory, not on tmpfs/hugetlbfs.
         NumamoveError: the file could not be opened or mapped.
     """
-    st, fstype = check_file(path)
-    page = os.statvfs(path).f_bsize if fstype == "hugetlbfs" else mmap.PAGESIZE
+    # opened once, never through a link (others may write /dev/shm); everything after acts on fd
+    fd = open_file(path, "numamove moves the file it opens, never one a link in a shared directory leads to")
+    try:
+        st, fstype = check_file(fd, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    page = os.fstatvfs(fd).f_bsize if fstype == "hugetlbfs" else mmap.PAGESIZE
     length = -(-st.st_size // page) * page
     target = Target(os.getpid(), os.path.abspath(path), "", ())
     if length == 0:
+        os.close(fd)
         return TargetReport(target, opts.to, dry_run=opts.dry_run)
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise NumamoveError(f"{path}: {exc.strerror}") from None
     try:
         # the file's own size (Python refuses a length past it): the kernel maps the whole last page,
         # which is all the page-granular calls below see

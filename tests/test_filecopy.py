@@ -46,6 +46,33 @@ def test_a_symlink_is_refused_and_both_stay_as_they_were(shm_file: str) -> None:
     assert os.stat(shm_file).st_ino == before.st_ino
 
 
+def test_in_place_a_symlink_is_refused_and_its_file_not_touched(shm_file: str) -> None:
+    """In place too, numamove acts on the file it opened, never through a link in a shared directory."""
+    link = shm_file + "-link"
+    os.symlink(shm_file, link)
+    code, out, err = run("file", link, "--to", "0", "--json")
+    assert code == 2 and "symbolic link" in err and shm_file in err and err.count("\n") == 1
+    assert out == "" and os.path.islink(link)
+
+
+def test_a_fifo_swapped_in_never_blocks_the_open(shm_file: str) -> None:
+    """A FIFO planted under the name between a check and the open must not hang a root cron job:
+    the open does not block, and the descriptor's type refuses it."""
+    from numamove.errors import UsageError
+    from numamove.files import check_file, open_file
+
+    fifo = shm_file + "-fifo"
+    os.mkfifo(fifo)
+    fd = open_file(fifo, "test")  # would block forever without O_NONBLOCK (no writer)
+    try:
+        with pytest.raises(UsageError, match="not a regular file"):
+            check_file(fd, fifo)
+    finally:
+        os.close(fd)
+    code, _, err = run("file", fifo, "--to", "0")
+    assert code == 2 and "not a regular file" in err
+
+
 def test_a_file_someone_holds_open_is_refused(shm_file: str) -> None:
     """The write lease cannot be had while another process has the file open: exit 1, naming it."""
     holder = subprocess.Popen([sys.executable, "-c", f"f = open({shm_file!r}); import sys; sys.stdin.read()"],
