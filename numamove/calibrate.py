@@ -24,6 +24,7 @@ keeps only what it measured.
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import os
 import statistics
@@ -385,27 +386,81 @@ class _Measurer:
             self.trial = None
 
 
+def _open_parent(out: Path) -> int:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(out.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def _unnamed(dfd: int) -> tuple[int, str | None]:
+    """A new file in the directory, unnamed where the file system allows (O_TMPFILE), else under a
+    random name created exclusively (never a predictable name, never through a planted link)."""
+    try:
+        return os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o644, dir_fd=dfd), None
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise
+    import secrets
+
+    name = f".numamove-calibration.{secrets.token_hex(8)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.open(name, flags, 0o644, dir_fd=dfd), name
+
+
 def check_output(path: str | os.PathLike[str]) -> None:
     """Fail before measuring, not after, when the calibration could not be written there."""
     out = Path(path)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        probe = out.with_name(f".{out.name}.{os.getpid()}.probe")
-        probe.write_text("")
-        probe.unlink()
+        dfd = _open_parent(out)
+        try:
+            fd, name = _unnamed(dfd)
+            os.close(fd)
+            if name:
+                os.unlink(name, dir_fd=dfd)
+        finally:
+            os.close(dfd)
     except OSError as exc:
         raise OutputError(f"cannot write the calibration to {out}: {exc.strerror}") from None
 
 
 def write(run: CalibrationRun, path: str | os.PathLike[str] | None) -> Path:
-    """Write the calibration atomically (a reader never sees half a file); returns the path."""
+    """Write the calibration atomically (a reader never sees half a file); returns the path.
+
+    The directory may be one others can write (--output /tmp/...): the file is written unnamed
+    and only then given a random name and renamed over the output, with the stop signals held, so
+    no planted link is followed and no signal leaves a temporary file behind."""
+    import secrets
+
+    from ._native import StopSignalsHeld
+
     out = Path(path if path is not None else default_output())
+    run.path = str(out)
+    data = (json.dumps(run.to_json(), indent=2) + "\n").encode()
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        run.path = str(out)
-        tmp.write_text(json.dumps(run.to_json(), indent=2) + "\n")
-        os.replace(tmp, out)
+        dfd = _open_parent(out)
+        try:
+            fd, name = _unnamed(dfd)
+            try:
+                with StopSignalsHeld():
+                    try:
+                        view = memoryview(data)
+                        while view:
+                            view = view[os.write(fd, view):]
+                        os.fsync(fd)
+                        if name is None:
+                            name = f".numamove-calibration.{secrets.token_hex(8)}.tmp"
+                            os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dfd, follow_symlinks=True)
+                        os.rename(name, out.name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                    except BaseException:
+                        if name is not None:
+                            try:
+                                os.unlink(name, dir_fd=dfd)
+                            except OSError:
+                                pass
+                        raise
+            finally:
+                os.close(fd)
+        finally:
+            os.close(dfd)
     except OSError as exc:
         raise OutputError(f"cannot write the calibration to {out}: {exc.strerror}") from None
     return out

@@ -207,6 +207,33 @@ def test_calibrate_output_that_cannot_be_written(tmp_path: Path) -> None:
     assert err.count("\n") == 1 and "measured" not in err  # no progress line: nothing was measured
 
 
+def test_calibration_written_where_others_can_write_follows_no_planted_link(tmp_path: Path) -> None:
+    """`--output /tmp/...` as root: no predictable temporary name, no link followed, nothing left behind."""
+    from numamove.calibrate import check_output, write
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    planted = [f".cal.json.{os.getpid()}.tmp", f".cal.json.{os.getpid()}.probe"]  # the names it once used
+    for name in planted:
+        (shared / name).symlink_to(victim)
+
+    class Run:
+        path = ""
+
+        def to_json(self) -> dict[str, int]:
+            return {"pairs": 1}
+
+    out = shared / "cal.json"
+    check_output(out)
+    assert write(Run(), out) == out  # type: ignore[arg-type]
+    assert victim.read_text() == "precious"
+    assert json.loads(out.read_text()) == {"pairs": 1} and out.stat().st_mode & 0o777 == 0o644
+    assert sorted(os.listdir(shared)) == sorted(planted + ["cal.json"])
+
+
 def test_calibrate_plot_draws_a_png(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="matplotlib is in the test extra; pip install -e '.[test]'")
     png = tmp_path / "cal.png"
