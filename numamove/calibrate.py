@@ -406,8 +406,8 @@ def _unnamed(dfd: int) -> tuple[int, str | None]:
     return os.open(name, flags, 0o644, dir_fd=dfd), name
 
 
-def check_output(path: str | os.PathLike[str]) -> None:
-    """Fail before measuring, not after, when the calibration could not be written there."""
+def check_output(path: str | os.PathLike[str], what: str = "the calibration") -> None:
+    """Fail before measuring, not after, when the calibration (or plot) could not be written there."""
     out = Path(path)
     try:
         dfd = _open_parent(out)
@@ -419,22 +419,20 @@ def check_output(path: str | os.PathLike[str]) -> None:
         finally:
             os.close(dfd)
     except OSError as exc:
-        raise OutputError(f"cannot write the calibration to {out}: {exc.strerror}") from None
+        raise OutputError(f"cannot write {what} to {out}: {exc.strerror}") from None
 
 
-def write(run: CalibrationRun, path: str | os.PathLike[str] | None) -> Path:
-    """Write the calibration atomically (a reader never sees half a file); returns the path.
+def write_file(path: str | os.PathLike[str], data: bytes, what: str) -> None:
+    """Put data at path atomically (a reader never sees half a file).
 
     The directory may be one others can write (--output /tmp/...): the file is written unnamed
-    and only then given a random name and renamed over the output, with the stop signals held, so
-    no planted link is followed and no signal leaves a temporary file behind."""
+    and only then given a random name and renamed over path, with the stop signals held, so no
+    planted link is followed and no signal leaves a temporary file behind."""
     import secrets
 
     from ._native import StopSignalsHeld
 
-    out = Path(path if path is not None else default_output())
-    run.path = str(out)
-    data = (json.dumps(run.to_json(), indent=2) + "\n").encode()
+    out = Path(path)
     try:
         dfd = _open_parent(out)
         try:
@@ -462,7 +460,14 @@ def write(run: CalibrationRun, path: str | os.PathLike[str] | None) -> Path:
         finally:
             os.close(dfd)
     except OSError as exc:
-        raise OutputError(f"cannot write the calibration to {out}: {exc.strerror}") from None
+        raise OutputError(f"cannot write {what} to {out}: {exc.strerror}") from None
+
+
+def write(run: CalibrationRun, path: str | os.PathLike[str] | None) -> Path:
+    """Write the calibration atomically (write_file); returns the path."""
+    out = Path(path if path is not None else default_output())
+    run.path = str(out)
+    write_file(out, (json.dumps(run.to_json(), indent=2) + "\n").encode(), "the calibration")
     return out
 
 
@@ -526,5 +531,9 @@ def plot(run: CalibrationRun, path: str) -> None:
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=100, format=os.path.splitext(path)[1][1:].lower() or "png")
     plt.close(fig)
+    write_file(path, buf.getvalue(), "the plot")  # like the calibration: no link in /tmp followed

@@ -430,8 +430,6 @@ def file_cmd(paths: tuple[str, ...], to_text: str, from_text: str | None, thread
       numamove file /dev/shm/idle-table --to 1 --copy
       numamove file /data/embeddings.bin --copy --output /dev/shm/embeddings.bin --to 1
     """
-    import os
-
     from .files import move_file
     from .pagemove import MoveOptions, progress_printer
     from .planner import parse_threads
@@ -555,6 +553,13 @@ def calibrate(pairs_text: str | None, budget: float, size_text: str, repeats: in
         except ImportError:
             raise click.UsageError("--plot needs matplotlib, which is not installed: "
                                    "pip install 'numamove[plot]' (or drop --plot)") from None
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        kinds = FigureCanvasBase.get_supported_filetypes()
+        ext = os.path.splitext(plot_path)[1][1:].lower()
+        if ext and ext not in kinds:
+            raise click.BadParameter(f"{plot_path}: matplotlib cannot draw .{ext} (use one of "
+                                     f"{', '.join(sorted(kinds))})", param_hint="--plot")
     topo = read_topology()
     notes: list[str] = []
     if pairs_text:
@@ -563,8 +568,6 @@ def calibrate(pairs_text: str | None, budget: float, size_text: str, repeats: in
         pairs, notes = default_pairs(topo)
     out = output or str(default_output())
     if dry_run:
-        import os
-
         from .calibrate import configurations
         from .topology import current_node, l3_domains
 
@@ -595,6 +598,8 @@ def calibrate(pairs_text: str | None, budget: float, size_text: str, repeats: in
                 click.echo(f"    {w}")
         return
     check_output(out)
+    if plot_path:
+        check_output(plot_path, "the plot")
     progress = None if quiet else _calibrate_progress()
     run = run_calibration(topo, pairs, budget=budget, size=size, repeats=repeats, engines=engines,
                           progress=progress, notes=notes)

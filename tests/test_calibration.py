@@ -242,6 +242,26 @@ def test_calibrate_plot_draws_a_png(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plot: {png}" in out
 
 
+def test_calibrate_plot_and_output_through_planted_links_write_no_victim(tmp_path: Path) -> None:
+    """Both files go where named, replacing a link planted under the name, never through it."""
+    pytest.importorskip("matplotlib", reason="matplotlib is in the test extra; pip install -e '.[test]'")
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    png, cal = shared / "cal.png", shared / "cal.json"
+    png.symlink_to(victim)
+    cal.symlink_to(victim)
+    code, out, err = run("calibrate", "--budget", "2", "--size", "8M", "-q", "--plot", str(png), "--output", str(cal))
+    assert code == 0, err
+    assert victim.read_text() == "precious" and not png.is_symlink() and not cal.is_symlink()
+    assert png.read_bytes()[:4] == b"\x89PNG" and json.loads(cal.read_text())["path"] == str(cal)
+    assert sorted(os.listdir(shared)) == ["cal.json", "cal.png"]
+    code, _, err = run("calibrate", "--budget", "2", "--plot", str(tmp_path / "x.jpgx"))
+    assert code == 2 and ".jpgx" in err and err.count("\n") == 1
+
+
 def test_calibrate_plot_without_matplotlib_says_how_to_get_it(tmp_path: Path) -> None:
     """A real subprocess where matplotlib cannot be imported: one line, exit 2, nothing measured."""
     fake = tmp_path / "nompl" / "matplotlib"
