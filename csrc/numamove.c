@@ -366,72 +366,115 @@ int nm_move(int pid, void **pages, const int *nodes, int *status, size_t count, 
 
 struct nm_map_work {
 	char *dst;
-	const char *src;
+	int src_fd;
 	size_t len, chunk;
 	size_t *next;         /* shared cursor */
 	int *err;             /* shared: the first error, 0 while none */
-	long long *mismatch;  /* shared: the first differing offset found */
+	int *failed;          /* shared: what failed first (NM_COPY_FAILED_*) */
+	long long *mismatch;  /* shared: the first differing offset found, or where the source ended */
 	nm_worker_result *res;
 };
+
+/* pread until n bytes or the end of the file: bytes read, or -errno */
+static ssize_t nm_pread_full(int fd, char *buf, size_t n, size_t off)
+{
+	size_t got = 0;
+
+	while (got < n) {
+		ssize_t r = pread(fd, buf + got, n - got, (off_t)(off + got));
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	return (ssize_t)got;
+}
+
+static void nm_map_fail(struct nm_map_work *w, int rc, int what)
+{
+	int none = 0;
+
+	if (__atomic_compare_exchange_n(w->err, &none, rc, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+		__atomic_store_n(w->failed, what, __ATOMIC_SEQ_CST);
+}
 
 static void nm_map_do(void *p)
 {
 	struct nm_map_work *w = p;
 	nm_worker_result *r = w->res;
+	char *check = malloc(w->chunk);  /* this thread's second read of each piece */
 	uint64_t t0;
 
 	r->pin_err = r->cpu >= 0 ? nm_pin_self(r->cpu) : 0;
 	r->cpu_at_start = sched_getcpu();
 	t0 = nm_now_ns();
+	if (!check)
+		nm_map_fail(w, -ENOMEM, NM_COPY_FAILED_READ);
 	while (!__atomic_load_n(w->err, __ATOMIC_RELAXED) && !nm_stop_sig) {
 		size_t off = __atomic_fetch_add(w->next, w->chunk, __ATOMIC_RELAXED), n;
-		int rc = 0, none = 0;
+		ssize_t got;
 
 		if (off >= w->len)
 			break;
 		n = w->len - off < w->chunk ? w->len - off : w->chunk;
 		/* allocate the piece's pages first: a full node or file system fails here, never SIGBUS */
 		if (madvise(w->dst + off, n, MADV_POPULATE_WRITE) != 0) {
-			rc = -errno;
-		} else {
-			memcpy(w->dst + off, w->src + off, n);
-			if (memcmp(w->dst + off, w->src + off, n) != 0) {
-				size_t k = 0;
-
-				while (k < n && w->dst[off + k] == w->src[off + k])
-					k++;
-				__atomic_store_n(w->mismatch, (long long)(off + k), __ATOMIC_SEQ_CST);
-				rc = -EILSEQ;
-			}
+			nm_map_fail(w, -errno, NM_COPY_FAILED_POPULATE);
+			break;
 		}
-		if (rc) {
-			__atomic_compare_exchange_n(w->err, &none, rc, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+		/* the kernel copies the source into the mapping (no source mapping: a source that
+		 * shrinks is a short read, never a SIGBUS), then reads it again to compare */
+		got = nm_pread_full(w->src_fd, w->dst + off, n, off);
+		if (got == (ssize_t)n)
+			got = nm_pread_full(w->src_fd, check, n, off);
+		if (got < 0) {
+			nm_map_fail(w, (int)got, NM_COPY_FAILED_READ);
+			break;
+		}
+		if (got < (ssize_t)n) {
+			__atomic_store_n(w->mismatch, (long long)(off + (size_t)got), __ATOMIC_SEQ_CST);
+			nm_map_fail(w, -ENODATA, NM_COPY_FAILED_READ);
+			break;
+		}
+		if (memcmp(w->dst + off, check, n) != 0) {
+			size_t k = 0;
+
+			while (k < n && w->dst[off + k] == check[k])
+				k++;
+			__atomic_store_n(w->mismatch, (long long)(off + k), __ATOMIC_SEQ_CST);
+			nm_map_fail(w, -EILSEQ, NM_COPY_FAILED_COMPARE);
 			break;
 		}
 		r->bytes += n;
 		r->pieces++;
 	}
+	free(check);
 	r->ns = nm_now_ns() - t0;
 	r->cpu_at_end = sched_getcpu();
 }
 
-int nm_copy_into_map(void *dst, const void *src, size_t len, size_t chunk, const int *cpus, int n_threads,
-		     nm_copy_report *report, long long *mismatch)
+int nm_copy_into_map(void *dst, int src_fd, size_t len, size_t chunk, const int *cpus, int n_threads,
+		     nm_copy_report *report, long long *mismatch, int *failed)
 {
 	struct nm_map_work work[NM_MAX_THREADS];
 	size_t next = 0;
 	uint64_t t0;
 	int i, err = 0, rc;
 
-	if (!report || !mismatch || (len && (!dst || !src)) || !chunk || chunk % 4096 || n_threads < 1 ||
-	    n_threads > NM_MAX_THREADS)
+	if (!report || !mismatch || !failed || (len && (!dst || src_fd < 0)) || !chunk || chunk % 4096 ||
+	    n_threads < 1 || n_threads > NM_MAX_THREADS)
 		return -EINVAL;
 	memset(report, 0, sizeof(*report));
 	*mismatch = -1;
+	*failed = 0;
 	for (i = 0; i < n_threads; i++) {
 		nm_worker_result *r = &report->workers[i];
 
-		work[i] = (struct nm_map_work){ dst, src, len, chunk, &next, &err, mismatch, r };
+		work[i] = (struct nm_map_work){ dst, src_fd, len, chunk, &next, &err, failed, mismatch, r };
 		r->cpu = cpus ? cpus[i] : -1;
 		r->cpu_at_start = r->cpu_at_end = -1;
 	}

@@ -88,22 +88,32 @@ typedef struct nm_move_report {
 int nm_copy(const nm_item *items, size_t n_items, const int *cpus, int n_threads,
 	    int mode, nm_copy_report *report);
 
+/* what nm_copy_into_map's error came from (*failed) */
+#define NM_COPY_FAILED_POPULATE 0
+#define NM_COPY_FAILED_READ 1
+#define NM_COPY_FAILED_COMPARE 2
+
 /*
- * Copy src[0..len) to dst[0..len), a shared mapping of the new file, on n_threads
- * threads pinned to cpus[] (NULL: unpinned), in pieces of `chunk` bytes (a
- * multiple of 4096) taken from a shared cursor.  Each piece is populated first
+ * Copy the file src_fd[0..len) to dst[0..len), a shared mapping of the new file, on
+ * n_threads threads pinned to cpus[] (NULL: unpinned), in pieces of `chunk` bytes
+ * (a multiple of 4096) taken from a shared cursor.  Each piece is populated first
  * (MADV_POPULATE_WRITE: its pages allocated on the file's policy node by the
  * thread that fills them, in parallel, and a full node or file system is an
- * error, never a SIGBUS), then copied, then compared while both are in cache:
- * one pass over memory, verified.  (pwrite would skip the page faults, but
- * writers of one file serialize on its inode lock.)  Returns 0; -errno of the
- * first failed populate (-EINVAL: the kernel predates 5.14; every worker stops);
- * -EILSEQ when a piece differs after its copy (*mismatch: the first differing
- * offset); -EINVAL for bad arguments; or -EAGAIN/-ENOMEM when no worker could
- * start (workers that did start take every piece between them).
+ * error, never a SIGBUS), then the kernel copies the source into it (pread: one
+ * copy, no source mapping, so a source that shrinks is a short read, never a
+ * SIGBUS), then the thread reads the piece again into its own buffer and compares:
+ * one pass over memory, verified.  (pwrite would skip the page faults, but writers
+ * of one file serialize on its inode lock; copying from a source mapping costs
+ * its page faults, which QEMU's TCG makes slower than the copy.)  Returns 0;
+ * -errno of the first failure, with *failed saying where: NM_COPY_FAILED_POPULATE
+ * (-EINVAL: the kernel predates 5.14; every worker stops), NM_COPY_FAILED_READ
+ * (-ENODATA: the source ended early, at *mismatch), NM_COPY_FAILED_COMPARE
+ * (-EILSEQ: the source changed between the two reads; *mismatch: the first
+ * differing offset); -EINVAL for bad arguments; or -EAGAIN/-ENOMEM when no worker
+ * could start (workers that did start take every piece between them).
  */
-int nm_copy_into_map(void *dst, const void *src, size_t len, size_t chunk, const int *cpus, int n_threads,
-		     nm_copy_report *report, long long *mismatch);
+int nm_copy_into_map(void *dst, int src_fd, size_t len, size_t chunk, const int *cpus, int n_threads,
+		     nm_copy_report *report, long long *mismatch, int *failed);
 
 /* Offset of the first byte where a and b differ, or -1 when equal. */
 long long nm_compare(const void *a, const void *b, size_t len);

@@ -98,25 +98,31 @@ def copy(items: Items, cpus: tuple[int, ...] | None, threads: int, mode: str) ->
     return CopyReport(rep.threads, mode, rep.wall_ns, workers)
 
 
-def copy_into_map(dst: int, src: int, length: int, chunk: int, cpus: tuple[int, ...] | None,
+def copy_into_map(dst: int, src_fd: int, length: int, chunk: int, cpus: tuple[int, ...] | None,
                   threads: int) -> CopyReport:
-    """nm_copy_into_map: populate, copy and compare src[0..length) into the shared mapping dst, piece by
-    piece, on pinned threads.
+    """nm_copy_into_map: populate each piece of the shared mapping dst, let the kernel copy the file
+    src_fd's bytes [0..length) into it (pread), read the piece again and compare, on pinned threads.
 
     Raises:
         NativeError: func "madvise" when populating failed (ENOMEM, EFAULT: no room; EINVAL: a
-            kernel before 5.14), EILSEQ (the copy differs: its offset in the message), or func
-            "pthread_create" when no worker could start.
+            kernel before 5.14); func "pread" when reading the source failed, ENODATA when it
+            ended early (the offset in the message); EILSEQ when a piece read twice differs (its
+            offset in the message); func "pthread_create" when no worker could start.
     """
     rep = ffi.new("nm_copy_report *")
     mismatch = ffi.new("long long *")
+    failed = ffi.new("int *")
     cpu_arr = ffi.new("int[]", list(cpus)) if cpus else ffi.NULL
-    rc = lib.nm_copy_into_map(ffi.cast("void *", dst), ffi.cast("void *", src), length, chunk, cpu_arr, threads,
-                              rep, mismatch)
-    if rc == -_errno.EILSEQ:
+    rc = lib.nm_copy_into_map(ffi.cast("void *", dst), src_fd, length, chunk, cpu_arr, threads, rep, mismatch,
+                              failed)
+    if rc == -_errno.EILSEQ and failed[0] == lib.NM_COPY_FAILED_COMPARE:
         raise NativeError(_errno.EILSEQ, "nm_copy_into_map", f"the copy differs from its source at byte {mismatch[0]}")
+    if rc == -_errno.ENODATA and failed[0] == lib.NM_COPY_FAILED_READ:
+        raise NativeError(_errno.ENODATA, "pread", f"the source ended at byte {mismatch[0]} of {length}")
     if rc < 0 and rep.threads == 0:
         raise NativeError(-rc, "pthread_create", f"starting {threads} copy threads")
+    if rc < 0 and failed[0] == lib.NM_COPY_FAILED_READ:
+        _check(rc, "pread", "reading the source")
     _check(rc, "madvise", f"allocating {length} bytes (MADV_POPULATE_WRITE)")
     workers = tuple(WorkerReport(w.cpu, w.cpu_at_start, w.cpu_at_end, w.pin_err, w.pieces, w.bytes, w.ns)
                     for w in (rep.workers[i] for i in range(rep.threads)))

@@ -56,6 +56,7 @@ class NativeError(NumamoveError, OSError):
             msg = f"{detail}: {msg}"
         super().__init__(errno_, msg)
         self.func = func
+        self.detail = detail
 
     def __str__(self) -> str:
         return str(self.args[1])

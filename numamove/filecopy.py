@@ -203,21 +203,26 @@ def _fill(dfd: int, sfd: int, size: int, st: os.stat_result, node: int, plan: ob
     room = os.fstatvfs(dfd)
     if room.f_bavail * room.f_frsize < size:
         raise NumamoveError(f"no space for {size} bytes on this tmpfs ({room.f_bavail * room.f_frsize} bytes free)")
-    src = mmap.mmap(sfd, size, mmap.MAP_SHARED, mmap.PROT_READ)
     dst = mmap.mmap(dfd, size, mmap.MAP_SHARED)
-    ks, saddr, _ = _native.buffer_address(src, what=path)
     kd, daddr, _ = _native.buffer_address(dst, writable=True, what="the copy")
     try:
         _native.bind_node(daddr, size, node)  # the new file's shared policy: every page on node
         # one pass over memory: each thread populates a piece (its pages allocated on node; a full
-        # node is an error here, never a SIGBUS), copies it and compares it while it is in cache
+        # node is an error here, never a SIGBUS), has the kernel read the source into it, and reads
+        # it again to compare while it is in cache. The source is never mapped: one that shrinks
+        # is a short read, never a SIGBUS
         _native.stop_install()  # a signal stops the copy within one piece; the unnamed copy vanishes
         try:
-            copy_into_mapping(plan, daddr, saddr, size)  # type: ignore[arg-type]
+            copy_into_mapping(plan, daddr, sfd, size)  # type: ignore[arg-type]
         except NativeError as exc:
             if exc.errno == errno.EILSEQ:
                 raise VerificationError(f"{exc}; {path} was written to during the copy: copy discarded, "
                                         "original untouched") from None
+            if exc.func == "pread" and exc.errno == errno.ENODATA:
+                raise NumamoveError(f"{path} changed during the copy ({exc.detail}): copy discarded, "
+                                    "original untouched") from None
+            if exc.func == "pread":
+                raise NumamoveError(f"cannot read {path}: {exc.strerror}; copy discarded") from None
             if exc.func == "madvise" and exc.errno == errno.EINVAL:
                 raise NumamoveError("file --copy needs Linux 5.14 or later (MADV_POPULATE_WRITE)") from None
             if exc.func == "madvise":
@@ -235,8 +240,7 @@ def _fill(dfd: int, sfd: int, size: int, st: os.stat_result, node: int, plan: ob
             on_node[where] = on_node.get(where, 0) + pages
         return on_node
     finally:
-        del ks, kd
-        src.close()
+        del kd
         dst.close()
 
 

@@ -174,6 +174,25 @@ def test_fault_suite_kills_file_copy_at_random_points() -> None:
         os.unlink(path)
 
 
+def test_a_source_truncated_during_an_output_copy_is_an_error_not_a_sigbus(
+        shm_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The source is read, never mapped: truncated mid-copy it ends the copy with one line, exit 1, nothing
+    published (a mapped source would have killed numamove with SIGBUS)."""
+    import numamove.engine as engine
+
+    real = engine.copy_into_mapping
+    out = shm_file + "-out"
+
+    def copy_while_someone_truncates(*args: Any) -> Any:
+        os.truncate(shm_file, 1 << 20)
+        return real(*args)
+
+    monkeypatch.setattr(engine, "copy_into_mapping", copy_while_someone_truncates)
+    code, _, err = run("file", shm_file, "--to", "0", "--copy", "--output", out)
+    assert code == 1 and "changed during the copy (the source ended at byte 1048576 of" in err, err
+    assert err.count("\n") == 1 and not os.path.exists(out) and not leftovers(out)
+
+
 def test_a_source_written_during_an_output_copy_is_caught(shm_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """--output takes no lease (the source stays): a write to it mid-copy is caught, nothing is published."""
     import numamove.engine as engine

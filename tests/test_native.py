@@ -188,31 +188,46 @@ def test_public_copy_api() -> None:
 
 @contextlib.contextmanager
 def _copy_pair(size: int) -> Iterator[tuple[int, bytes, int, int]]:
-    """(fd of a new /dev/shm file of size bytes, random source bytes, source address, the file's mapping
-    address), all released afterwards."""
+    """(fd of a new /dev/shm file of size bytes, random source bytes, fd of a /dev/shm file holding them,
+    the new file's mapping address), all released afterwards."""
     src = os.urandom(size)
     path = f"/dev/shm/numamove-test-cim-{os.getpid()}"
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    sfd = os.open(path + "-src", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(sfd, src)
     os.ftruncate(fd, size)
     m = mmap.mmap(fd, size, mmap.MAP_SHARED)
-    keep_s, saddr, _ = _native.buffer_address(src)
     keep_d, daddr, _ = _native.buffer_address(m, writable=True)
     try:
-        yield fd, src, saddr, daddr
+        yield fd, src, sfd, daddr
     finally:
-        del keep_s, keep_d
+        del keep_d
         m.close()
         os.close(fd)
+        os.close(sfd)
         os.unlink(path)
+        os.unlink(path + "-src")
 
 
 def test_copy_into_map_is_byte_exact_and_fills_the_file() -> None:
     """The one-pass file copy (populate, copy, compare per piece) leaves the file equal to the source."""
     size = 5 * (1 << 20) + 4096 * 3  # not a whole number of pieces
-    with _copy_pair(size) as (fd, src, saddr, daddr):
-        rep = _native.copy_into_map(daddr, saddr, size, 1 << 20, None, 2)
+    with _copy_pair(size) as (fd, src, sfd, daddr):
+        rep = _native.copy_into_map(daddr, sfd, size, 1 << 20, None, 2)
         assert sum(w.bytes for w in rep.workers) == size and rep.threads == 2
         assert os.pread(fd, size, 0) == src
+
+
+def test_copy_into_map_of_a_source_that_shrank_is_an_error_not_a_sigbus() -> None:
+    """The source is read, never mapped: one truncated under the copy (--output takes no lease) is a short
+    read, reported with where it ended; a source mapping would have killed numamove with SIGBUS."""
+    size = 4 << 20
+    with _copy_pair(size) as (_fd, _src, sfd, daddr):
+        os.ftruncate(sfd, size - (1 << 20) - 100)
+        with pytest.raises(NativeError) as exc:
+            _native.copy_into_map(daddr, sfd, size, 1 << 20, None, 2)
+        assert exc.value.func == "pread" and exc.value.errno == errno.ENODATA
+        assert f"ended at byte {size - (1 << 20) - 100} " in str(exc.value)
 
 
 @pytest.mark.parametrize("skip, threads_seen", [(1, 1), (0, 0)])
@@ -223,11 +238,11 @@ def test_copy_into_map_thread_failures(skip: int, threads_seen: int) -> None:
     from numamove.planner import Plan
 
     size = 3 << 20
-    with _copy_pair(size) as (fd, src, saddr, daddr):
+    with _copy_pair(size) as (fd, src, sfd, daddr):
         plan = Plan(0, 0, "push", "push", 0, (-1, -1), "group", 3, 768, 2, {})
         _native.fault_inject_thread_create(1, skip=skip)
         try:
-            rep, why = copy_into_mapping(plan, daddr, saddr, size)
+            rep, why = copy_into_mapping(plan, daddr, sfd, size)
         finally:
             _native.fault_inject_thread_create(0)
         # one worker started: it took every piece; none: the engine retried on one thread
@@ -248,15 +263,15 @@ def test_copy_into_a_full_file_system_is_an_error_not_a_sigbus(tmp_path: Any) ->
         fd = os.open(os.path.join(mnt, "x"), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         os.ftruncate(fd, size)
         m = mmap.mmap(fd, size, mmap.MAP_SHARED)
-        src = bytes(size)
-        keep_s, saddr, _ = _native.buffer_address(src)
+        sfd = os.open("/dev/zero", os.O_RDONLY)
         keep_d, daddr, _ = _native.buffer_address(m, writable=True)
         with pytest.raises(NativeError) as exc:
-            _native.copy_into_map(daddr, saddr, size, 1 << 20, None, 2)
+            _native.copy_into_map(daddr, sfd, size, 1 << 20, None, 2)
         assert exc.value.func == "madvise" and exc.value.errno in (errno.EFAULT, errno.ENOSPC, errno.ENOMEM)
-        del keep_s, keep_d
+        del keep_d
         m.close()
         os.close(fd)
+        os.close(sfd)
     finally:
         subprocess.run(["umount", mnt], check=True)
 
