@@ -401,7 +401,7 @@ def _unnamed(dfd: int) -> tuple[int, str | None]:
             raise
     import secrets
 
-    name = f".numamove-calibration.{secrets.token_hex(8)}.tmp"
+    name = f".numamove-{secrets.token_hex(8)}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     return os.open(name, flags, 0o644, dir_fd=dfd), name
 
@@ -445,7 +445,7 @@ def write_file(path: str | os.PathLike[str], data: bytes, what: str) -> None:
                             view = view[os.write(fd, view):]
                         os.fsync(fd)
                         if name is None:
-                            name = f".numamove-calibration.{secrets.token_hex(8)}.tmp"
+                            name = f".numamove-{secrets.token_hex(8)}.tmp"
                             os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dfd, follow_symlinks=True)
                         os.rename(name, out.name, src_dir_fd=dfd, dst_dir_fd=dfd)
                     except BaseException:

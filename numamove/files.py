@@ -27,8 +27,6 @@ from .proc import CAP_SYS_NICE, Target, has_capability
 from .scan import collect
 from .topology import Topology
 
-SUPPORTED = ("tmpfs", "hugetlbfs")
-
 
 def fs_type(path: str) -> tuple[str, str]:
     """(file system type, mount point) of the mount holding path, from /proc/self/mountinfo."""
@@ -66,6 +64,9 @@ def open_file(path: str, link_hint: str, dir_fd: int | None = None, name: str | 
             raise UsageError(f"{path}: no such file") from None
         if exc.errno == errno.EACCES:
             raise UsageError(f"{path}: permission denied") from None
+        if exc.errno == errno.EAGAIN:  # O_NONBLOCK against another process's write lease
+            raise NumamoveError(f"{path} is leased by another process (another numamove file --copy?): "
+                                "try again once it is done") from None
         raise NumamoveError(f"{path}: {exc.strerror}") from None
 
 

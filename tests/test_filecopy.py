@@ -73,6 +73,25 @@ def test_a_fifo_swapped_in_never_blocks_the_open(shm_file: str) -> None:
     assert code == 2 and "not a regular file" in err
 
 
+def test_in_place_a_file_under_someone_elses_lease_is_refused_without_waiting(shm_file: str) -> None:
+    """The open never blocks: a file another process leases (another numamove's --copy) is one line, exit 1,
+    at once, not a wait of the lease-break time that would also break that copy."""
+    import fcntl
+
+    old = signal.signal(signal.SIGIO, signal.SIG_IGN)
+    fd = os.open(shm_file, os.O_RDONLY)
+    try:
+        fcntl.fcntl(fd, 1024, fcntl.F_WRLCK)  # F_SETLEASE
+        t = time.monotonic()
+        p = subprocess.run([sys.executable, "-m", "numamove", "file", shm_file, "--to", "0"], capture_output=True,
+                           text=True, timeout=30)
+        assert time.monotonic() - t < 10
+        assert p.returncode == 1 and "leased by another process" in p.stderr and p.stderr.count("\n") == 1
+    finally:
+        os.close(fd)
+        signal.signal(signal.SIGIO, old)
+
+
 def test_a_file_someone_holds_open_is_refused(shm_file: str) -> None:
     """The write lease cannot be had while another process has the file open: exit 1, naming it."""
     holder = subprocess.Popen([sys.executable, "-c", f"f = open({shm_file!r}); import sys; sys.stdin.read()"],
