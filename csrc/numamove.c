@@ -395,6 +395,16 @@ static ssize_t nm_pread_full(int fd, char *buf, size_t n, size_t off)
 	return (ssize_t)got;
 }
 
+/* *p = v where *p is unset (-1) or larger: the lowest offset any thread found wins */
+static void nm_store_min(long long *p, long long v)
+{
+	long long cur = __atomic_load_n(p, __ATOMIC_SEQ_CST);
+
+	while ((cur < 0 || v < cur) &&
+	       !__atomic_compare_exchange_n(p, &cur, v, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+		;
+}
+
 static void nm_map_fail(struct nm_map_work *w, int rc, int what)
 {
 	int none = 0;
@@ -437,7 +447,7 @@ static void nm_map_do(void *p)
 			break;
 		}
 		if (got < (ssize_t)n) {
-			__atomic_store_n(w->mismatch, (long long)(off + (size_t)got), __ATOMIC_SEQ_CST);
+			nm_store_min(w->mismatch, (long long)(off + (size_t)got));
 			nm_map_fail(w, -ENODATA, NM_COPY_FAILED_READ);
 			break;
 		}
@@ -446,7 +456,7 @@ static void nm_map_do(void *p)
 
 			while (k < n && w->dst[off + k] == check[k])
 				k++;
-			__atomic_store_n(w->mismatch, (long long)(off + k), __ATOMIC_SEQ_CST);
+			nm_store_min(w->mismatch, (long long)(off + k));
 			nm_map_fail(w, -EILSEQ, NM_COPY_FAILED_COMPARE);
 			break;
 		}

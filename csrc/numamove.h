@@ -109,7 +109,7 @@ int nm_copy(const nm_item *items, size_t n_items, const int *cpus, int n_threads
  * (-EINVAL: the kernel predates 5.14; every worker stops), NM_COPY_FAILED_READ
  * (-ENODATA: the source ended early, at *mismatch), NM_COPY_FAILED_COMPARE
  * (-EILSEQ: the source changed between the two reads; *mismatch: the first
- * differing offset); -EINVAL for bad arguments; or -EAGAIN/-ENOMEM when no worker
+ * differing offset; in both cases the lowest any thread found); -EINVAL for bad arguments; or -EAGAIN/-ENOMEM when no worker
  * could start (workers that did start take every piece between them).
  */
 int nm_copy_into_map(void *dst, int src_fd, size_t len, size_t chunk, const int *cpus, int n_threads,
