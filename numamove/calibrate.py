@@ -399,9 +399,7 @@ def _unnamed(dfd: int) -> tuple[int, str | None]:
     except OSError as exc:
         if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
             raise
-    import secrets
-
-    name = f".numamove-{secrets.token_hex(8)}.tmp"
+    name = f".numamove-{os.urandom(8).hex()}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     return os.open(name, flags, 0o644, dir_fd=dfd), name
 
@@ -428,8 +426,6 @@ def write_file(path: str | os.PathLike[str], data: bytes, what: str) -> None:
     The directory may be one others can write (--output /tmp/...): the file is written unnamed
     and only then given a random name and renamed over path, with the stop signals held, so no
     planted link is followed and no signal leaves a temporary file behind."""
-    import secrets
-
     from ._native import StopSignalsHeld
 
     out = Path(path)
@@ -445,7 +441,7 @@ def write_file(path: str | os.PathLike[str], data: bytes, what: str) -> None:
                             view = view[os.write(fd, view):]
                         os.fsync(fd)
                         if name is None:
-                            name = f".numamove-{secrets.token_hex(8)}.tmp"
+                            name = f".numamove-{os.urandom(8).hex()}.tmp"
                             os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dfd, follow_symlinks=True)
                         os.rename(name, out.name, src_dir_fd=dfd, dst_dir_fd=dfd)
                     except BaseException:

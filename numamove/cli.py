@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from typing import Any
 
 import click
 
 from . import __version__
-from .commands import calibration_for, emit_json, finish, node_option, parse_pids, timings
+from .commands import calibration_for, emit_json, node_option, parse_pids
 from .errors import EXIT_FAILURE, EXIT_USAGE
 
 EXIT_CODES_HELP = """\b
@@ -430,60 +429,9 @@ def file_cmd(paths: tuple[str, ...], to_text: str, from_text: str | None, thread
       numamove file /dev/shm/idle-table --to 1 --copy
       numamove file /data/embeddings.bin --copy --output /dev/shm/embeddings.bin --to 1
     """
-    from .files import move_file
-    from .pagemove import MoveOptions, progress_printer
-    from .planner import parse_threads
-    from .topology import current_node, read_topology
+    from .commands import file_run
 
-    limit = parse_threads(threads_text)
-    if len(limit) != 1:
-        raise click.BadParameter("give one thread limit", param_hint="--threads")
-    topo = read_topology()
-    to = node_option(to_text, topo, "--to")
-    assert to is not None
-    topo.require(to, "--to", memory=True)
-    from_nodes = frozenset(topo.parse_nodes(from_text)) if from_text else None
-    here = current_node(topo)
-    allowed = frozenset(os.sched_getaffinity(0))
-    calibration = calibration_for(topo, quiet)
-    if dry_run and not as_json:
-        click.echo(f"auto: {calibration.why}")
-    if output and not do_copy:
-        raise click.UsageError("--output goes with --copy")
-    if do_copy:
-        from .filecopy import copy_file
-
-        if output and len(paths) != 1:
-            raise click.UsageError("--output takes one source file")
-        copies = [copy_file(p, output, to, topo, limit[0], policy, here, allowed, dry_run, calibration)
-                  for p in paths]
-        if as_json:
-            emit_json({"dry_run": dry_run, "calibration": calibration.why, "copies": [c.to_json() for c in copies]})
-        else:
-            from .nodelist import format_bytes
-
-            for c in copies:
-                verb = "would copy" if dry_run else "copied"
-                line = f"{verb} {c.source} -> {c.output} on node {c.node}: {format_bytes(c.bytes)}"
-                if not dry_run and c.seconds:
-                    line += f" in {c.seconds:.3f} s ({c.bytes / c.seconds / 1e9:.2f} GB/s), verified"
-                click.echo(line)
-                if c.plan:
-                    click.echo("  " + "; ".join(c.plan.describe()[1:]))
-                for note in c.notes:
-                    click.echo(f"  note: {note}")
-        return
-    opts = MoveOptions(to, from_nodes, False, limit[0], policy, None, None, dry_run, calibration)
-    work_started = time.perf_counter()
-    reports = [move_file(p, topo, opts, here, allowed, progress_printer(quiet or as_json)) for p in paths]
-    docs = []
-    for r in reports:
-        d = r.to_json()
-        d.pop("pid")
-        d["file"] = d.pop("name")
-        docs.append(d)
-    finish(reports, as_json, {"dry_run": dry_run, "calibration": calibration.why,
-                               "timings": timings(reports, work_started), "files": docs})
+    file_run(paths, to_text, from_text, threads_text, policy, do_copy, output, dry_run, quiet, as_json)
 
 
 @cli.command()

@@ -1,6 +1,6 @@
 """What the commands do once their arguments are parsed, without click.
 
-`numamove proc` runs here both from the click CLI (numamove.cli) and from the entry
+`numamove proc` and `numamove file` run here both from the click CLI (numamove.cli) and from the entry
 point's fast path (numamove.entry, numamove.fastargs), which parses the common forms of
 `proc` without importing click: click's import alone costs ~30 ms, half of a small run.
 Everything here reports through echo() and raises numamove's own errors, never click's,
@@ -115,6 +115,72 @@ def finish(reports: list[Any], as_json: bool, doc: dict[str, Any]) -> None:
     print_reports(reports, as_json, doc)
     if any(r.partial for r in reports):
         sys.exit(EXIT_PARTIAL)
+
+
+def file_run(paths: tuple[str, ...], to_text: str, from_text: str | None, threads_text: str, policy: str,
+             do_copy: bool, output: str | None, dry_run: bool, quiet: bool, as_json: bool) -> None:
+    """`numamove file` (see its --help in numamove.cli)."""
+    from .planner import parse_threads
+    from .topology import current_node, read_topology
+
+    limit = parse_threads(threads_text)
+    if len(limit) != 1:
+        raise UsageError("invalid value for --threads: give one thread limit")
+    if not paths:
+        raise UsageError("give at least one PATH")
+    if output and not do_copy:
+        raise UsageError("--output goes with --copy")
+    if output and len(paths) != 1:
+        raise UsageError("--output takes one source file")
+    topo = read_topology()
+    to = node_option(to_text, topo, "--to")
+    assert to is not None
+    topo.require(to, "--to", memory=True)
+    from_nodes = frozenset(topo.parse_nodes(from_text)) if from_text else None
+    here = current_node(topo)
+    allowed = frozenset(os.sched_getaffinity(0))
+    calibration = calibration_for(topo, quiet)
+    if dry_run and not as_json:
+        echo(f"auto: {calibration.why}")
+    if do_copy:
+        _copy_files(paths, output, to, topo, limit[0], policy, here, allowed, dry_run, calibration, as_json)
+        return
+    from .files import move_file
+    from .pagemove import MoveOptions, progress_printer
+
+    opts = MoveOptions(to, from_nodes, False, limit[0], policy, None, None, dry_run, calibration)
+    work_started = time.perf_counter()
+    reports = [move_file(p, topo, opts, here, allowed, progress_printer(quiet or as_json)) for p in paths]
+    docs = []
+    for r in reports:
+        d = r.to_json()
+        d.pop("pid")
+        d["file"] = d.pop("name")
+        docs.append(d)
+    finish(reports, as_json, {"dry_run": dry_run, "calibration": calibration.why,
+                               "timings": timings(reports, work_started), "files": docs})
+
+
+def _copy_files(paths: tuple[str, ...], output: str | None, to: int, topo: Any, limit: int | None, policy: str,
+                here: int, allowed: frozenset[int], dry_run: bool, calibration: Any, as_json: bool) -> None:
+    from .filecopy import copy_file
+
+    copies = [copy_file(p, output, to, topo, limit, policy, here, allowed, dry_run, calibration) for p in paths]
+    if as_json:
+        emit_json({"dry_run": dry_run, "calibration": calibration.why, "copies": [c.to_json() for c in copies]})
+        return
+    from .nodelist import format_bytes
+
+    for c in copies:
+        verb = "would copy" if dry_run else "copied"
+        line = f"{verb} {c.source} -> {c.output} on node {c.node}: {format_bytes(c.bytes)}"
+        if not dry_run and c.seconds:
+            line += f" in {c.seconds:.3f} s ({c.bytes / c.seconds / 1e9:.2f} GB/s), verified"
+        echo(line)
+        if c.plan:
+            echo("  " + "; ".join(c.plan.describe()[1:]))
+        for note in c.notes:
+            echo(f"  note: {note}")
 
 
 def proc_run(pids: tuple[str, ...], to_text: str, from_text: str | None, name: str | None,

@@ -71,21 +71,6 @@ def run_plan(plan: Plan, items: _native.Items) -> tuple[_native.CopyReport, str 
         return _native.copy(items, plan.cpus[:1], 1, "group"), why
 
 
-FILE_CHUNK = 1 << 20  # pieces: long enough to amortise the populate call, short enough to compare in cache
-
-
-def copy_into_mapping(plan: Plan, dst: int, src_fd: int, length: int) -> tuple[_native.CopyReport, str | None]:
-    """Populate, copy and compare the file src_fd[0..length) into the shared file mapping dst on the plan's threads
-    (see _native.copy_into_map); when no worker can be created, retry on one thread, as run_plan does."""
-    try:
-        return _native.copy_into_map(dst, src_fd, length, FILE_CHUNK, plan.cpus, plan.threads), None
-    except NativeError as exc:
-        if exc.func != "pthread_create" or plan.threads == 1:
-            raise
-        why = f"could not start {plan.threads} threads ({os.strerror(exc.errno or 0)}): retried on one thread"
-        return _native.copy_into_map(dst, src_fd, length, FILE_CHUNK, plan.cpus[:1], 1), why
-
-
 def _node_of(addr: int, fallback: int) -> int:
     status = _native.page_nodes(addr, 1)
     return status[0] if status and status[0] >= 0 else fallback

@@ -1,7 +1,8 @@
-"""The `numamove` command's entry point: the fast path for `proc`, click for everything else.
+"""The `numamove` command's entry point: the fast path for `proc` and `file`, click for everything else.
 
-`numamove proc PID... --to N` with the common options is parsed by numamove.fastargs and
-run by numamove.commands without importing click (~30 ms, half of a small run's wall time).
+`numamove proc PID... --to N` and `numamove file PATH... --to N` with the common options are
+parsed by numamove.fastargs and run by numamove.commands without importing click (~30 ms,
+half of a small run's wall time).
 Anything else (help, another command, an option or value the fast parser does not accept)
 goes to the click CLI, which gives the same result for everything the fast path takes
 (tests/test_fastargs.py checks that on generated command lines) and the usage errors.
@@ -57,6 +58,14 @@ def _dispatch(args: list[str]) -> int:
             from .commands import proc_run
 
             return guarded(lambda: proc_run(**params))
+    if args[:1] == ["file"] and not os.environ.get("_NUMAMOVE_COMPLETE"):
+        from .fastargs import file_params
+
+        fparams = file_params(args[1:])
+        if fparams is not None:
+            from .commands import file_run
+
+            return guarded(lambda: file_run(**fparams))
     from .cli import click_main
 
     return click_main(args)

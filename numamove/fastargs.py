@@ -1,12 +1,12 @@
-"""The common forms of `numamove proc` parsed without click.
+"""The common forms of `numamove proc` and `numamove file` parsed without click.
 
 A strict subset of what click accepts for `proc`: PIDs, the options below as `--opt VALUE`
 or `--opt=VALUE`, and the flags on their own. Anything else (--help, `--`, a combined
 `-qv`, an unknown option, a value that starts with '-', a number click would have to
 convert in a way this parser does not, an option whose value is missing) gives None, and
 the click CLI parses the command line instead, with its usage errors. For every command
-line this parser accepts, it returns exactly the parameters click would pass to `proc`
-(tests/test_fastargs.py checks that on generated command lines).
+line this parser accepts, it returns exactly the parameters click would pass to `proc` or
+`file` (tests/test_fastargs.py checks that on generated command lines).
 """
 
 from __future__ import annotations
@@ -51,6 +51,24 @@ PROC_DEFAULTS: dict[str, Any] = {
 }
 
 
+FILE_OPTIONS: dict[str, tuple[str, Any]] = {
+    "--to": ("to_text", TEXT),
+    "--from": ("from_text", TEXT),
+    "--threads": ("threads_text", TEXT),
+    "--policy": ("policy", POLICIES),
+    "--copy": ("do_copy", FLAG),
+    "--output": ("output", TEXT),
+    "--dry-run": ("dry_run", FLAG),
+    "-q": ("quiet", FLAG),
+    "--quiet": ("quiet", FLAG),
+    "--json": ("as_json", FLAG),
+}
+FILE_DEFAULTS: dict[str, Any] = {
+    "paths": (), "to_text": None, "from_text": None, "threads_text": "auto", "policy": "auto",
+    "do_copy": False, "output": None, "dry_run": False, "quiet": False, "as_json": False,
+}
+
+
 def _number(text: str, kind: tuple[type, float, float]) -> float | int | None:
     typ, low, high = kind
     digits = text.replace(".", "", 1) if typ is float else text
@@ -62,18 +80,37 @@ def _number(text: str, kind: tuple[type, float, float]) -> float | int | None:
 
 def proc_params(argv: list[str]) -> dict[str, Any] | None:
     """The parameters of `proc` for argv (what follows `proc`), or None to leave it to click."""
-    params = dict(PROC_DEFAULTS)
-    pids: list[str] = []
-    ranges: list[str] = []
+    params = _parse(argv, PROC_OPTIONS, PROC_DEFAULTS)
+    if params is None:
+        return None
+    params["pids"] = params.pop("_positional")
+    params["ranges"] = params.pop("_multi")
+    return params
+
+
+def file_params(argv: list[str]) -> dict[str, Any] | None:
+    """The parameters of `file` for argv (what follows `file`), or None to leave it to click."""
+    params = _parse(argv, FILE_OPTIONS, FILE_DEFAULTS)
+    if params is None or not params["_positional"]:
+        return None  # PATH... is required: click says so
+    params["paths"] = params.pop("_positional")
+    del params["_multi"]
+    return params
+
+
+def _parse(argv: list[str], options: dict[str, tuple[str, Any]], defaults: dict[str, Any]) -> dict[str, Any] | None:
+    params = dict(defaults)
+    positional: list[str] = []
+    multi: list[str] = []
     i = 0
     while i < len(argv):
         tok = argv[i]
         i += 1
         if not tok.startswith("-"):
-            pids.append(tok)
+            positional.append(tok)
             continue
         name, eq, value = tok.partition("=") if tok.startswith("--") else (tok, "", "")
-        spec = PROC_OPTIONS.get(name)
+        spec = options.get(name)
         if spec is None:
             return None
         param, kind = spec
@@ -88,7 +125,7 @@ def proc_params(argv: list[str]) -> dict[str, Any] | None:
             value = argv[i]
             i += 1
         if kind == MULTI:
-            ranges.append(value)
+            multi.append(value)
         elif kind == TEXT:
             params[param] = value
         elif kind == POLICIES:
@@ -102,6 +139,6 @@ def proc_params(argv: list[str]) -> dict[str, Any] | None:
             params[param] = number
     if params["to_text"] is None:
         return None  # --to is required: click says so
-    params["pids"] = tuple(pids)
-    params["ranges"] = tuple(ranges)
+    params["_positional"] = tuple(positional)
+    params["_multi"] = tuple(multi)
     return params

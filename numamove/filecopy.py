@@ -22,22 +22,23 @@ copy acts on descriptors, never on a name twice:
 
 from __future__ import annotations
 
+# the builtin under the signal module: the same calls without building its Signals enum (start-up)
+import _signal  # type: ignore[import-not-found]  # noqa: I001 - no stub: the same calls as signal's
 import errno
 import fcntl
 import mmap
 import os
-import secrets
-import signal
 import stat
 import time
-from typing import TYPE_CHECKING
 
 from . import _native
 from .errors import Interrupted, NativeError, NodeUnavailableError, NumamoveError, UsageError, VerificationError
 from .files import CopyReport, open_file, users_of
 
+TYPE_CHECKING = False  # typing's own constant to mypy; importing typing costs start-up ~4 ms
 if TYPE_CHECKING:
     from .calibration import Loaded
+    from .planner import Plan
     from .topology import Topology
 
 F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
@@ -73,7 +74,7 @@ def _take_lease(fd: int, path: str) -> None:
     A break is announced with SIGIO, whose default action would end numamove: it is ignored
     while numamove holds leases, and the lease's state is asked instead (_lease_held).
     """
-    signal.signal(signal.SIGIO, signal.SIG_IGN)
+    _signal.signal(_signal.SIGIO, _signal.SIG_IGN)
     try:
         fcntl.fcntl(fd, F_SETLEASE, fcntl.F_WRLCK)
     except OSError as exc:
@@ -170,7 +171,7 @@ def copy_file(path: str, output: str | None, node: int, topo: Topology, limit: i
             raise NumamoveError(f"cannot create the copy in {os.path.dirname(os.path.abspath(dest))}: "
                                 f"{exc.strerror}") from None
         try:
-            on_node = _fill(dfd, sfd, size, st, node, plan, path) if size else {}
+            on_node = _fill(dfd, sfd, size, st, node, plan, path) if plan is not None else {}  # None: empty
             notes = _keep_metadata(sfd, dfd, st, replace)
             if replace and not _lease_held(sfd):
                 raise NumamoveError(f"{path} was opened by another process during the copy: copy discarded, "
@@ -187,16 +188,30 @@ def copy_file(path: str, output: str | None, node: int, topo: Topology, limit: i
                 fcntl.fcntl(sfd, F_SETLEASE, fcntl.F_UNLCK)
             except OSError:
                 pass
-            signal.signal(signal.SIGIO, signal.SIG_DFL)
+            _signal.signal(_signal.SIGIO, _signal.SIG_DFL)
         os.close(sfd)
         os.close(sdir)
         if ddir >= 0:
             os.close(ddir)
 
 
-def _fill(dfd: int, sfd: int, size: int, st: os.stat_result, node: int, plan: object, path: str) -> dict[int, int]:
+FILE_CHUNK = 1 << 20  # pieces: long enough to amortise the populate call, short enough to compare in cache
+
+
+def copy_into_mapping(plan: Plan, dst: int, src_fd: int, length: int) -> tuple[_native.CopyReport, str | None]:
+    """Populate, copy and compare the file src_fd[0..length) into the shared file mapping dst on the plan's threads
+    (see _native.copy_into_map); when no worker can be created, retry on one thread, as engine.run_plan does."""
+    try:
+        return _native.copy_into_map(dst, src_fd, length, FILE_CHUNK, plan.cpus, plan.threads), None
+    except NativeError as exc:
+        if exc.func != "pthread_create" or plan.threads == 1:
+            raise
+        why = f"could not start {plan.threads} threads ({os.strerror(exc.errno or 0)}): retried on one thread"
+        return _native.copy_into_map(dst, src_fd, length, FILE_CHUNK, plan.cpus[:1], 1), why
+
+
+def _fill(dfd: int, sfd: int, size: int, st: os.stat_result, node: int, plan: Plan, path: str) -> dict[int, int]:
     """Copy sfd into dfd with its pages on node, verified; where the new pages are."""
-    from .engine import copy_into_mapping
     from .scan import collect
 
     os.ftruncate(dfd, size)
@@ -213,7 +228,7 @@ def _fill(dfd: int, sfd: int, size: int, st: os.stat_result, node: int, plan: ob
         # is a short read, never a SIGBUS
         _native.stop_install()  # a signal stops the copy within one piece; the unnamed copy vanishes
         try:
-            copy_into_mapping(plan, daddr, sfd, size)  # type: ignore[arg-type]
+            copy_into_mapping(plan, daddr, sfd, size)
         except NativeError as exc:
             if exc.errno == errno.EILSEQ:
                 raise VerificationError(f"{exc}; {path} was written to during the copy: copy discarded, "
@@ -247,7 +262,7 @@ def _fill(dfd: int, sfd: int, size: int, st: os.stat_result, node: int, plan: ob
 def _publish(dfd: int, ddir: int, dname: str, leased: int, st: os.stat_result, dest: str) -> None:
     """Give the unnamed copy its name: over output, or (leased >= 0: the original's descriptor,
     holding its write lease) exchanged with the original."""
-    tmp = f".{dname}.numamove-{secrets.token_hex(6)}"
+    tmp = f".{dname}.numamove-{os.urandom(6).hex()}"  # secrets.token_hex's bytes, without its imports
     with _native.StopSignalsHeld():
         try:
             os.link(f"/proc/self/fd/{dfd}", tmp, dst_dir_fd=ddir, follow_symlinks=True)

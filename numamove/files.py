@@ -15,9 +15,6 @@ import errno
 import mmap
 import os
 import stat
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from . import _native
 from .errors import NativeError, NumamoveError, UsageError
@@ -26,6 +23,11 @@ from .planner import Plan
 from .proc import CAP_SYS_NICE, Target, has_capability
 from .scan import collect
 from .topology import Topology
+
+TYPE_CHECKING = False  # typing's own constant to mypy: `file`'s fast path imports neither typing,
+if TYPE_CHECKING:  # collections.abc nor dataclasses (~25 ms of start-up together, with inspect and re)
+    from collections.abc import Callable
+    from typing import Any
 
 
 def fs_type(path: str) -> tuple[str, str]:
@@ -181,20 +183,24 @@ def users_of(path: str) -> list[tuple[int, str]]:
     return found
 
 
-@dataclass
 class CopyReport:
     """What `file --copy` did."""
 
-    source: str
-    output: str
-    node: int
-    bytes: int
-    seconds: float
-    plan: Plan | None
-    verified: bool
-    dry_run: bool
-    pages_on_node: dict[int, int]
-    notes: list[str] = field(default_factory=list)  # metadata that could not be kept, and why
+    __slots__ = ("source", "output", "node", "bytes", "seconds", "plan", "verified", "dry_run", "pages_on_node",
+                 "notes")
+
+    def __init__(self, source: str, output: str, node: int, bytes: int, seconds: float, plan: Plan | None,
+                 verified: bool, dry_run: bool, pages_on_node: dict[int, int], notes: list[str] | None = None) -> None:
+        self.source = source
+        self.output = output
+        self.node = node
+        self.bytes = bytes
+        self.seconds = seconds
+        self.plan = plan
+        self.verified = verified
+        self.dry_run = dry_run
+        self.pages_on_node = pages_on_node
+        self.notes = notes if notes is not None else []  # metadata that could not be kept, and why
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "output": self.output, "node": self.node, "bytes": self.bytes,

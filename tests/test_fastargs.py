@@ -1,4 +1,4 @@
-"""The click-free parser of `numamove proc`: whatever it accepts, click would parse the same way."""
+"""The click-free parser of `numamove proc` and `file`: whatever it accepts, click would parse the same way."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from numamove.cli import cli
-from numamove.fastargs import PROC_DEFAULTS, PROC_OPTIONS, proc_params
+from numamove.fastargs import FILE_DEFAULTS, FILE_OPTIONS, PROC_DEFAULTS, PROC_OPTIONS, file_params, proc_params
 
 TOKENS = [*PROC_OPTIONS, "--help", "-h", "--", "-", "-qv", "--bogus", "--to=1", "--to=", "--batch=0", "--batch=5",
           "--max-pause=0.05", "--max-pause=20", "--policy=pull", "--json=1", "123", "4567", "abc", "", "0", "1",
@@ -21,10 +21,15 @@ TOKENS = [*PROC_OPTIONS, "--help", "-h", "--", "-", "-qv", "--bogus", "--to=1", 
           "--cgroup=/a", "nginx.service"]
 
 
-def click_params(argv: list[str]) -> dict[str, Any] | None:
-    """What click passes to proc for argv, or None where click refuses it."""
+FILE_TOKENS = [*FILE_OPTIONS, "--help", "-h", "--", "-", "-qj", "--bogus", "--to=1", "--to=", "--policy=pull",
+               "--json=1", "--copy=1", "--output=/dev/shm/o", "/dev/shm/a", "/dev/shm/b c", "", "0", "1", "-1",
+               "push", "up", "auto", "2", "cpus", "0,1", "/data/x.bin", "٣"]
+
+
+def click_params(argv: list[str], command: str = "proc") -> dict[str, Any] | None:
+    """What click passes to the command for argv, or None where click refuses it."""
     try:
-        with cli.commands["proc"].make_context("proc", list(argv)) as ctx:
+        with cli.commands[command].make_context(command, list(argv)) as ctx:
             return dict(ctx.params)
     except click.exceptions.ClickException:
         return None
@@ -39,6 +44,35 @@ def test_fast_parse_equals_clicks_wherever_it_parses(argv: list[str]) -> None:
     fast = proc_params(argv)
     if fast is not None:
         assert fast == click_params(argv), argv
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(FILE_TOKENS), max_size=8))
+def test_fast_file_parse_equals_clicks_wherever_it_parses(argv: list[str]) -> None:
+    """The same for `file`."""
+    fast = file_params(argv)
+    if fast is not None:
+        assert fast == click_params(argv, "file"), argv
+
+
+@pytest.mark.parametrize("argv", [
+    ["/dev/shm/feature-store", "--to", "1"], ["/dev/hugepages/buf", "--to=2", "--json"],
+    ["/dev/shm/a", "/dev/shm/b", "--to", "1", "--from", "0", "--threads", "2", "--policy", "pull", "-q"],
+    ["/dev/shm/idle-table", "--to", "1", "--copy", "--dry-run"],
+    ["/data/embeddings.bin", "--copy", "--output", "/dev/shm/embeddings.bin", "--to", "1"],
+])
+def test_common_file_command_lines_take_the_fast_path(argv: list[str]) -> None:
+    """`file`'s help examples and their like never need click, and match it."""
+    fast = file_params(argv)
+    assert fast is not None and fast == click_params(argv, "file")
+
+
+def test_every_file_option_is_known_to_the_fast_parser_or_left_to_click() -> None:
+    cmd = cli.commands["file"]
+    names = {o for p in cmd.params if isinstance(p, click.Option) for o in p.opts}
+    assert set(FILE_OPTIONS) <= names
+    assert set(FILE_DEFAULTS) == {p.name for p in cmd.params}
+    assert file_params(["--to", "0"]) is None and click_params(["--to", "0"], "file") is None  # PATH... required
 
 
 @pytest.mark.parametrize("argv", [
@@ -96,3 +130,26 @@ def test_ctrl_c_while_a_command_imports_its_modules_is_one_line(monkeypatch: pyt
     monkeypatch.setattr(builtins, "__import__", interrupted_import)
     code, out, err = run("nodes")
     assert code == 130 and err == "numamove: error: interrupted\n", err
+
+
+@pytest.mark.parametrize("args", [["--dry-run"], [], ["--copy", "--dry-run"], ["--copy", "--output", "{out}"]])
+def test_the_file_fast_path_imports_nothing_heavy(args: list[str], tmp_path: Any) -> None:
+    """`numamove file PATH --to N`, in place or --copy, dry or real, imports none of the costly modules either
+    (dataclasses alone, with inspect and re, cost ~18 ms of a ~30 ms run), nor secrets (hashlib)."""
+    import os
+
+    path = f"/dev/shm/numamove-fast-{os.getpid()}"
+    with open(path, "wb") as fh:
+        fh.write(os.urandom(1 << 20))
+    try:
+        argv = ["file", path, "--to", "0", "-q", *(a.format(out=path + "-out") for a in args)]
+        code = ("import sys; from numamove.entry import main\n"
+                f"try:\n    rc = main({argv!r})\n"
+                "except SystemExit as exc:\n    rc = exc.code\n"
+                f"print(sorted(m for m in {(*HEAVY, 'secrets')!r} if m in sys.modules), rc)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert out.stdout.splitlines()[-1] == "[] 0", out.stdout + out.stderr
+    finally:
+        for p in (path, path + "-out"):
+            if os.path.exists(p):
+                os.unlink(p)

@@ -109,9 +109,9 @@ def test_a_file_someone_holds_open_is_refused(shm_file: str) -> None:
 def test_an_open_during_the_copy_aborts_it_and_loses_nothing(shm_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A process that opens the file mid-copy breaks the lease: the copy is discarded, the original (and
     that process's view of it) untouched, nothing left behind."""
-    import numamove.engine as engine
+    import numamove.filecopy as filecopy
 
-    real = engine.copy_into_mapping
+    real = filecopy.copy_into_mapping
     opener: list[subprocess.Popen[bytes]] = []
 
     def copy_while_someone_opens(*args: Any) -> Any:
@@ -119,7 +119,7 @@ def test_an_open_during_the_copy_aborts_it_and_loses_nothing(shm_file: str, monk
         time.sleep(0.5)  # the open is now waiting on numamove's lease
         return real(*args)
 
-    monkeypatch.setattr(engine, "copy_into_mapping", copy_while_someone_opens)
+    monkeypatch.setattr(filecopy, "copy_into_mapping", copy_while_someone_opens)
     ino = os.stat(shm_file).st_ino
     code, _, err = run("file", shm_file, "--to", "0", "--copy")
     assert code == 1 and "opened by another process" in err, err
@@ -197,16 +197,16 @@ def test_a_source_truncated_during_an_output_copy_is_an_error_not_a_sigbus(
         shm_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The source is read, never mapped: truncated mid-copy it ends the copy with one line, exit 1, nothing
     published (a mapped source would have killed numamove with SIGBUS)."""
-    import numamove.engine as engine
+    import numamove.filecopy as filecopy
 
-    real = engine.copy_into_mapping
+    real = filecopy.copy_into_mapping
     out = shm_file + "-out"
 
     def copy_while_someone_truncates(*args: Any) -> Any:
         os.truncate(shm_file, 1 << 20)
         return real(*args)
 
-    monkeypatch.setattr(engine, "copy_into_mapping", copy_while_someone_truncates)
+    monkeypatch.setattr(filecopy, "copy_into_mapping", copy_while_someone_truncates)
     code, _, err = run("file", shm_file, "--to", "0", "--copy", "--output", out)
     assert code == 1 and "changed during the copy (the source ended at byte 1048576 of" in err, err
     assert err.count("\n") == 1 and not os.path.exists(out) and not leftovers(out)
@@ -214,9 +214,9 @@ def test_a_source_truncated_during_an_output_copy_is_an_error_not_a_sigbus(
 
 def test_a_source_written_during_an_output_copy_is_caught(shm_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """--output takes no lease (the source stays): a write to it mid-copy is caught, nothing is published."""
-    import numamove.engine as engine
+    import numamove.filecopy as filecopy
 
-    real = engine.copy_into_mapping
+    real = filecopy.copy_into_mapping
     out = shm_file + "-out"
 
     def copy_while_someone_writes(*args: Any) -> Any:
@@ -226,7 +226,7 @@ def test_a_source_written_during_an_output_copy_is_caught(shm_file: str, monkeyp
         os.close(fd)
         return res
 
-    monkeypatch.setattr(engine, "copy_into_mapping", copy_while_someone_writes)
+    monkeypatch.setattr(filecopy, "copy_into_mapping", copy_while_someone_writes)
     code, _, err = run("file", shm_file, "--to", "0", "--copy", "--output", out)
     assert code == 1 and "changed during the copy" in err, err
     assert not os.path.exists(out) and not leftovers(out)

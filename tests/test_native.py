@@ -234,7 +234,7 @@ def test_copy_into_map_of_a_source_that_shrank_is_an_error_not_a_sigbus() -> Non
 def test_copy_into_map_thread_failures(skip: int, threads_seen: int) -> None:
     """A partial start still copies everything (the started worker takes every piece); no worker at all
     is pthread_create's error, which the engine turns into a single-threaded retry."""
-    from numamove.engine import copy_into_mapping
+    from numamove.filecopy import copy_into_mapping
     from numamove.planner import Plan
 
     size = 3 << 20
