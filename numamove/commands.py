@@ -1,8 +1,8 @@
 """What the commands do once their arguments are parsed, without click.
 
-`numamove proc` and `numamove file` run here both from the click CLI (numamove.cli) and from the entry
-point's fast path (numamove.entry, numamove.fastargs), which parses the common forms of
-`proc` without importing click: click's import alone costs ~30 ms, half of a small run.
+`numamove proc` and `numamove file` run here both from the click CLI (numamove.cli) and from
+the entry point's fast path (numamove.entry, numamove.fastargs), which parses their common
+forms without importing click: click's import alone costs ~30 ms, half of a small run.
 Everything here reports through echo() and raises numamove's own errors, never click's,
 so that both paths print the same words and exit with the same codes.
 """
@@ -126,8 +126,6 @@ def file_run(paths: tuple[str, ...], to_text: str, from_text: str | None, thread
     limit = parse_threads(threads_text)
     if len(limit) != 1:
         raise UsageError("invalid value for --threads: give one thread limit")
-    if not paths:
-        raise UsageError("give at least one PATH")
     if output and not do_copy:
         raise UsageError("--output goes with --copy")
     if output and len(paths) != 1:

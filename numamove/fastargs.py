@@ -1,6 +1,6 @@
 """The common forms of `numamove proc` and `numamove file` parsed without click.
 
-A strict subset of what click accepts for `proc`: PIDs, the options below as `--opt VALUE`
+A strict subset of what click accepts for each: PIDs or paths, the options below as `--opt VALUE`
 or `--opt=VALUE`, and the flags on their own. Anything else (--help, `--`, a combined
 `-qv`, an unknown option, a value that starts with '-', a number click would have to
 convert in a way this parser does not, an option whose value is missing) gives None, and
