@@ -18,14 +18,20 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import mmap
 import os
+import stat
 import sys
 import threading
 import time
 import zlib
 
 HUGE = 2 << 20
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 
 def _address(m: mmap.mmap) -> int:
@@ -37,6 +43,23 @@ def _fill(m: mmap.mmap, seed: int) -> None:
     for off in range(0, len(m), len(block)):
         n = min(len(block), len(m) - off)
         m[off:off + n] = block[:n]
+
+
+def _open_shm(path: str) -> int:
+    """--shm opened once: created if new, never through a link in its last component (it usually
+    lives in /dev/shm, which everyone can write), never blocking on a FIFO; a regular file only."""
+    from .errors import NumamoveError, UsageError
+
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UsageError(f"--shm {path} is a symbolic link: name the file itself") from None
+        raise NumamoveError(f"--shm {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UsageError(f"--shm {path} is not a regular file")
+    return fd
 
 
 class Workload:
@@ -59,7 +82,7 @@ class Workload:
         self.shm = None
         fresh = False
         if shm:
-            fd = os.open(shm, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = _open_shm(shm)
             fresh = os.fstat(fd).st_size == 0
             if fresh:
                 os.ftruncate(fd, shm_size)
@@ -105,19 +128,35 @@ class Workload:
         return f"ready {os.getpid()} {a:x} {len(self.anon) if self.anon else 0:x} {h:x} {self.huge_len:x}"
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, as numamove's own errors
+        self.exit(2, f"numamove.workload: error: {message}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .errors import NumamoveError
     from .nodelist import parse_size
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="64M", help="anonymous memory in 4 KiB pages (default 64M)")
     ap.add_argument("--huge", default="0", help="anonymous memory advised for THP (default 0)")
-    ap.add_argument("--shm", help="also map this file MAP_SHARED (e.g. /dev/shm/x); created if new")
+    ap.add_argument("--shm", help="also map this file MAP_SHARED (e.g. /dev/shm/x); created if new, "
+                                  "never through a symbolic link")
     ap.add_argument("--shm-size", default="4M", help="bytes of --shm to map (default 4M)")
     ap.add_argument("--node", type=int, help="allocate on this node (py-libnuma membind)")
     ns = ap.parse_args(argv)
-    size = parse_size(ns.size) if ns.size != "0" else 0
-    huge = parse_size(ns.huge) if ns.huge != "0" else 0
-    w = Workload(size, huge, ns.shm, ns.node, parse_size(ns.shm_size))
+    try:
+        size = parse_size(ns.size) if ns.size != "0" else 0
+        huge = parse_size(ns.huge) if ns.huge != "0" else 0
+        shm_size = parse_size(ns.shm_size)
+        if ns.node is not None:  # py-libnuma segfaults on a node out of range: validate first
+            from .topology import read_topology
+
+            read_topology().require(ns.node, "--node", memory=True)
+        w = Workload(size, huge, ns.shm, ns.node, shm_size)
+    except NumamoveError as exc:
+        sys.stderr.write(f"numamove.workload: error: {exc}\n")
+        return exc.exit_code
     print(w.ready_line(), flush=True)
     for line in sys.stdin:
         cmd = line.strip()

@@ -319,3 +319,33 @@ def test_a_signal_while_the_report_prints_leaves_it_whole(monkeypatch: pytest.Mo
     assert code == 130 and json.loads(out)["processes"][0]["pid"] == w.pid, err
     assert "interrupted by SIGINT" in err and "Traceback" not in err
     assert signal.getsignal(signal.SIGINT) is before
+
+
+@pytest.mark.parametrize("args, what, code", [
+    (["--size", "1M", "--node", "99"], "node 99 does not exist", 2),  # py-libnuma would segfault on it
+    (["--size", "1Q"], "invalid size '1Q'", 2),
+    (["--bogus"], "unrecognized arguments: --bogus", 2),
+])
+def test_the_sample_workload_refuses_bad_input_in_one_line(args: list[str], what: str, code: int) -> None:
+    p = subprocess.run([sys.executable, "-m", "numamove.workload", *args], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == code and what in p.stderr and p.stderr.count("\n") == 1, (p.returncode, p.stderr)
+
+
+def test_the_sample_workload_never_follows_a_link_planted_at_its_shm_file(tmp_path: Any) -> None:
+    """--shm usually names a file in /dev/shm, which anyone can write: a link there is refused, never followed
+    (the workload would have created, truncated and filled the file it points to), and a FIFO never blocks."""
+    victim = tmp_path / "victim"
+    link = f"/dev/shm/numamove-wl-link-{os.getpid()}"
+    fifo = f"/dev/shm/numamove-wl-fifo-{os.getpid()}"
+    os.symlink(victim, link)
+    os.mkfifo(fifo)
+    try:
+        for path, what in ((link, "is a symbolic link"), (fifo, "is not a regular file")):
+            p = subprocess.run([sys.executable, "-m", "numamove.workload", "--size", "1M", "--shm", path],
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+            assert p.returncode == 2 and what in p.stderr and p.stderr.count("\n") == 1, p.stderr
+        assert not victim.exists()
+    finally:
+        os.unlink(link)
+        os.unlink(fifo)
