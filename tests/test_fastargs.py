@@ -101,17 +101,22 @@ HEAVY = ("click", "typing", "re", "enum", "collections", "json", "dataclasses", 
          "hashlib", "tempfile", "subprocess")
 
 
+def heavy_loaded(argv_expr: str) -> str:
+    """Run main(argv_expr) in a fresh interpreter; the last line it prints: "[heavy modules loaded] exit code"."""
+    code = ("import os, sys; from numamove.entry import main\n"
+            f"try:\n    rc = main({argv_expr})\n"
+            "except SystemExit as exc:\n    rc = exc.code\n"
+            f"print(sorted(m for m in {(*HEAVY, 'secrets')!r} if m in sys.modules), rc)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    return out.stdout.splitlines()[-1] if out.stdout else out.stderr
+
+
 @pytest.mark.parametrize("dry", [True, False])
 def test_the_fast_path_imports_nothing_heavy(dry: bool) -> None:
     """`numamove proc PID --to N` runs without importing click (half a small run once) nor any other module
     that costs start-up: typing, re, enum, collections (each 1-4 ms), json, py-libnuma (a subprocess)..."""
     extra = ", '--dry-run'" if dry else ""
-    code = ("import os, sys; from numamove.entry import main\n"
-            f"try:\n    rc = main(['proc', str(os.getpid()), '--to', '0', '-q'{extra}])\n"
-            "except SystemExit as exc:\n    rc = exc.code\n"
-            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules), rc)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.stdout.splitlines()[-1] == "[] 0", out.stdout + out.stderr
+    assert heavy_loaded(f"['proc', str(os.getpid()), '--to', '0', '-q'{extra}]") == "[] 0"
 
 
 def test_ctrl_c_while_a_command_imports_its_modules_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -143,12 +148,7 @@ def test_the_file_fast_path_imports_nothing_heavy(args: list[str], tmp_path: Any
         fh.write(os.urandom(1 << 20))
     try:
         argv = ["file", path, "--to", "0", "-q", *(a.format(out=path + "-out") for a in args)]
-        code = ("import sys; from numamove.entry import main\n"
-                f"try:\n    rc = main({argv!r})\n"
-                "except SystemExit as exc:\n    rc = exc.code\n"
-                f"print(sorted(m for m in {(*HEAVY, 'secrets')!r} if m in sys.modules), rc)")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-        assert out.stdout.splitlines()[-1] == "[] 0", out.stdout + out.stderr
+        assert heavy_loaded(repr(argv)) == "[] 0"
     finally:
         for p in (path, path + "-out"):
             if os.path.exists(p):
