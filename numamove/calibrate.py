@@ -391,29 +391,37 @@ def _open_parent(out: Path) -> int:
     return os.open(out.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
+def _temp_name() -> str:
+    return f".numamove-{os.urandom(8).hex()}.tmp"  # secrets.token_hex's bytes, without its imports
+
+
 def _unnamed(dfd: int) -> tuple[int, str | None]:
     """A new file in the directory, unnamed where the file system allows (O_TMPFILE), else under a
-    random name created exclusively (never a predictable name, never through a planted link)."""
+    random name created exclusively (never a predictable name, never through a planted link).
+    Call it with the stop signals held: a named one must not be left behind."""
     try:
         return os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o644, dir_fd=dfd), None
     except OSError as exc:
         if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
             raise
-    name = f".numamove-{os.urandom(8).hex()}.tmp"
+    name = _temp_name()
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     return os.open(name, flags, 0o644, dir_fd=dfd), name
 
 
 def check_output(path: str | os.PathLike[str], what: str = "the calibration") -> None:
     """Fail before measuring, not after, when the calibration (or plot) could not be written there."""
+    from ._native import StopSignalsHeld
+
     out = Path(path)
     try:
         dfd = _open_parent(out)
         try:
-            fd, name = _unnamed(dfd)
-            os.close(fd)
-            if name:
-                os.unlink(name, dir_fd=dfd)
+            with StopSignalsHeld():
+                fd, name = _unnamed(dfd)
+                os.close(fd)
+                if name:
+                    os.unlink(name, dir_fd=dfd)
         finally:
             os.close(dfd)
     except OSError as exc:
@@ -424,35 +432,34 @@ def write_file(path: str | os.PathLike[str], data: bytes, what: str) -> None:
     """Put data at path atomically (a reader never sees half a file).
 
     The directory may be one others can write (--output /tmp/...): the file is written unnamed
-    and only then given a random name and renamed over path, with the stop signals held, so no
-    planted link is followed and no signal leaves a temporary file behind."""
+    and only then given a random name and renamed over path, with the stop signals held from its
+    creation, so no planted link is followed and no signal leaves a temporary file behind."""
     from ._native import StopSignalsHeld
 
     out = Path(path)
     try:
         dfd = _open_parent(out)
         try:
-            fd, name = _unnamed(dfd)
-            try:
-                with StopSignalsHeld():
-                    try:
-                        view = memoryview(data)
-                        while view:
-                            view = view[os.write(fd, view):]
-                        os.fsync(fd)
-                        if name is None:
-                            name = f".numamove-{os.urandom(8).hex()}.tmp"
-                            os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dfd, follow_symlinks=True)
-                        os.rename(name, out.name, src_dir_fd=dfd, dst_dir_fd=dfd)
-                    except BaseException:
-                        if name is not None:
-                            try:
-                                os.unlink(name, dir_fd=dfd)
-                            except OSError:
-                                pass
-                        raise
-            finally:
-                os.close(fd)
+            with StopSignalsHeld():
+                fd, name = _unnamed(dfd)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                    if name is None:
+                        name = _temp_name()
+                        os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dfd, follow_symlinks=True)
+                    os.rename(name, out.name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                except BaseException:
+                    if name is not None:
+                        try:
+                            os.unlink(name, dir_fd=dfd)
+                        except OSError:
+                            pass
+                    raise
+                finally:
+                    os.close(fd)
         finally:
             os.close(dfd)
     except OSError as exc:
