@@ -19,16 +19,29 @@ if TYPE_CHECKING:
 FLAG, TEXT, MULTI = "flag", "text", "multi"
 POLICIES = ("push", "pull", "auto")
 
-# option -> (parameter, kind): kind is FLAG, TEXT, MULTI, a tuple of choices, or (type, low, high)
-PROC_OPTIONS: dict[str, tuple[str, Any]] = {
+# option -> (parameter, kind): kind is FLAG, TEXT, MULTI, a tuple of choices, or (type, low, high).
+# The options proc and file share, with their defaults: one spec for both commands.
+COMMON_OPTIONS: dict[str, tuple[str, Any]] = {
     "--to": ("to_text", TEXT),
     "--from": ("from_text", TEXT),
+    "--threads": ("threads_text", TEXT),
+    "--policy": ("policy", POLICIES),
+    "--dry-run": ("dry_run", FLAG),
+    "-q": ("quiet", FLAG),
+    "--quiet": ("quiet", FLAG),
+    "--json": ("as_json", FLAG),
+}
+COMMON_DEFAULTS: dict[str, Any] = {
+    "to_text": None, "from_text": None, "threads_text": "auto", "policy": "auto", "dry_run": False,
+    "quiet": False, "as_json": False,
+}
+
+PROC_OPTIONS: dict[str, tuple[str, Any]] = {
+    **COMMON_OPTIONS,
     "--name": ("name", TEXT),
     "--range": ("ranges", MULTI),
     "--only": ("only", TEXT),
     "--all": ("move_all", FLAG),
-    "--threads": ("threads_text", TEXT),
-    "--policy": ("policy", POLICIES),
     "--batch": ("batch", (int, 1, 1 << 24)),
     "--max-pause": ("max_pause", (float, 0.1, 60000.0)),
     "--rate": ("rate", TEXT),
@@ -36,37 +49,21 @@ PROC_OPTIONS: dict[str, tuple[str, Any]] = {
     "--unit": ("unit", TEXT),
     "--set-mems": ("set_mems", FLAG),
     "--wait": ("wait", FLAG),
-    "--dry-run": ("dry_run", FLAG),
     "-v": ("verbose", FLAG),
     "--verbose": ("verbose", FLAG),
-    "-q": ("quiet", FLAG),
-    "--quiet": ("quiet", FLAG),
-    "--json": ("as_json", FLAG),
 }
 PROC_DEFAULTS: dict[str, Any] = {
-    "pids": (), "to_text": None, "from_text": None, "name": None, "ranges": (), "only": None,
-    "move_all": False, "threads_text": "auto", "policy": "auto", "batch": None, "max_pause": None,
-    "rate": None, "cgroup": None, "unit": None, "set_mems": False,
-    "wait": False, "dry_run": False, "verbose": False, "quiet": False, "as_json": False,
+    **COMMON_DEFAULTS, "pids": (), "name": None, "ranges": (), "only": None, "move_all": False, "batch": None,
+    "max_pause": None, "rate": None, "cgroup": None, "unit": None, "set_mems": False, "wait": False,
+    "verbose": False,
 }
-
 
 FILE_OPTIONS: dict[str, tuple[str, Any]] = {
-    "--to": ("to_text", TEXT),
-    "--from": ("from_text", TEXT),
-    "--threads": ("threads_text", TEXT),
-    "--policy": ("policy", POLICIES),
+    **COMMON_OPTIONS,
     "--copy": ("do_copy", FLAG),
     "--output": ("output", TEXT),
-    "--dry-run": ("dry_run", FLAG),
-    "-q": ("quiet", FLAG),
-    "--quiet": ("quiet", FLAG),
-    "--json": ("as_json", FLAG),
 }
-FILE_DEFAULTS: dict[str, Any] = {
-    "paths": (), "to_text": None, "from_text": None, "threads_text": "auto", "policy": "auto",
-    "do_copy": False, "output": None, "dry_run": False, "quiet": False, "as_json": False,
-}
+FILE_DEFAULTS: dict[str, Any] = {**COMMON_DEFAULTS, "paths": (), "do_copy": False, "output": None}
 
 
 def _number(text: str, kind: tuple[type, float, float]) -> float | int | None:
