@@ -43,9 +43,11 @@ def fs_type(path: str) -> tuple[str, str]:
     return best
 
 
-def open_file(path: str, link_hint: str, dir_fd: int | None = None, name: str | None = None) -> int:
-    """path opened once for reading: a symbolic link in its last component is refused (link_hint says
-    why), a FIFO or device never blocks the open; what it is comes from the descriptor afterwards.
+def open_file(path: str, link_hint: str, dir_fd: int | None = None, name: str | None = None,
+              flags: int = os.O_RDONLY) -> int:
+    """path opened once (for reading unless flags say otherwise, O_CREAT with mode 0600): a symbolic
+    link in its last component is refused (link_hint says why), a FIFO or device never blocks the
+    open; what it is comes from the descriptor afterwards.
 
     With dir_fd, name is opened relative to it (path is then for messages only).
 
@@ -54,7 +56,7 @@ def open_file(path: str, link_hint: str, dir_fd: int | None = None, name: str | 
     """
     try:
         return os.open(name if name is not None else path,
-                       os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+                       flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             try:

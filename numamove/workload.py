@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import errno
 import mmap
 import os
 import stat
@@ -48,14 +47,10 @@ def _fill(m: mmap.mmap, seed: int) -> None:
 def _open_shm(path: str) -> int:
     """--shm opened once: created if new, never through a link in its last component (it usually
     lives in /dev/shm, which everyone can write), never blocking on a FIFO; a regular file only."""
-    from .errors import NumamoveError, UsageError
+    from .errors import UsageError
+    from .files import open_file
 
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise UsageError(f"--shm {path} is a symbolic link: name the file itself") from None
-        raise NumamoveError(f"--shm {path}: {exc.strerror}") from None
+    fd = open_file(path, "--shm maps the file it opens", flags=os.O_RDWR | os.O_CREAT)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise UsageError(f"--shm {path} is not a regular file")
