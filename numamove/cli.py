@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .commands import calibration_for, emit_json, node_option, parse_pids
+from .commands import calibration_for, echo, emit_json, node_option, parse_pids
 from .errors import EXIT_FAILURE, EXIT_USAGE
 
 EXIT_CODES_HELP = """\b
@@ -70,7 +70,7 @@ def nodes(as_json: bool) -> None:
     if as_json:
         emit_json(topo.to_json())
         return
-    click.echo(f"{'node':>4}  {'cpus':<14}{'count':>5}  {'memory total':>13}  {'free':>11}  notes")
+    echo(f"{'node':>4}  {'cpus':<14}{'count':>5}  {'memory total':>13}  {'free':>11}  notes")
     for n in topo.ids:
         node = topo.nodes[n]
         notes = []
@@ -79,12 +79,12 @@ def nodes(as_json: bool) -> None:
         if not node.has_memory:
             notes.append("no memory")
         cpus = format_list(node.cpus)
-        click.echo(f"{n:>4}  {cpus or '-':<14}{len(node.cpus):>5}  {format_bytes(node.mem_total):>13}  "
+        echo(f"{n:>4}  {cpus or '-':<14}{len(node.cpus):>5}  {format_bytes(node.mem_total):>13}  "
                    f"{format_bytes(node.mem_free):>11}  {', '.join(notes)}".rstrip())
-    click.echo("distances:")
-    click.echo("      " + "".join(f"{b:>5}" for b in topo.ids))
+    echo("distances:")
+    echo("      " + "".join(f"{b:>5}" for b in topo.ids))
     for a in topo.ids:
-        click.echo(f"{a:>5} " + "".join(f"{topo.distance(a, b):>5}" for b in topo.ids))
+        echo(f"{a:>5} " + "".join(f"{topo.distance(a, b):>5}" for b in topo.ids))
 
 
 THREADS_HELP = ("Thread limit, 1..32, or auto: the calibration's for this pair, else the patch's 4 "
@@ -156,7 +156,7 @@ def bench(src_text: str | None, dst_text: str | None, size_text: str, threads_te
         if as_json:
             emit_json(what)
         else:
-            click.echo(f"would benchmark numamove.migrate() of a {format_bytes(size)} buffer to node {dst}, thread "
+            echo(f"would benchmark numamove.migrate() of a {format_bytes(size)} buffer to node {dst}, thread "
                        f"limits {','.join(str(t or 'auto') for t in limits)}, {repeats} time(s) each; nothing done")
         return
     if buffer_bench:
@@ -167,7 +167,7 @@ def bench(src_text: str | None, dst_text: str | None, size_text: str, threads_te
             emit_json(doc)
         else:
             for line in render_buffer_bench(doc):
-                click.echo(line)
+                echo(line)
         return
     calibration = calibration_for(topo)
     if dry_run or verbose:
@@ -182,22 +182,22 @@ def bench(src_text: str | None, dst_text: str | None, size_text: str, threads_te
                             "plans": [p.to_json() for _, _, p in plans]})
             else:
                 for n in notes:
-                    click.echo(f"note: {n}")
-                click.echo(f"auto: {calibration.why}")
+                    echo(f"note: {n}")
+                echo(f"auto: {calibration.why}")
                 for pol, lim, p in plans:
-                    click.echo(f"plan (policy {pol}, limit {lim or 'auto'}):")
+                    echo(f"plan (policy {pol}, limit {lim or 'auto'}):")
                     for line in p.describe():
-                        click.echo(f"  {line}")
+                        echo(f"  {line}")
             return
-        click.echo(f"auto: {calibration.why}", err=True)
+        echo(f"auto: {calibration.why}", err=True)
         for pol, lim, p in plans:
-            click.echo(f"plan (policy {pol}, limit {lim or 'auto'}): " + "; ".join(p.describe()[1:]), err=True)
+            echo(f"plan (policy {pol}, limit {lim or 'auto'}): " + "; ".join(p.describe()[1:]), err=True)
     res = run_bench(topo, src, dst, size, limits, policies, repeats, huge, notes, calibration)
     if as_json:
         emit_json(res.to_json())
     else:
         for line in render(res):
-            click.echo(line)
+            echo(line)
 
 
 @cli.command()
@@ -252,11 +252,11 @@ def show(pids: tuple[str, ...], cgroup: str | None, unit: str | None, as_json: b
                      "by_kind": {k: {str(n): v.get(n, 0) for n in nodes} for k, v in sorted(rows.items())},
                      "not_on_a_node": absent, "skipped_mappings": ps.skipped})
         if not as_json:
-            click.echo(f"PID {t.pid} ({t.name}): {format_bytes(sum(total.values()))} resident")
-            click.echo(f"  {'kind':<14}" + "".join(f"{'node ' + str(n):>14}" for n in nodes))
+            echo(f"PID {t.pid} ({t.name}): {format_bytes(sum(total.values()))} resident")
+            echo(f"  {'kind':<14}" + "".join(f"{'node ' + str(n):>14}" for n in nodes))
             for k, v in sorted(rows.items()):
-                click.echo(f"  {k:<14}" + "".join(f"{format_bytes(v.get(n, 0)):>14}" for n in nodes))
-            click.echo(f"  {'total':<14}" + "".join(f"{format_bytes(total[n]):>14}" for n in nodes))
+                echo(f"  {k:<14}" + "".join(f"{format_bytes(v.get(n, 0)):>14}" for n in nodes))
+            echo(f"  {'total':<14}" + "".join(f"{format_bytes(total[n]):>14}" for n in nodes))
     if as_json:
         emit_json({"processes": docs})
 
@@ -287,13 +287,13 @@ def _show_group(cgroup: str | None, unit: str | None, as_json: bool) -> None:
         emit_json(doc)
         return
     head = f"unit {unit} (cgroup {doc['cgroup']})" if unit else f"cgroup {doc['cgroup']}"
-    click.echo(f"{head}: {len(procs)} process(es), {format_bytes(sum(total.values()))} resident"
+    echo(f"{head}: {len(procs)} process(es), {format_bytes(sum(total.values()))} resident"
                + (f", cpuset.mems.effective {mems}" if mems else "") + f" (from {source})")
-    click.echo(f"  {'kind':<14}" + "".join(f"{'node ' + str(n):>14}" for n in nodes))
+    echo(f"  {'kind':<14}" + "".join(f"{'node ' + str(n):>14}" for n in nodes))
     for k in GROUP_KINDS:
         if k in stat:
-            click.echo(f"  {k:<14}" + "".join(f"{format_bytes(stat[k].get(n, 0)):>14}" for n in nodes))
-    click.echo(f"  {'total':<14}" + "".join(f"{format_bytes(total[n]):>14}" for n in nodes)
+            echo(f"  {k:<14}" + "".join(f"{format_bytes(stat[k].get(n, 0)):>14}" for n in nodes))
+    echo(f"  {'total':<14}" + "".join(f"{format_bytes(total[n]):>14}" for n in nodes)
                + "   (anon + file)")
 
 
@@ -537,13 +537,13 @@ def calibrate(pairs_text: str | None, budget: float, size_text: str, repeats: in
             emit_json(doc)
             return
         for n in notes:
-            click.echo(f"note: {n}")
-        click.echo(f"would measure {len(pairs)} pair(s) within {budget:g} s and write {out}")
+            echo(f"note: {n}")
+        echo(f"would measure {len(pairs)} pair(s) within {budget:g} s and write {out}")
         for p in doc["pairs"]:
             confs = ", ".join(f"{c['direction']}/{c['placement']}/{c['threads']}t" for c in p["configurations"])
-            click.echo(f"  node {p['src']} -> node {p['dst']} ({', '.join(engines)}): {confs}")
+            echo(f"  node {p['src']} -> node {p['dst']} ({', '.join(engines)}): {confs}")
             for w in p["notes"]:
-                click.echo(f"    {w}")
+                echo(f"    {w}")
         return
     check_output(out)
     if plot_path:
@@ -560,9 +560,9 @@ def calibrate(pairs_text: str | None, budget: float, size_text: str, repeats: in
         emit_json(run.to_json())
         return
     for line in render(run):
-        click.echo(line)
+        echo(line)
     if plot_path:
-        click.echo(f"plot: {plot_path}")
+        echo(f"plot: {plot_path}")
 
 
 def _show_calibration(as_json: bool) -> None:
@@ -580,11 +580,11 @@ def _show_calibration(as_json: bool) -> None:
     if as_json:
         emit_json(doc)
         return
-    click.echo(f"policy/threads auto follow: {loaded.why}")
+    echo(f"policy/threads auto follow: {loaded.why}")
     if loaded.warning:
-        click.echo(f"warning: {loaded.warning}")
+        echo(f"warning: {loaded.warning}")
     for _k, c in sorted(cal.choices.items()) if cal else []:
-        click.echo(f"  {c.describe()}: best {c.best}")
+        echo(f"  {c.describe()}: best {c.best}")
 
 
 def _calibrate_progress() -> Any:
@@ -602,7 +602,7 @@ def _calibrate_progress() -> Any:
             click.echo(f"\r\033[Kcalibrate [{done}/{total}] {what}", err=True, nl=False)
         elif pct // 10 != state["last"]:
             state["last"] = pct // 10
-            click.echo(f"calibrate: {done}/{total} measured; {what}", err=True)
+            echo(f"calibrate: {done}/{total} measured; {what}", err=True)
 
     return show
 
@@ -628,19 +628,19 @@ def demo(ctx: click.Context, size: str, huge: str) -> None:
     size_b, huge_b = parse_size(size), parse_size(huge)
     topo = read_topology()
     if len(topo.memory_nodes()) < 2:
-        click.echo(f"this machine has one NUMA node with memory (node {topo.memory_nodes()[0]}): "
+        echo(f"this machine has one NUMA node with memory (node {topo.memory_nodes()[0]}): "
                    "nothing to migrate between; running the copy benchmark instead")
         ctx.invoke(bench)
         return
     src, dst = topo.most_distant_pair()
     ok = True
     with _DemoChild(size, huge, src) as child:
-        click.echo(f"workload PID {child.pid}: {size} + {huge} (THP) on node {src}")
+        echo(f"workload PID {child.pid}: {size} + {huge} (THP) on node {src}")
         ctx.invoke(show, pids=(str(child.pid),))
-        click.echo(f"\nmoving PID {child.pid} to node {dst} (distance {topo.distance(src, dst)}):")
+        echo(f"\nmoving PID {child.pid} to node {dst} (distance {topo.distance(src, dst)}):")
         child.ask("pause")
         _invoke_proc(ctx, pids=(str(child.pid),), to_text=str(dst))
-        click.echo("")
+        echo("")
         ctx.invoke(show, pids=(str(child.pid),))
         ok &= child.verdict()
     ok &= _demo_group(ctx, src, dst, size_b // 4, huge_b // 4)
@@ -673,7 +673,7 @@ class _DemoChild:
     def verdict(self, label: str = "workload") -> bool:
         pause = float(self.ask("pause")[1])
         word, _crc, reads = self.ask("check")
-        click.echo(f"{label}'s own check after the move: {'intact' if word == 'ok' else 'CORRUPTED'}, "
+        echo(f"{label}'s own check after the move: {'intact' if word == 'ok' else 'CORRUPTED'}, "
                    f"{reads} read passes while it ran; its longest pause between two reads {pause:.0f} ms")
         return word == "ok"
 
@@ -706,17 +706,17 @@ def _demo_group(ctx: click.Context, src: int, dst: int, size: int, huge: int) ->
     try:
         mount = cgroup2_mount()
     except (CgroupError, OSError) as exc:
-        click.echo(f"\n(no cgroup move: {exc})")
+        echo(f"\n(no cgroup move: {exc})")
         return True
     if os.geteuid() != 0:
-        click.echo("\n(no cgroup move: making a cgroup needs root)")
+        echo("\n(no cgroup move: making a cgroup needs root)")
         return True
     rel = f"/numamove-demo-{uuid.uuid4().hex[:6]}"
     path = mount + rel
     try:
         os.mkdir(path)
     except OSError as exc:
-        click.echo(f"\n(no cgroup move: cannot make {path}: {exc.strerror})")
+        echo(f"\n(no cgroup move: cannot make {path}: {exc.strerror})")
         return True
     children: list[_DemoChild] = []
     try:
@@ -727,15 +727,15 @@ def _demo_group(ctx: click.Context, src: int, dst: int, size: int, huge: int) ->
         each = f"{format_bytes(size)} + {format_bytes(huge)} (THP)"
         for _ in range(2):
             children.append(_DemoChild(f"{size >> 20}M", f"{huge >> 20}M", src, path))
-        click.echo(f"\ncgroup {rel}: workloads PID {' and '.join(str(c.pid) for c in children)}, {each} each"
+        echo(f"\ncgroup {rel}: workloads PID {' and '.join(str(c.pid) for c in children)}, {each} each"
                    + (f", cpuset.mems {src}" if cpuset else " (no cpuset controller here: no hand-over)"))
         ctx.invoke(show, cgroup=rel)
-        click.echo(f"\nmoving cgroup {rel} to node {dst}"
+        echo(f"\nmoving cgroup {rel} to node {dst}"
                    + (" and handing its cpuset over (--set-mems --max-pause 20):" if cpuset else " (--max-pause 20):"))
         for c in children:
             c.ask("pause")
         _invoke_proc(ctx, pids=(), to_text=str(dst), cgroup=rel, set_mems=cpuset, max_pause=20.0)
-        click.echo("")
+        echo("")
         ctx.invoke(show, cgroup=rel)
         return all([c.verdict(f"workload {c.pid}") for c in children])
     finally:
@@ -756,7 +756,7 @@ def click_main(args: list[str]) -> int:
         return 0
     if not args:
         with click.Context(cli, info_name="numamove") as ctx:
-            click.echo(cli.get_help(ctx))
+            echo(cli.get_help(ctx))
         return EXIT_USAGE
 
     def run() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 # the builtin under the signal module: the same calls, without building its Signals enum (~3 ms of every
 # run's start-up); the name of a signal that does arrive comes from signal, imported then
 import _signal  # type: ignore[import-not-found]  # noqa: I001 - no stub: the same calls as signal's
+import errno
 import os
 import sys
 import time
@@ -23,10 +24,51 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+class Stdout:
+    """What became of standard output in this run. A write that fails (a full disk, a closed pipe,
+    an I/O error, a closed descriptor) is kept in `lost` and later output is dropped: never a
+    traceback, and never a half-written move left unreported in its exit status. The entry point
+    (numamove.entry.guarded) turns it into one line on stderr and an exit code; `after_move` says
+    the output being written was a move's report, whose exit status then still says how the move went."""
+
+    lost: OSError | None = None
+    after_move = False
+
+
 def echo(text: str, err: bool = False) -> None:
-    stream = sys.stderr if err else sys.stdout
-    stream.write(text + "\n")
-    stream.flush()
+    """One line on stdout (or stderr); see Stdout for what a failed write does."""
+    if err:
+        try:
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
+        except (OSError, AttributeError):  # stderr full or closed (None): nowhere left to say anything
+            pass
+        return
+    if Stdout.lost is not None:
+        return
+    try:
+        if sys.stdout is None:  # started with descriptor 1 closed (see entry.main)
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except OSError as exc:
+        Stdout.lost = exc
+        discard_stdout()
+
+
+def discard_stdout() -> None:
+    """Point descriptor 1 at /dev/null: what stdout still buffers then goes nowhere at exit, instead of
+    failing again in the interpreter's last flush ("Exception ignored", exit 120)."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.dup2(fd, sys.stdout.fileno() if sys.stdout is not None else 1)
+    except (OSError, ValueError):  # no descriptor behind sys.stdout (a test's capture)
+        pass
+    finally:
+        os.close(fd)
 
 
 def emit_json(doc: Any) -> None:
@@ -149,6 +191,7 @@ def file_run(paths: tuple[str, ...], to_text: str, from_text: str | None, thread
     opts = MoveOptions(to, from_nodes, False, limit[0], policy, None, None, dry_run, calibration)
     work_started = time.perf_counter()
     reports = [move_file(p, topo, opts, here, allowed, progress_printer(quiet or as_json)) for p in paths]
+    Stdout.after_move = not dry_run
     docs = []
     for r in reports:
         d = r.to_json()
@@ -164,6 +207,7 @@ def _copy_files(paths: tuple[str, ...], output: str | None, to: int, topo: Any, 
     from .filecopy import copy_file
 
     copies = [copy_file(p, output, to, topo, limit, policy, here, allowed, dry_run, calibration) for p in paths]
+    Stdout.after_move = not dry_run
     if as_json:
         emit_json({"dry_run": dry_run, "calibration": calibration.why, "copies": [c.to_json() for c in copies]})
         return
@@ -332,6 +376,7 @@ def _proc_move(targets: list[Any], outcomes: list[Outcome], group: Any, unit: st
     doc["targets"] = [o.to_json() for o in outcomes]
     doc["processes"] = [r.to_json() for r in reports]
     # the report is written whole: a signal now waits for it, then ends the run (exit 128+signal)
+    Stdout.after_move = not dry_run
     with StopSignalsHeld():
         print_reports(reports, as_json, doc)
         if not as_json and group is not None:

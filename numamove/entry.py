@@ -11,6 +11,7 @@ Either way every error is one line on stderr and a documented exit code.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -23,30 +24,102 @@ if TYPE_CHECKING:  # collections.abc too: importing it builds collections, ~2 ms
 
 
 def fail(msg: str, code: int) -> NoReturn:
-    sys.stderr.write(f"numamove: error: {msg}\n")
-    sys.stderr.flush()
+    say(f"numamove: error: {msg}")
     sys.exit(code)
 
 
-def guarded(run: Callable[[], None]) -> int:
-    """Run a command, mapping numamove's errors, ^C and a closed pipe to one line and an exit code."""
+def say(line: str) -> None:
+    """One line on stderr, if stderr can still take it."""
     try:
-        run()
-    except NumamoveError as exc:
-        fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        fail("interrupted", 130)
-    except BrokenPipeError:
-        return EXIT_FAILURE
-    return 0
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, AttributeError):  # full, or closed (None): nowhere left to say it
+        pass
+
+
+def guarded(run: Callable[[], None]) -> int:
+    """Run a command, mapping numamove's errors, ^C and a standard output that cannot be written
+    to one line and an exit code."""
+    try:
+        try:
+            run()
+        except NumamoveError as exc:
+            fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except OSError as exc:  # a write to stdout that did not go through commands.echo: click's --help
+            if not isinstance(exc, BrokenPipeError) and not _in_click_echo(exc):
+                raise
+            from .commands import Stdout, discard_stdout
+
+            Stdout.lost = Stdout.lost or exc
+            discard_stdout()
+    except SystemExit as exc:  # the commands' own exit statuses (3: partly done, 128+N: a signal)
+        return output_lost(exc.code if isinstance(exc.code, int) else EXIT_FAILURE)
+    return output_lost(0)
+
+
+def _in_click_echo(exc: BaseException) -> bool:
+    """Whether exc came out of click.echo: in numamove only click's own --help and --version use it
+    (its errors come back as exceptions, and numamove writes through commands.echo)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "echo" and tb.tb_frame.f_globals.get("__name__") == "click.utils":
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def output_lost(code: int) -> int:
+    """The exit status once standard output failed (if it did; see commands.Stdout): after a move,
+    still the move's, with the lost report named on stderr; otherwise 1. A closed pipe (the reader
+    has what it wanted, as with `| head`) is not named."""
+    if "numamove.commands" not in sys.modules:
+        return code
+    from .commands import Stdout
+
+    lost = Stdout.lost
+    if lost is None:
+        return code
+    quiet = lost.errno == errno.EPIPE
+    if Stdout.after_move:
+        if not quiet:
+            say(f"numamove: warning: cannot write the report to standard output: {lost.strerror}; the move is "
+                f"done, and the exit status ({code}) says how it went")
+        return code
+    if not quiet:
+        say(f"numamove: error: cannot write to standard output: {lost.strerror}")
+    return code or EXIT_FAILURE
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the command and turn every error into one line and an exit code."""
+    if sys.stdout is None or sys.stderr is None:
+        _hold_closed_descriptors()
     try:
         return _dispatch(sys.argv[1:] if argv is None else list(argv))
     except KeyboardInterrupt:  # ^C while a command's modules are still being imported
         fail("interrupted", 130)
+
+
+def _hold_closed_descriptors() -> None:
+    """Started with descriptor 1 or 2 closed (`>&-`): hold each on /dev/null, so that no file numamove
+    opens later (a tmpfs file, a calibration) gets that number and something meant for a terminal is
+    written into it. Output to a closed stdout is then a write error (commands.echo); to a closed
+    stderr, dropped."""
+    for fd in (1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                got = os.open(os.devnull, os.O_WRONLY)
+            except OSError:
+                return
+            if got != fd:
+                os.dup2(got, fd)
+                os.close(got)
+    if sys.stderr is None:  # warnings then go nowhere, instead of failing every write to stderr
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 - the interpreter's own stream, kept open
 
 
 def _dispatch(args: list[str]) -> int:
