@@ -457,7 +457,7 @@ def fs_type(fd: int) -> int:
 
 def renameat2(olddirfd: int, old: str, newdirfd: int, new: str, flags: int) -> None:
     """renameat2(2); raises OSError with the errno (EXDEV, EPERM, EEXIST ...)."""
-    rc = lib.nm_renameat2(olddirfd, old.encode(), newdirfd, new.encode(), flags)
+    rc = lib.nm_renameat2(olddirfd, os.fsencode(old), newdirfd, os.fsencode(new), flags)  # any bytes a name holds
     if rc < 0:
         raise OSError(-rc, os.strerror(-rc), new)
 

@@ -20,6 +20,7 @@ import os
 import time
 
 from .errors import NodeUnavailableError, NumamoveError, UsageError
+from .text import open_text, printable
 
 TYPE_CHECKING = False  # typing's own constant to mypy; importing typing costs start-up ~4 ms
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ class Cgroup:
     def contains(self, pid: int) -> bool:
         """Whether pid is (still) in this group's subtree, from /proc/PID/cgroup."""
         try:
-            with open(f"/proc/{pid}/cgroup") as fh:
+            with open_text(f"/proc/{pid}/cgroup") as fh:
                 for line in fh:
                     if line.startswith("0::"):
                         where = line[3:].strip()
@@ -400,7 +401,9 @@ class Handover:
                 os.close(g[1])
 
     def _name(self, sub: str) -> str:
-        return self.group.rel if not sub or sub == "." else f"{self.group.rel.rstrip('/')}/{sub}"
+        """A descendant's path for reports: its name is whatever the group's owner made it (a delegated
+        subtree's user), so printable."""
+        return self.group.rel if not sub or sub == "." else printable(f"{self.group.rel.rstrip('/')}/{sub}")
 
     def _fd(self, sub: str) -> int:
         if sub in ("", "."):

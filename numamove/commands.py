@@ -36,11 +36,16 @@ class Stdout:
 
 
 def echo(text: str, err: bool = False) -> None:
-    """One line on stdout (or stderr); see Stdout for what a failed write does."""
+    """Text on stdout (or stderr), each line printable (numamove.text.printable: names and paths others
+    chose can forge no line and no terminal escape); see Stdout for what a failed write does."""
+    if not text.isprintable():
+        from .text import printable
+
+        # stderr: one message, one line; stdout: reports and JSON come a line or a document at a time
+        text = printable(text) if err else "\n".join(printable(line) for line in text.split("\n"))
     if err:
         try:
-            sys.stderr.write(text + "\n")
-            sys.stderr.flush()
+            _write(sys.stderr, text)
         except (OSError, AttributeError):  # stderr full or closed (None): nowhere left to say anything
             pass
         return
@@ -49,11 +54,18 @@ def echo(text: str, err: bool = False) -> None:
     try:
         if sys.stdout is None:  # started with descriptor 1 closed (see entry.main)
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
+        _write(sys.stdout, text)
     except OSError as exc:
         Stdout.lost = exc
         discard_stdout()
+
+
+def _write(stream: Any, text: str) -> None:
+    try:
+        stream.write(text + "\n")
+    except UnicodeEncodeError:  # a locale that cannot show some printable character (LANG=C on old systems)
+        stream.write(text.encode("ascii", "backslashreplace").decode("ascii") + "\n")
+    stream.flush()
 
 
 def discard_stdout() -> None:
@@ -212,10 +224,11 @@ def _copy_files(paths: tuple[str, ...], output: str | None, to: int, topo: Any, 
         emit_json({"dry_run": dry_run, "calibration": calibration.why, "copies": [c.to_json() for c in copies]})
         return
     from .nodelist import format_bytes
+    from .text import printable
 
     for c in copies:
         verb = "would copy" if dry_run else "copied"
-        line = f"{verb} {c.source} -> {c.output} on node {c.node}: {format_bytes(c.bytes)}"
+        line = f"{verb} {printable(c.source)} -> {printable(c.output)} on node {c.node}: {format_bytes(c.bytes)}"
         if not dry_run and c.seconds:
             line += f" in {c.seconds:.3f} s ({c.bytes / c.seconds / 1e9:.2f} GB/s), verified"
         echo(line)

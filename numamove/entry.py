@@ -29,7 +29,11 @@ def fail(msg: str, code: int) -> NoReturn:
 
 
 def say(line: str) -> None:
-    """One line on stderr, if stderr can still take it."""
+    """One line on stderr, if stderr can still take it: printable, whatever names and paths it quotes."""
+    if not line.isprintable():
+        from .text import printable
+
+        line = printable(line)
     try:
         sys.stderr.write(line + "\n")
         sys.stderr.flush()

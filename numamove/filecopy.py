@@ -274,9 +274,11 @@ def _publish(dfd: int, ddir: int, dname: str, leased: int, st: os.stat_result, d
                 os.rename(tmp, dname, src_dir_fd=ddir, dst_dir_fd=ddir)
                 return
             _native.renameat2(ddir, tmp, ddir, dname, _native.RENAME_EXCHANGE)
-        except OSError as exc:
+        except BaseException as exc:  # whatever it is, the name linked above never stays behind
             os.unlink(tmp, dir_fd=ddir)
-            raise NumamoveError(f"cannot put the copy in place of {dest}: {exc.strerror}") from None
+            if isinstance(exc, OSError):
+                raise NumamoveError(f"cannot put the copy in place of {dest}: {exc.strerror}") from None
+            raise
         out = os.stat(tmp, dir_fd=ddir, follow_symlinks=False)
         swapped = (out.st_dev, out.st_ino) != (st.st_dev, st.st_ino)
         # An opener of the old file that came before the exchange is held by the kernel until the

@@ -22,6 +22,7 @@ from .pagemove import MoveOptions, TargetReport, move_pageset
 from .planner import Plan
 from .proc import CAP_SYS_NICE, Target, has_capability
 from .scan import collect
+from .text import open_text, printable
 from .topology import Topology
 
 TYPE_CHECKING = False  # typing's own constant to mypy: `file`'s fast path imports neither typing,
@@ -174,12 +175,12 @@ def users_of(path: str) -> list[tuple[int, str]]:
                     hit = True
                     break
             if not hit:
-                with open(f"/proc/{pid}/maps") as fh:
+                with open_text(f"/proc/{pid}/maps") as fh:
                     hit = any(line.rstrip("\n").endswith(" " + real) or line.rstrip("\n").endswith(
                         " " + real + " (deleted)") for line in fh)
             if hit:
-                with open(f"/proc/{pid}/comm") as fh:
-                    found.append((pid, fh.read().strip()))
+                with open_text(f"/proc/{pid}/comm") as fh:
+                    found.append((pid, printable(fh.read().rstrip("\n"))))
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
     return found

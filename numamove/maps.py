@@ -15,6 +15,7 @@ Which pages numamove hands to move_pages, and how:
 from __future__ import annotations
 
 from .errors import UsageError
+from .text import open_text
 
 TYPE_CHECKING = False  # typing's own constant to mypy; collections.abc builds collections (~2 ms)
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def read_smaps(pid: int, proc: str = "/proc") -> list[Mapping]:
     """
     maps: list[Mapping] = []
     cur: Mapping | None = None
-    with open(f"{proc}/{pid}/smaps") as fh:
+    with open_text(f"{proc}/{pid}/smaps") as fh:
         for line in fh:
             key, sep, rest = line.partition(":")
             if sep and " " not in key:  # "Rss:   12 kB"; a header's first word holds no colon
@@ -130,7 +131,7 @@ def mounts(path: str = "/proc/self/mountinfo") -> list[tuple[str, str, str, str]
     """(device as "8:1", root within the file system, mount point, file system type) of every mount
     in a mountinfo file, paths unescaped. Raises OSError when it cannot be read."""
     out = []
-    with open(path) as fh:
+    with open_text(path) as fh:
         for line in fh:
             left, _, right = line.partition(" - ")
             f = left.split()
@@ -173,7 +174,7 @@ def read_maps(pid: int, proc: str = "/proc") -> list[Mapping] | None:
         ProcessLookupError/FileNotFoundError: the process does not exist (or exited).
         PermissionError: not allowed to read its maps.
     """
-    with open(f"{proc}/{pid}/maps") as fh:
+    with open_text(f"{proc}/{pid}/maps") as fh:
         text = fh.read()
     types: dict[str, str] | None = None
     maps: list[Mapping] = []

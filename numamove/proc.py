@@ -11,6 +11,7 @@ import os
 
 from .errors import NumamoveError, UsageError
 from .locks import BusyError, LockError, TargetLock  # noqa: F401 - numamove.proc's API
+from .text import decode, open_text, printable
 
 TYPE_CHECKING = False  # typing's own constant to mypy; importing typing costs start-up ~4 ms
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ class Target:
 
 def _status_field(pid: int, key: str) -> str:
     try:
-        with open(f"/proc/{pid}/status") as fh:
+        with open_text(f"/proc/{pid}/status") as fh:
             for line in fh:
                 if line.startswith(key + ":"):
                     return line.split(":", 1)[1].strip()
@@ -75,7 +76,7 @@ def _status_field(pid: int, key: str) -> str:
 
 def is_kernel_thread(pid: int) -> bool:
     try:
-        with open(f"/proc/{pid}/stat") as fh:
+        with open_text(f"/proc/{pid}/stat") as fh:
             stat = fh.read()
     except FileNotFoundError:
         raise NoSuchProcessError(f"no process with PID {pid}") from None
@@ -155,8 +156,8 @@ def _self_and_ancestors() -> set[int]:
 
 def _comm(pid: int) -> str:
     try:
-        with open(f"/proc/{pid}/comm") as fh:
-            return fh.read().strip()
+        with open_text(f"/proc/{pid}/comm") as fh:
+            return printable(fh.read().rstrip("\n"))
     except OSError:
         return "?"
 
@@ -164,7 +165,7 @@ def _comm(pid: int) -> str:
 def _cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            return printable(decode(fh.read().rstrip(b"\0").replace(b"\0", b" ")))
     except OSError:
         return ""
 
@@ -182,7 +183,7 @@ CAP_SYS_NICE = 23
 def has_capability(cap: int) -> bool:
     """Whether this process holds capability number cap in its effective set (root holds them all)."""
     try:
-        with open("/proc/self/status") as f:
+        with open_text("/proc/self/status") as f:
             for line in f:
                 if line.startswith("CapEff:"):
                     return bool(int(line.split()[1], 16) >> cap & 1)
@@ -208,7 +209,7 @@ def process_owner(pid: int) -> int:
 
 def _stat_fields(pid: int) -> list[str]:
     """/proc/PID/stat's fields after the command name (which may hold anything): state first."""
-    with open(f"/proc/{pid}/stat") as fh:
+    with open_text(f"/proc/{pid}/stat") as fh:
         return fh.read().rsplit(")", 1)[1].split()
 
 
@@ -225,7 +226,7 @@ def _running(comm: str) -> bool:
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
-                with open(f"/proc/{entry.name}/comm") as fh:
+                with open_text(f"/proc/{entry.name}/comm") as fh:
                     if fh.read() == want:
                         return True
             except OSError:

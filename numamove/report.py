@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .nodelist import format_bytes
 from .pagemove import TargetReport
+from .text import printable
 
 
 def _nodes(d: dict[int, list[int]]) -> str:
@@ -12,7 +13,9 @@ def _nodes(d: dict[int, list[int]]) -> str:
 
 def render_migration(r: TargetReport) -> list[str]:
     t = r.target
-    head = f"file {t.name} -> node {r.to}" if t.name.startswith("/") else f"PID {t.pid} ({t.name}) -> node {r.to}"
+    # a file's name is as its user wrote it (a glob in /dev/shm matches names others chose): one printable line
+    head = (f"file {printable(t.name)} -> node {r.to}" if t.name.startswith("/")
+            else f"PID {t.pid} ({t.name}) -> node {r.to}")
     lines: list[str] = []
     if r.dry_run:
         lines.append(f"{head}: dry run, nothing moved")
