@@ -105,9 +105,12 @@ def _acquire(d: str, uid: int, name: str, pid: int, wait: bool, deadline: float 
     while True:
         with StopSignalsHeld():
             try:
-                fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dirfd)
-                if os.geteuid() != uid:
-                    os.fchown(fd, uid, -1)  # the owner's own runs must open it too
+                fd = _open_lock(dirfd, name, uid, path)
+                if fd < 0:  # an existing lock file went with its holder between two looks
+                    continue
+            except LockError:  # (an OSError too)
+                os.close(dirfd)
+                raise
             except OSError as exc:
                 os.close(dirfd)
                 raise LockError(f"cannot create the lock file {path}: {exc.strerror}") from None
@@ -133,6 +136,37 @@ def _acquire(d: str, uid: int, name: str, pid: int, wait: bool, deadline: float 
                 raise BusyError(f"another numamove is migrating PID {pid} (lock {path}); "
                                 "use --wait to wait for it") from None
             time.sleep(0.1)
+
+
+def _open_lock(dirfd: int, name: str, uid: int, path: str) -> int:
+    """The lock file name in the directory dirfd (uid's), created for uid, or the one there already if it is
+    a plain file of uid's own with one link. Root locks in the target owner's directory, where the owner
+    can leave anything under the name: a hard link to a file of root's (where fs.protected_hardlinks is
+    off) would have been opened and then given to the owner by the fchown below. -1: the file there went
+    away between the two opens (try again)."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(name, flags | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dirfd)
+    except FileExistsError:
+        try:
+            fd = os.open(name, flags | os.O_NONBLOCK, dir_fd=dirfd)  # O_NONBLOCK: a FIFO under the name
+        except FileNotFoundError:
+            return -1
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != uid:
+            os.close(fd)
+            what = "not a regular file" if not stat.S_ISREG(st.st_mode) else \
+                f"{st.st_nlink} links" if st.st_nlink != 1 else f"owned by UID {st.st_uid}"
+            raise LockError(f"lock file {path} is not one numamove made ({what}): not used; remove it") from None
+        return fd
+    if os.geteuid() != uid:
+        try:
+            os.fchown(fd, uid, -1)  # the owner's own runs must open it too
+        except OSError:
+            os.close(fd)
+            os.unlink(name, dir_fd=dirfd)
+            raise
+    return fd
 
 
 class TargetLock:

@@ -85,6 +85,46 @@ def test_root_and_the_targets_owner_exclude_each_other() -> None:
 
 
 @root_only
+@pytest.mark.parametrize("plant", ["hardlink", "others_file", "fifo"])
+def test_what_the_owner_leaves_under_a_lock_files_name_is_refused(tmp_path: Path, plant: str) -> None:
+    """Root locks in the target owner's directory, where the owner can leave anything under the lock's name.
+    A hard link there to a file of root's (possible where fs.protected_hardlinks is off) was opened and then
+    given to the owner by fchown; another owner's file or a FIFO is not a lock numamove made either. Each is
+    refused in one line, and the planted file keeps its owner."""
+    uid = 4242
+    d = tmp_path / "owners"
+    d.mkdir(mode=0o700)
+    os.chown(d, uid, uid)
+    victim = tmp_path / "roots-file"
+    victim.write_text("root's\n")
+    victim.chmod(0o600)
+    name = f"{os.getpid()}-test.lock"
+    if plant == "hardlink":
+        os.link(victim, d / name)  # root may; where protected_hardlinks is off, so may the owner
+    elif plant == "others_file":
+        (d / name).write_text("")
+        os.chown(d / name, 4343, 4343)
+    else:
+        os.mkfifo(d / name, 0o600)
+        os.chown(d / name, uid, uid)
+    with pytest.raises(LockError) as exc:
+        _acquire(str(d), uid, name, os.getpid(), False, None, [])
+    assert "is not one numamove made" in str(exc.value) and "\n" not in str(exc.value)
+    assert os.stat(victim).st_uid == 0
+    if plant != "hardlink":
+        os.unlink(d / name)
+    # a plain file of the owner's own, one link (left by the owner's own run): that one is a lock
+    (d / name).unlink(missing_ok=True)
+    (d / name).write_text("")
+    os.chown(d / name, uid, uid)
+    held: list = []  # type: ignore[type-arg]
+    _acquire(str(d), uid, name, os.getpid(), False, None, held)
+    assert len(held) == 1
+    os.close(held[0].fd)
+    os.close(held[0].dirfd)
+
+
+@root_only
 @pytest.mark.parametrize("at", ["flock", "stat"])
 def test_a_stop_signal_while_locking_or_unlocking_leaves_no_lock_file(monkeypatch: pytest.MonkeyPatch,
                                                                       at: str) -> None:
