@@ -346,26 +346,32 @@ def _run_batches(pid: int, pages: Any, n: int, page_size: int, plan: Plan, flags
         budget = opts.max_pause_ms * 0.8
         fixed, per_entry = _call_cost(sizes, took, budget)
         batch = max(1, int((budget - fixed) / per_entry)) if per_entry > 0 else batch
-        rep.notes.append(f"--max-pause {opts.max_pause_ms:g} ms: {batch} entries per move_pages call "
-                         f"(a call: {fixed:.2f} ms + {per_entry:.3f} ms an entry)")
+        first = (f"--max-pause {opts.max_pause_ms:g} ms: {batch} entries per move_pages call at first "
+                 f"(a call: {fixed:.2f} ms + {per_entry:.3f} ms an entry)")
         if pacer is not None:
             pacer.account(k * page_size)
     while k < n:
         # one nm_move over everything lets threads share out the batches; a progress bar needs
-        # nm_move to return now and then
+        # nm_move to return now and then, and --max-pause re-sizes batches after each round
         m = n - k if progress is None else min(n - k, batch * plan.threads)
+        if opts.max_pause_ms is not None:
+            m = min(m, batch * plan.threads * PAUSE_ROUND)
         b = batch
         if pacer is not None:
             m = min(m, pacer.round_entries(page_size))
             b = min(batch, -(-m // plan.threads))
-        _call(pid, pages, k, m, plan, flags, b, rep, status, target)
+        res = _call(pid, pages, k, m, plan, flags, b, rep, status, target)
         k += m
+        if opts.max_pause_ms is not None:
+            batch = _resize(b, max(w.max_call_ns for w in res.workers) / 1e6, opts.max_pause_ms * 0.8, batch)
         if pacer is not None:
             pacer.account(m * page_size)
         if progress:
             progress(k, n)
         if _native.stop_signal():
             return
+    if opts.max_pause_ms is not None and n:
+        rep.notes.append(f"{first}, {batch} at the end (re-sized after each round by its longest call)")
     one = Plan(plan.src, plan.dst, plan.policy, plan.direction, plan.cpu_node, plan.cpus[:1], plan.split,
                n, n, 1, dict(plan.reasons))
     for _ in range(RETRIES):
@@ -379,6 +385,23 @@ def _run_batches(pid: int, pages: Any, n: int, page_size: int, plan: Plan, flags
         _native.scatter(status, idx, res_status, m)
         if pacer is not None:
             pacer.account(m * page_size)
+
+
+PAUSE_ROUND = 4  # --max-pause: calls per thread between two re-sizings of the batch
+
+
+def _resize(b: int, took_ms: float, budget_ms: float, batch: int) -> int:
+    """The next batch under --max-pause, after calls of b entries whose longest took took_ms: the entries
+    whose share of that call fits the budget (the call's fixed part counted as if per entry, which errs
+    small), at most twice batch. A first estimate thrown by one slow call (a stall under load: a batch of
+    one entry, thousands of calls each paying the fixed cost) thus grows back within a few rounds, and
+    batches that overrun the budget shrink at once."""
+    if took_ms > budget_ms:
+        return max(1, int(b * budget_ms / took_ms))
+    if took_ms <= 0:
+        return 2 * batch
+    # never below batch here: a short round (the last, or --rate's) has calls whose fixed part weighs more
+    return max(batch, min(int(b * budget_ms / took_ms), 2 * batch))
 
 
 def _call_cost(sizes: list[int], took_ms: list[float], budget_ms: float) -> tuple[float, float]:

@@ -295,6 +295,25 @@ def test_batch_and_max_pause_bound_the_calls() -> None:
         assert w.check()[0]
 
 
+@pytest.mark.numa(nodes=2, guest="two")
+def test_max_pause_grows_back_from_a_first_estimate_a_stall_threw(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stalled probe call makes --max-pause's first estimate one entry a call. The batch is re-sized after
+    each round, so 2048 pages take a few dozen calls, not 2048 each paying the fixed cost (a guest test once
+    took 86 s so), and the report says where the batch started and ended."""
+    import numamove.pagemove as pagemove
+
+    monkeypatch.setattr(pagemove, "_call_cost", lambda sizes, took, budget: (0.0, 1000.0))  # the stall
+    with Workload("--size", "8M", "--node", "0") as w:
+        code, doc, err = proc_json(str(w.pid), "--to", "1", "--only", "anon", "--max-pause", "50", "--threads", "1")
+        assert code == 0, err
+        p = doc["processes"][0]
+        note = next(n for n in p["notes"] if n.startswith("--max-pause 50 ms"))
+        assert "1 entries per move_pages call at first" in note and "at the end" in note
+        assert p["moved"]["pages"] >= 2048 and p["move_pages_calls"] < p["moved"]["pages"] // 8, (p, note)
+        assert p["max_call_ms"] < 5000
+        assert where_range(w.pid, *w.anon) == {1} and w.check()[0]
+
+
 @pytest.mark.numa(nodes=2)
 def test_not_enough_free_memory_on_the_destination() -> None:
     """More to move than the destination has free: one line, exit 1, nothing moved."""

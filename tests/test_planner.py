@@ -189,6 +189,29 @@ def test_max_pause_call_cost_from_two_probes() -> None:
     assert _call_cost([3], [6.0], 16.0) == (0.0, 2.0)
 
 
+def test_max_pause_batches_recover_from_a_first_estimate_a_stall_threw() -> None:
+    """--max-pause re-sizes its batch after each round of calls: a first estimate from a stalled probe call
+    (one entry a call) grows back to what the budget allows within a few rounds, instead of moving 4096 pages
+    in 4096 calls that each pay the fixed cost (a guest test once took 86 s so); an overrun shrinks it at
+    once; a short round (the last, or --rate's) never shrinks it."""
+    from numamove.pagemove import PAUSE_ROUND, _resize
+
+    def cost(b: int) -> float:  # a call: 1 ms fixed + 0.02 ms an entry
+        return 1.0 + 0.02 * b
+
+    budget, batch, k, calls, n = 16.0, 1, 0, 0, 4096
+    while k < n:
+        m = min(n - k, batch * PAUSE_ROUND)
+        calls += -(-m // batch)
+        k += m
+        assert cost(min(batch, m)) <= budget * 1.1
+        batch = _resize(min(batch, m), cost(min(batch, m)), budget, batch)
+    assert calls < 60 and 500 <= batch <= 750, (calls, batch)
+    assert _resize(1000, 32.0, 16.0, 1000) == 500  # twice the budget: half the entries
+    assert _resize(10, 1.2, 16.0, 600) == 600  # a short round says little: kept
+    assert _resize(600, 13.0, 16.0, 600) == 738 and _resize(600, 1.0, 16.0, 600) == 1200  # at most twice
+
+
 def test_a_dry_runs_text_says_where_each_plan_runs() -> None:
     """The dry run's text names the caller's unpinned thread, or the pinned threads and their CPUs."""
     from numamove.pagemove import TargetReport
