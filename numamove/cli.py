@@ -337,7 +337,7 @@ def _stat_from_processes(pids: list[int]) -> dict[str, dict[int, int]]:
               help="Pages per move_pages call [default: each thread moves its share in one call, "
                    "which amortises the call's fixed cost best].")
 @click.option("--max-pause", "max_pause", type=click.FloatRange(0.1, 60000), metavar="MS",
-              help="Bound the time of one move_pages call (measured on a first small call).")
+              help="Bound the time of one move_pages call (sized from first small calls, re-sized as it goes).")
 @click.option("--rate", metavar="BYTES/s",
               help="Bound the average migration rate of the whole run (e.g. 200M: 200 MiB/s; binary units).")
 @click.option("--cgroup", metavar="PATH",
