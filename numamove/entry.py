@@ -51,13 +51,19 @@ def guarded(run: Callable[[], None]) -> int:
             fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             fail("interrupted", 130)
-        except OSError as exc:  # a write to stdout that did not go through commands.echo: click's --help
+        except OSError as exc:
             if not isinstance(exc, BrokenPipeError) and not _in_click_echo(exc):
-                raise
+                # a system error no step expected (too many open files, no memory for the kernel, an I/O
+                # error): what it was, in one line
+                where = f" ({exc.filename})" if exc.filename else ""
+                fail(f"{exc.strerror or exc}{where}", EXIT_FAILURE)
+            # a write to stdout that did not go through commands.echo: click's --help
             from .commands import Stdout, discard_stdout
 
             Stdout.lost = Stdout.lost or exc
             discard_stdout()
+        except MemoryError:
+            fail("out of memory", EXIT_FAILURE)
     except SystemExit as exc:  # the commands' own exit statuses (3: partly done, 128+N: a signal)
         return output_lost(exc.code if isinstance(exc.code, int) else EXIT_FAILURE)
     return output_lost(0)

@@ -177,3 +177,33 @@ def test_a_copy_with_stdout_closed_is_made_and_says_its_report_was_lost() -> Non
         for path in (src, dst):
             if os.path.exists(path):
                 os.unlink(path)
+
+
+@pytest.mark.parametrize("args", [["file", "{src}", "--to", "0", "--copy"], ["proc", "{pid}", "--to", "0"],
+                                  ["show", "{pid}"]])
+def test_too_few_descriptors_is_one_line_never_a_traceback(sleeper: int, args: list[str]) -> None:
+    """A cron or service environment with a tiny RLIMIT_NOFILE: whichever open runs out first, one line
+    naming the error (and the file), exit 1, or the command simply works. With 8 descriptors `file --copy`
+    ended in a traceback from reading its own /proc maps."""
+    import resource
+
+    src = f"/dev/shm/numamove-test-nofile-{os.getpid()}"
+    with open(src, "wb") as fh:
+        fh.write(os.urandom(1 << 20))
+    try:
+        for limit in range(4, 14):
+            def low(n: int = limit) -> None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+            if subprocess.run([sys.executable, "-c", "import numamove.entry"], preexec_fn=low,
+                              capture_output=True).returncode:
+                continue  # too few for the interpreter itself to start (its site, its imports): not numamove's
+            p = subprocess.run(NUMAMOVE + [a.format(src=src, pid=sleeper) for a in args], capture_output=True,
+                               text=True, preexec_fn=low, timeout=60)
+            assert "Traceback" not in p.stderr, (limit, p.stderr)
+            assert p.returncode in (0, 1), (limit, p.returncode, p.stderr)
+            if p.returncode:
+                assert len(p.stderr.splitlines()) == 1 and p.stderr.startswith("numamove: error: "), (limit, p.stderr)
+        assert not [n for n in os.listdir("/dev/shm") if n.startswith(".numamove-test-nofile")]
+    finally:
+        os.unlink(src)
