@@ -422,6 +422,9 @@ def file_cmd(paths: tuple[str, ...], to_text: str, from_text: str | None, thread
     with --output it stages any file (say, a data set on disk) into node-local
     shared memory in one parallel copy.
 
+    With several files, one that cannot be moved (a link, in use, not on tmpfs)
+    never stops the others: each is reported, and the exit code is 3.
+
     \b
     Examples:
       numamove file /dev/shm/feature-store --to 1

@@ -21,6 +21,7 @@ from .errors import EXIT_FAILURE, EXIT_PARTIAL, Interrupted, NodeUnavailableErro
 
 TYPE_CHECKING = False  # typing's own constant to mypy; importing typing costs start-up ~4 ms
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 
@@ -164,13 +165,6 @@ def print_reports(reports: list[Any], as_json: bool, doc: dict[str, Any]) -> Non
                 echo(line)
 
 
-def finish(reports: list[Any], as_json: bool, doc: dict[str, Any]) -> None:
-    """Print migration reports (doc as JSON, or text) and exit 3 when any is partial."""
-    print_reports(reports, as_json, doc)
-    if any(r.partial for r in reports):
-        sys.exit(EXIT_PARTIAL)
-
-
 def file_run(paths: tuple[str, ...], to_text: str, from_text: str | None, threads_text: str, policy: str,
              do_copy: bool, output: str | None, dry_run: bool, quiet: bool, as_json: bool) -> None:
     """`numamove file` (see its --help in numamove.cli)."""
@@ -202,40 +196,105 @@ def file_run(paths: tuple[str, ...], to_text: str, from_text: str | None, thread
 
     opts = MoveOptions(to, from_nodes, False, limit[0], policy, None, None, dry_run, calibration)
     work_started = time.perf_counter()
-    reports = [move_file(p, topo, opts, here, allowed, progress_printer(quiet or as_json)) for p in paths]
-    Stdout.after_move = not dry_run
+    reports, outcomes, stopped = _each_file(
+        paths, "moved", lambda p: move_file(p, topo, opts, here, allowed, progress_printer(quiet or as_json)))
     docs = []
     for r in reports:
         d = r.to_json()
         d.pop("pid")
         d["file"] = d.pop("name")
         docs.append(d)
-    finish(reports, as_json, {"dry_run": dry_run, "calibration": calibration.why,
-                               "timings": timings(reports, work_started), "files": docs})
+    _file_finish(reports, outcomes, stopped, dry_run, as_json,
+                 {"dry_run": dry_run, "calibration": calibration.why, "timings": timings(reports, work_started),
+                  "files": docs, "targets": [_file_outcome(o) for o in outcomes]})
 
 
 def _copy_files(paths: tuple[str, ...], output: str | None, to: int, topo: Any, limit: int | None, policy: str,
                 here: int, allowed: frozenset[int], dry_run: bool, calibration: Any, as_json: bool) -> None:
     from .filecopy import copy_file
 
-    copies = [copy_file(p, output, to, topo, limit, policy, here, allowed, dry_run, calibration) for p in paths]
-    Stdout.after_move = not dry_run
-    if as_json:
-        emit_json({"dry_run": dry_run, "calibration": calibration.why, "copies": [c.to_json() for c in copies]})
-        return
+    copies, outcomes, stopped = _each_file(
+        paths, "copied", lambda p: copy_file(p, output, to, topo, limit, policy, here, allowed, dry_run, calibration))
+    _file_finish(copies, outcomes, stopped, dry_run, as_json,
+                 {"dry_run": dry_run, "calibration": calibration.why, "copies": [c.to_json() for c in copies],
+                  "targets": [_file_outcome(o) for o in outcomes]})
+
+
+def _copy_lines(copies: list[Any], dry_run: bool) -> list[str]:
     from .nodelist import format_bytes
     from .text import printable
 
+    lines = []
     for c in copies:
         verb = "would copy" if dry_run else "copied"
         line = f"{verb} {printable(c.source)} -> {printable(c.output)} on node {c.node}: {format_bytes(c.bytes)}"
         if not dry_run and c.seconds:
             line += f" in {c.seconds:.3f} s ({c.bytes / c.seconds / 1e9:.2f} GB/s), verified"
-        echo(line)
+        lines.append(line)
         if c.plan:
-            echo("  " + "; ".join(c.plan.describe()[1:]))
-        for note in c.notes:
-            echo(f"  note: {note}")
+            lines.append("  " + "; ".join(c.plan.describe()[1:]))
+        lines += [f"  note: {note}" for note in c.notes]
+    return lines
+
+
+def _each_file(paths: tuple[str, ...], done: str, one: Callable[[str], Any]) -> tuple[list[Any], list[Outcome],
+                                                                                        Interrupted | None]:
+    """one(path) for each path in turn: (the reports, each path's outcome, the signal that stopped the run).
+    One file's trouble (a planted link, a file in use, not on tmpfs) never discards what was done for the
+    others, as with proc's targets: `numamove file /dev/shm/*` reports every file it moved or copied.
+    A stop signal ends the run within the file it arrives in (that file's report says what had moved, a
+    copy is discarded), and the files after it are not touched."""
+    from ._native import STOP_SIGNALS
+
+    results: list[Any] = []
+    outcomes: list[Outcome] = []
+    stopped = None
+    saved = _raise_on_signals(STOP_SIGNALS)
+    try:
+        for path in paths:
+            try:
+                results.append(one(path))
+                outcomes.append(Outcome(0, path, done, None))
+            except Interrupted as exc:
+                if exc.report is not None:
+                    results.append(exc.report)
+                outcomes.append(Outcome(0, path, "interrupted", exc))
+                stopped = exc
+                break
+            except NumamoveError as exc:
+                outcomes.append(Outcome(0, path, "failed", exc))
+    except Interrupted as exc:  # between two files
+        stopped = exc
+    finally:
+        for sig, handler in saved.items():
+            _signal.signal(sig, handler)
+    return results, outcomes, stopped
+
+
+def _file_outcome(o: Outcome) -> dict[str, Any]:
+    return {"file": o.name, "outcome": o.outcome, "reason": str(o.error) if o.error is not None else None,
+            "exit_code": o.error.exit_code if o.error is not None else 0}
+
+
+def _file_finish(reports: list[Any], outcomes: list[Outcome], stopped: Interrupted | None, dry_run: bool,
+                 as_json: bool, doc: dict[str, Any]) -> None:
+    """Print what was done for every file, then each failure as one line on stderr, whole (a signal waits
+    for it); exit 128+signal, or 0, 3 (some files or pages failed) or the failure's own code (none done)."""
+    from ._native import StopSignalsHeld
+
+    Stdout.after_move = not dry_run and any(o.outcome != "failed" for o in outcomes)
+    with StopSignalsHeld():
+        if as_json:
+            emit_json(doc)
+        elif "copies" in doc:
+            for line in _copy_lines(reports, dry_run):
+                echo(line)
+        else:
+            print_reports(reports, False, doc)
+        for o in outcomes:
+            if o.error is not None:
+                echo(f"numamove: error: {o.error}", err=True)
+    sys.exit(stopped.exit_code if stopped is not None else exit_code(outcomes, reports))
 
 
 def proc_run(pids: tuple[str, ...], to_text: str, from_text: str | None, name: str | None,
@@ -570,6 +629,6 @@ def exit_code(outcomes: list[Outcome], reports: list[Any]) -> int:
     if not reports:
         assert failed or outcomes, "no targets at all is refused before this"
         return failed[0].error.exit_code if failed and failed[0].error is not None else EXIT_FAILURE
-    if failed or any(r.partial for r in reports):
+    if failed or any(getattr(r, "partial", False) for r in reports):  # a copy is whole or not made
         return EXIT_PARTIAL
     return 0

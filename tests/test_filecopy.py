@@ -52,7 +52,45 @@ def test_in_place_a_symlink_is_refused_and_its_file_not_touched(shm_file: str) -
     os.symlink(shm_file, link)
     code, out, err = run("file", link, "--to", "0", "--json")
     assert code == 2 and "symbolic link" in err and shm_file in err and err.count("\n") == 1
-    assert out == "" and os.path.islink(link)
+    doc = json.loads(out)  # the one file's outcome, as for proc's targets
+    assert doc["files"] == [] and [t["outcome"] for t in doc["targets"]] == ["failed"]
+    assert doc["targets"][0]["exit_code"] == 2 and "symbolic link" in doc["targets"][0]["reason"]
+    assert os.path.islink(link)
+
+
+@pytest.mark.parametrize("copy", [False, True])
+def test_one_bad_file_among_several_never_hides_what_was_done_to_the_others(shm_file: str, copy: bool) -> None:
+    """`numamove file /dev/shm/*` where one name is a planted link: the files before and after it are still
+    moved (or copied), the report shows each, the link is one line on stderr, and the exit code is 3 (partly
+    done). numamove stopped at the link with exit 2, after moving, or replacing with a copy, the files
+    before it, and said nothing of them."""
+    from schemas import validate
+
+    first, last = shm_file + "-a", shm_file + "-c"
+    link = shm_file + "-b"
+    data = {p: os.urandom(1 << 20) for p in (first, last)}
+    for p, d in data.items():
+        with open(p, "wb") as fh:
+            fh.write(d)
+    os.symlink(shm_file, link)
+    before = {p: os.stat(p).st_ino for p in (first, last, shm_file)}
+    extra = ["--copy"] if copy else []
+    code, out, err = run("file", first, link, last, "--to", "0", "--json", *extra)
+    assert code == 3, err
+    assert err.count("\n") == 1 and "symbolic link" in err
+    doc = json.loads(out)
+    validate(doc, "file_copy" if copy else "file")
+    assert [(t["file"], t["outcome"]) for t in doc["targets"]] == [
+        (first, "copied" if copy else "moved"), (link, "failed"), (last, "copied" if copy else "moved")]
+    done = [c["source"] for c in doc["copies"]] if copy else [f["file"] for f in doc["files"]]
+    assert done == [first, last]
+    for p, d in data.items():
+        with open(p, "rb") as fh:
+            assert fh.read() == d
+        assert (os.stat(p).st_ino != before[p]) is copy  # a copy replaced it; in place it stayed
+    assert os.stat(shm_file).st_ino == before[shm_file] and os.path.islink(link)
+    code, out, err = run("file", first, link, last, "--to", "0", *extra)  # the text report names both files
+    assert code == 3 and out.count(first) >= 1 and out.count(last) >= 1 and link not in out
 
 
 def test_a_fifo_swapped_in_never_blocks_the_open(shm_file: str) -> None:
