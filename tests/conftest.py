@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +85,14 @@ def no_calibration(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     path = tmp_path_factory.mktemp("calibration") / "calibration.json"
     monkeypatch.setenv("NUMAMOVE_CALIBRATION", str(path))
     return path
+
+
+@pytest.fixture
+def sleeper() -> Iterator[int]:
+    """The PID of a `sleep 60` child: a process of this user's to move or show."""
+    p = subprocess.Popen(["sleep", "60"])
+    try:
+        yield p.pid
+    finally:
+        p.kill()
+        p.wait()

@@ -48,16 +48,6 @@ def odd_process(tmp_path: Path) -> Iterator[int]:
         p.wait()
 
 
-@pytest.fixture
-def sleeper() -> Iterator[int]:
-    p = subprocess.Popen(["sleep", "60"])
-    try:
-        yield p.pid
-    finally:
-        p.kill()
-        p.wait()
-
-
 def clean(p: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in p.stderr and "\x1b" not in p.stdout + p.stderr, p.stderr
 

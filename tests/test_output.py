@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -51,16 +50,6 @@ def numamove(args: list[str], stdout: str, stderr: str = "pipe", data: bytes = b
             os.unlink(err_path)
         err.seek(0)
         return p.returncode, err.read().decode()
-
-
-@pytest.fixture
-def sleeper() -> Iterator[int]:
-    p = subprocess.Popen(["sleep", "60"])
-    try:
-        yield p.pid
-    finally:
-        p.kill()
-        p.wait()
 
 
 def one_line(err: str) -> str:
