@@ -39,17 +39,16 @@ class Stdout:
 def echo(text: str, err: bool = False) -> None:
     """Text on stdout (or stderr), each line printable (numamove.text.printable: names and paths others
     chose can forge no line and no terminal escape); see Stdout for what a failed write does."""
+    if err:
+        from .entry import say
+
+        say(text)  # one message, one line
+        return
     if not text.isprintable():
         from .text import printable
 
-        # stderr: one message, one line; stdout: reports and JSON come a line or a document at a time
-        text = printable(text) if err else "\n".join(printable(line) for line in text.split("\n"))
-    if err:
-        try:
-            _write(sys.stderr, text)
-        except (OSError, AttributeError):  # stderr full or closed (None): nowhere left to say anything
-            pass
-        return
+        # reports and JSON come a line or a document at a time
+        text = "\n".join(printable(line) for line in text.split("\n"))
     if Stdout.lost is not None:
         return
     try:
@@ -64,7 +63,7 @@ def echo(text: str, err: bool = False) -> None:
 def _write(stream: Any, text: str) -> None:
     try:
         stream.write(text + "\n")
-    except UnicodeEncodeError:  # a locale that cannot show some printable character (LANG=C on old systems)
+    except UnicodeEncodeError:  # a locale that cannot show some printable character (an ASCII-only stdout)
         stream.write(text.encode("ascii", "backslashreplace").decode("ascii") + "\n")
     stream.flush()
 
@@ -448,7 +447,7 @@ def _proc_move(targets: list[Any], outcomes: list[Outcome], group: Any, unit: st
     doc["targets"] = [o.to_json() for o in outcomes]
     doc["processes"] = [r.to_json() for r in reports]
     # the report is written whole: a signal now waits for it, then ends the run (exit 128+signal)
-    Stdout.after_move = not dry_run
+    Stdout.after_move = not dry_run and bool(reports)
     with StopSignalsHeld():
         print_reports(reports, as_json, doc)
         if not as_json and group is not None:
