@@ -93,7 +93,7 @@ class Pacer:
     """
 
     PERIOD = 0.05
-    CATCH_UP = 4  # at most this many periods' worth in one round that catches up
+    CATCH_UP = 20  # at most this many periods' worth (1 s) in one round that catches up
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
