@@ -87,9 +87,9 @@ class Pacer:
     took longer than its share (move_pages' fixed cost per call, a slow machine), or a wait that woke
     late, leaves the run behind the rate: the next round carries what is owed on top of its period's
     worth, up to CATCH_UP periods' worth in all, so the average comes back to the rate wherever the
-    machine can move that fast. (Rounds of a period's worth alone lost every late wakeup: a guest run
-    averaged 87% of the rate with calls of 10 ms.) One pacer serves every process of
-    a run, so a group's processes share the budget.
+    machine can move that fast (a slow guest's rounds of ~270 ms held it at 75% of the rate without
+    this). Only pages that moved count (see _moved). One pacer serves every process of a run, so a
+    group's processes share the budget.
     """
 
     PERIOD = 0.05
