@@ -22,6 +22,7 @@ from test_numa_proc import where_range
 from workload_helper import Workload
 
 from numamove.cgroups import remove_group
+from numamove.pagemove import Pacer
 
 MIB = 1 << 20
 ROOT = "/sys/fs/cgroup"
@@ -245,18 +246,33 @@ def test_set_mems_dry_run_writes_nothing(node0_group: Group) -> None:
 
 @pytest.mark.numa(nodes=2, guest="two")
 def test_rate_is_honoured_within_20_percent() -> None:
-    """--rate 12M moves 32 MiB of 4 KiB pages at 12 MiB/s (+-20%), measured by numamove and by the clock."""
-    with Workload("--size", "32M", "--node", "0") as w:
-        t0 = time.monotonic()
-        code, doc, err = proc_json(str(w.pid), "--to", "1", "--rate", "12M")
-        wall = time.monotonic() - t0
-        assert code == 0, err
-        p = doc["processes"][0]
-        rate = 12 * MIB
-        assert 0.8 * rate <= p["achieved_bytes_per_second"] <= 1.2 * rate, p["achieved_bytes_per_second"]
-        assert p["rate_limit_bytes_per_second"] == rate
-        assert wall >= 0.8 * p["moved"]["bytes"] / rate
-        assert where_range(w.pid, *w.anon) == {1} and w.check()[0]
+    """--rate 12M moves 32 MiB of 4 KiB pages at 12 MiB/s (+-20%), measured by numamove and by the clock.
+
+    The rate is never exceeded, in any run. The lower bound needs a machine that can catch up: a TCG
+    guest now and then freezes inside one move_pages call for 2-5 s (probes saw it in the first move of
+    a boot), longer than the whole 2.7 s the run should take, and no pacing can give that time back.
+    A run whose longest call (numamove's own max_call_ms) took more than 10 periods is such a run: it
+    is repeated, at most twice; a run that fell short without one fails.
+    """
+    rate = 12 * MIB
+    stalls = []
+    for _attempt in range(3):
+        with Workload("--size", "32M", "--node", "0") as w:
+            t0 = time.monotonic()
+            code, doc, err = proc_json(str(w.pid), "--to", "1", "--rate", "12M")
+            wall = time.monotonic() - t0
+            assert code == 0, err
+            p = doc["processes"][0]
+            achieved = p["achieved_bytes_per_second"]
+            assert achieved <= 1.2 * rate, achieved
+            assert p["rate_limit_bytes_per_second"] == rate
+            assert wall >= 0.8 * p["moved"]["bytes"] / rate
+            assert where_range(w.pid, *w.anon) == {1} and w.check()[0]
+            if achieved >= 0.8 * rate:
+                return
+            assert p["max_call_ms"] > 10 * Pacer.PERIOD * 1000, (achieved, p["max_call_ms"], doc["rate"])
+            stalls.append((round(achieved), round(p["max_call_ms"])))
+    pytest.fail(f"every run had a move_pages call stalled by the guest: (bytes/s, longest call ms) {stalls}")
 
 
 @pytest.mark.numa(nodes=2, guest="two")
