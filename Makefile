@@ -21,7 +21,7 @@ deps: ## install the Debian packages numamove and its tests need (when root and 
 	  else echo "missing Debian packages: $$missing (run as root, or: sudo apt-get install $$missing)" >&2; exit 1; fi; \
 	fi
 
-$(STAMP): setup.py csrc/numamove.c csrc/numamove.h csrc/build_ffi.py $(wildcard numamove/*.py)
+$(STAMP): setup.py bin/numamove csrc/numamove.c csrc/numamove.h csrc/build_ffi.py $(wildcard numamove/*.py)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing numamove and its Python packages into $(VENV) (log: $(VENV)/pip.log)"
 	@# compat: a plain path in a .pth file; the default editable finder imports pathlib, re and

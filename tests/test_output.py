@@ -196,3 +196,21 @@ def test_too_few_descriptors_is_one_line_never_a_traceback(sleeper: int, args: l
         assert not [n for n in os.listdir("/dev/shm") if n.startswith(".numamove-test-nofile")]
     finally:
         os.unlink(src)
+
+
+@pytest.mark.parametrize(("outcome", "code", "said"), [
+    ("return 0", 0, ""), ("return 3", 3, ""), ("raise SystemExit(2)", 2, ""), ("raise SystemExit(None)", 0, ""),
+    ("raise SystemExit('numamove: error: x')", 1, "numamove: error: x\n"),
+])
+def test_the_launcher_leaves_with_mains_status_and_flushed_output(outcome: str, code: int, said: str) -> None:
+    """entry.run (bin/numamove, python -m numamove) skips the interpreter's teardown with os._exit: what
+    main printed without a flush still arrives, and the status is main's, whichever way main ended."""
+    prog = ("import sys, numamove.entry as e\n"
+            "def main():\n"
+            "    sys.stdout.write('report\\n'); sys.stderr.write('note')\n"
+            f"    {outcome}\n"
+            "e.main = main\n"
+            "e.run()\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered, as for a user
+    r = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, env=env)
+    assert (r.returncode, r.stdout, r.stderr) == (code, "report\n", "note" + said)
