@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import datetime
 import errno
-import json
 import os
 import statistics
 import time
@@ -38,6 +37,7 @@ from . import __version__
 from .bench import CopyTrial, machine_info, move_trial
 from .calibration import CALLER, DIRECTIONS, ENGINES, SCHEMA, UNPINNED, Setting, default_output, digest, fingerprint
 from .errors import OutputError, UsageError
+from .jsontext import dumps
 from .nodelist import format_bytes, format_list
 from .planner import BASE_PAGE, HUGE_PAGE, MAX_THREADS, Plan, choose_cpu_node, make_plan
 from .topology import Topology, current_node, l3_domains
@@ -470,7 +470,7 @@ def write(run: CalibrationRun, path: str | os.PathLike[str] | None) -> Path:
     """Write the calibration atomically (write_file); returns the path."""
     out = Path(path if path is not None else default_output())
     run.path = str(out)
-    write_file(out, (json.dumps(run.to_json(), indent=2) + "\n").encode(), "the calibration")
+    write_file(out, (dumps(run.to_json(), indent=2) + "\n").encode(), "the calibration")
     return out
 
 

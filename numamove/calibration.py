@@ -71,10 +71,23 @@ def fingerprint(topo: Topology) -> dict[str, Any]:
 
 
 def digest(fp: dict[str, Any]) -> str:
-    import hashlib  # only where a calibration file exists: OpenSSL's load costs start-up
-    import json
+    from .jsontext import dumps
 
-    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
+    return _sha256_hex(dumps(fp, sort_keys=True).encode())[:16]
+
+
+def _sha256_hex(data: bytes) -> str:
+    """hashlib.sha256's hex digest, from CPython's built-in module where it has one: hashlib loads
+    OpenSSL (~5 ms of every run that reads a calibration); the digest is the same."""
+    mod: Any
+    try:
+        import _sha256 as mod  # type: ignore[import-not-found,no-redef]  # Python 3.11 (3.12: _sha2)
+    except ImportError:
+        try:
+            import _sha2 as mod  # type: ignore[import-not-found,no-redef]
+        except ImportError:
+            import hashlib as mod
+    return str(mod.sha256(data).hexdigest())
 
 
 class Setting:
@@ -204,10 +217,10 @@ def load(topo: Topology, path: str | os.PathLike[str] | None = None) -> Loaded:
             continue
         except OSError as exc:
             return Loaded(None, "the patch's defaults", f"ignoring calibration {p}: {exc.strerror}")
-        import json
+        from .jsontext import loads
 
         try:
-            doc = json.loads(text)
+            doc = loads(text)
             cal = parse(doc, p)
             theirs = digest(doc["fingerprint"])
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
