@@ -349,3 +349,24 @@ def test_the_sample_workload_never_follows_a_link_planted_at_its_shm_file(tmp_pa
     finally:
         os.unlink(link)
         os.unlink(fifo)
+
+
+def test_a_running_numad_is_named_in_a_warning(sleeper: int, tmp_path: Any) -> None:
+    """numad moves pages on its own: a run that is not quiet says so when a process named numad runs, and
+    only then (the name is the executable's: a copy of sleep called numad stands in for it)."""
+    def warnings() -> list[str]:
+        p = subprocess.run([sys.executable, "-m", "numamove", "proc", str(sleeper), "--to", "0"],
+                           capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        return [line for line in p.stderr.splitlines() if "numad" in line]
+
+    assert warnings() == []
+    fake = tmp_path / "numad"
+    fake.write_bytes(open("/bin/sleep", "rb").read())
+    fake.chmod(0o755)
+    numad = subprocess.Popen([str(fake), "60"])
+    try:
+        assert warnings() == ["numamove: warning: numad is running: it may move pages back"]
+    finally:
+        numad.kill()
+        numad.wait()
