@@ -151,11 +151,17 @@ def test_a_stop_signal_while_locking_or_unlocking_leaves_no_lock_file(monkeypatc
         return out
 
     target = locks.fcntl if at == "flock" else locks.os
+    # Python's own SIGINT handler, whatever this process inherited: started in the background by a shell
+    # without job control, SIGINT is ignored, and the interpreter then installs none
     monkeypatch.setattr(target, at, interrupting)
-    with pytest.raises(KeyboardInterrupt):
-        with TargetLock(os.getpid(), owner=0, start="test"):
-            pass
-    monkeypatch.undo()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with TargetLock(os.getpid(), owner=0, start="test"):
+                pass
+    finally:
+        monkeypatch.undo()
+        signal.signal(signal.SIGINT, previous)
     assert fired and not os.path.exists(name)
 
 
