@@ -251,10 +251,11 @@ def test_rate_is_honoured_within_20_percent() -> None:
     """--rate 12M moves 32 MiB of 4 KiB pages at 12 MiB/s (+-20%), measured by numamove and by the clock.
 
     The rate is never exceeded, in any run. The lower bound needs a machine that can catch up: a TCG
-    guest now and then freezes inside one move_pages call for 2-5 s (probes saw it in the first move of
-    a boot), longer than the whole 2.7 s the run should take, and no pacing can give that time back.
-    A run whose longest call (numamove's own max_call_ms) took more than 10 periods is such a run: it
-    is repeated, at most twice; a run that fell short without one fails.
+    guest could spend 2-5 s inside one move_pages call (probes saw it in the first move of a boot: the
+    guest zeroing target pages the host had never backed; the harness now preallocates guest RAM,
+    which removed it there), longer than the whole 2.7 s the run should take, and no pacing can give
+    that time back. A run whose longest call (numamove's own max_call_ms) took more than 10 periods
+    is such a run: it is repeated, at most twice; a run that fell short without one fails.
     """
     rate = 12 * MIB
     stalls = []
