@@ -118,8 +118,8 @@ def run() -> NoReturn:
     By the time main returns, every report line was written and flushed (commands.echo), every lock
     and temporary file released by its own `with` or `finally`, and the C engine's threads joined.
     What the interpreter would still do is tear down its modules and free every object one by one:
-    6.5 ms of a 46-52 ms `proc` run on the host (medians of 20, small and 1 GiB processes alike), and
-    ~25x that under TCG. numamove registers no atexit handler and starts no Python thread, so
+    4-6.5 ms of a 27-70 ms `proc` run on the development VM (medians of 30, small and 1 GiB processes
+    alike), and ~25x that under TCG. numamove registers no atexit handler and starts no Python thread, so
     os._exit skips only that.
     """
     try:

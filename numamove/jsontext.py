@@ -117,7 +117,6 @@ class _Context:
     parse_float = float
     parse_int = int
     parse_constant = _CONSTANTS.__getitem__
-    memo: dict[str, str] = {}
 
 
 _scan: Callable[[str, int], tuple[Any, int]] | None = _c.make_scanner(_Context()) if _c is not None else None
