@@ -7,12 +7,15 @@
 #include "numamove.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/mempolicy.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -365,9 +368,14 @@ int nm_move(int pid, void **pages, const int *nodes, int *status, size_t count, 
 #define MADV_POPULATE_WRITE 23
 #endif
 
+#ifndef UFFD_USER_MODE_ONLY
+#define UFFD_USER_MODE_ONLY 1
+#endif
+
 struct nm_map_work {
 	char *dst;
 	int src_fd;
+	int uffd;             /* >= 0: fill with UFFDIO_COPY through it; -1: populate */
 	size_t len, chunk;
 	size_t *next;         /* shared cursor */
 	int *err;             /* shared: the first error, 0 while none */
@@ -413,17 +421,44 @@ static void nm_map_fail(struct nm_map_work *w, int rc, int what)
 		__atomic_store_n(w->failed, what, __ATOMIC_SEQ_CST);
 }
 
+/* UFFDIO_COPY of n bytes (a multiple of the page size) from src to dst: 0 or -errno */
+static int nm_uffd_copy(int uffd, char *dst, const char *src, size_t n)
+{
+	size_t done = 0;
+	int idle = 0;
+
+	while (done < n) {
+		struct uffdio_copy c = { .dst = (uintptr_t)(dst + done), .src = (uintptr_t)(src + done),
+					 .len = n - done, .mode = 0 };
+		int e;
+
+		if (ioctl(uffd, UFFDIO_COPY, &c) == 0)
+			return 0;
+		e = errno;
+		/* EAGAIN: the mappings changed under the call; what it copied stays copied */
+		if (e != EAGAIN && e != EINTR)
+			return -e;
+		if (c.copy > 0)
+			done += (size_t)c.copy, idle = 0;
+		else if (++idle > 1000)
+			return -e;
+	}
+	return 0;
+}
+
 static void nm_map_do(void *p)
 {
 	struct nm_map_work *w = p;
 	nm_worker_result *r = w->res;
 	char *check = malloc(w->chunk);  /* this thread's second read of each piece */
+	/* UFFDIO_COPY's source: the piece as first read */
+	char *first = w->uffd >= 0 ? aligned_alloc(4096, w->chunk) : NULL;
 	uint64_t t0;
 
 	r->pin_err = r->cpu >= 0 ? nm_pin_self(r->cpu) : 0;
 	r->cpu_at_start = sched_getcpu();
 	t0 = nm_now_ns();
-	if (!check)
+	if (!check || (w->uffd >= 0 && !first))
 		nm_map_fail(w, -ENOMEM, NM_COPY_FAILED_READ);
 	while (!__atomic_load_n(w->err, __ATOMIC_RELAXED) && !nm_stop_sig) {
 		size_t off = __atomic_fetch_add(w->next, w->chunk, __ATOMIC_RELAXED), n;
@@ -432,14 +467,32 @@ static void nm_map_do(void *p)
 		if (off >= w->len)
 			break;
 		n = w->len - off < w->chunk ? w->len - off : w->chunk;
-		/* allocate the piece's pages first: a full node or file system fails here, never SIGBUS */
-		if (madvise(w->dst + off, n, MADV_POPULATE_WRITE) != 0) {
-			nm_map_fail(w, -errno, NM_COPY_FAILED_POPULATE);
-			break;
+		if (w->uffd >= 0) {
+			/* the kernel reads the source (a source that shrinks is a short read, never a
+			 * SIGBUS); UFFDIO_COPY allocates each page on the file's node with its bytes */
+			size_t whole = (n + 4095) & ~(size_t)4095;
+			int rc;
+
+			got = nm_pread_full(w->src_fd, first, n, off);
+			if (got == (ssize_t)n) {
+				memset(first + n, 0, whole - n);  /* the last page's tail, past the end */
+				rc = nm_uffd_copy(w->uffd, w->dst + off, first, whole);
+				if (rc) {
+					nm_map_fail(w, rc, NM_COPY_FAILED_POPULATE);
+					break;
+				}
+			}
+		} else {
+			/* allocate the piece's pages first: a full node or file system fails here, never SIGBUS */
+			if (madvise(w->dst + off, n, MADV_POPULATE_WRITE) != 0) {
+				nm_map_fail(w, -errno, NM_COPY_FAILED_POPULATE);
+				break;
+			}
+			/* the kernel copies the source into the mapping (no source mapping: a source that
+			 * shrinks is a short read, never a SIGBUS) */
+			got = nm_pread_full(w->src_fd, w->dst + off, n, off);
 		}
-		/* the kernel copies the source into the mapping (no source mapping: a source that
-		 * shrinks is a short read, never a SIGBUS), then reads it again to compare */
-		got = nm_pread_full(w->src_fd, w->dst + off, n, off);
+		/* then reads it again, to compare */
 		if (got == (ssize_t)n)
 			got = nm_pread_full(w->src_fd, check, n, off);
 		if (got < 0) {
@@ -464,34 +517,73 @@ static void nm_map_do(void *p)
 		r->pieces++;
 	}
 	free(check);
+	free(first);
 	r->ns = nm_now_ns() - t0;
 	r->cpu_at_end = sched_getcpu();
 }
 
+/*
+ * A userfaultfd with dst[0..len) registered for missing faults, shmem included,
+ * any stray fault a SIGBUS (nothing reads this descriptor): the descriptor, or -1
+ * with report->fill_err and fill_step saying what failed.
+ */
+static int nm_uffd_open(char *dst, size_t len, nm_copy_report *report)
+{
+	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_SIGBUS };
+	struct uffdio_register reg = { .range = { (uintptr_t)dst, (len + 4095) & ~(size_t)4095 },
+				       .mode = UFFDIO_REGISTER_MODE_MISSING };
+	/* user-mode faults only: all an unprivileged caller may ask for (vm.unprivileged_userfaultfd) */
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+
+	if (fd < 0 && errno == EINVAL)  /* a kernel before 5.11 knows no UFFD_USER_MODE_ONLY */
+		fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0) {
+		report->fill_err = errno, report->fill_step = NM_UFFD_STEP_OPEN;
+		return -1;
+	}
+	if (ioctl(fd, UFFDIO_API, &api) != 0 || !(api.ioctls & (1ULL << _UFFDIO_REGISTER))) {
+		report->fill_err = errno ? errno : EOPNOTSUPP, report->fill_step = NM_UFFD_STEP_API;
+		close(fd);
+		return -1;
+	}
+	if (ioctl(fd, UFFDIO_REGISTER, &reg) != 0 || !(reg.ioctls & (1ULL << _UFFDIO_COPY))) {
+		report->fill_err = errno ? errno : EOPNOTSUPP, report->fill_step = NM_UFFD_STEP_REGISTER;
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
 int nm_copy_into_map(void *dst, int src_fd, size_t len, size_t chunk, const int *cpus, int n_threads,
-		     nm_copy_report *report, long long *mismatch, int *failed)
+		     int fill, nm_copy_report *report, long long *mismatch, int *failed)
 {
 	struct nm_map_work work[NM_MAX_THREADS];
 	size_t next = 0;
 	uint64_t t0;
-	int i, err = 0, rc;
+	int i, err = 0, rc, uffd = -1;
 
 	if (!report || !mismatch || !failed || (len && (!dst || src_fd < 0)) || !chunk || chunk % 4096 ||
-	    n_threads < 1 || n_threads > NM_MAX_THREADS)
+	    n_threads < 1 || n_threads > NM_MAX_THREADS || (fill != NM_FILL_POPULATE && fill != NM_FILL_UFFD) ||
+	    ((uintptr_t)dst & 4095))
 		return -EINVAL;
 	memset(report, 0, sizeof(*report));
 	*mismatch = -1;
 	*failed = 0;
+	if (fill == NM_FILL_UFFD && len)
+		uffd = nm_uffd_open(dst, len, report);
+	report->fill = uffd >= 0 ? NM_FILL_UFFD : NM_FILL_POPULATE;
 	for (i = 0; i < n_threads; i++) {
 		nm_worker_result *r = &report->workers[i];
 
-		work[i] = (struct nm_map_work){ dst, src_fd, len, chunk, &next, &err, failed, mismatch, r };
+		work[i] = (struct nm_map_work){ dst, src_fd, uffd, len, chunk, &next, &err, failed, mismatch, r };
 		r->cpu = cpus ? cpus[i] : -1;
 		r->cpu_at_start = r->cpu_at_end = -1;
 	}
 	t0 = nm_now_ns();
 	rc = nm_run(nm_map_do, work, sizeof(work[0]), n_threads, &report->threads);
 	report->wall_ns = nm_now_ns() - t0;
+	if (uffd >= 0)
+		close(uffd);  /* unregisters dst: faults there are ordinary faults again */
 	if (err)
 		return err;
 	return report->threads ? 0 : rc; /* started workers took every piece between them */

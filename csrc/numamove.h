@@ -52,6 +52,9 @@ typedef struct nm_copy_report {
 	int threads;        /* workers that ran */
 	int mode;           /* split mode used */
 	uint64_t wall_ns;   /* from the first worker's start to the last one's join */
+	int fill;           /* nm_copy_into_map: how the pages were allocated (NM_FILL_*) */
+	int fill_err;       /* nm_copy_into_map: errno that ruled out NM_FILL_UFFD when asked for (0: none) */
+	int fill_step;      /* nm_copy_into_map: the step that failed with fill_err (NM_UFFD_STEP_*) */
 	nm_worker_result workers[NM_MAX_THREADS];
 } nm_copy_report;
 
@@ -93,27 +96,48 @@ int nm_copy(const nm_item *items, size_t n_items, const int *cpus, int n_threads
 #define NM_COPY_FAILED_READ 1
 #define NM_COPY_FAILED_COMPARE 2
 
+/* how nm_copy_into_map allocates the new file's pages (fill, report->fill) */
+#define NM_FILL_POPULATE 0
+#define NM_FILL_UFFD 1
+/* which step of setting up userfaultfd failed (report->fill_step) */
+#define NM_UFFD_STEP_OPEN 1
+#define NM_UFFD_STEP_API 2
+#define NM_UFFD_STEP_REGISTER 3
+
 /*
  * Copy the file src_fd[0..len) to dst[0..len), a shared mapping of the new file, on
  * n_threads threads pinned to cpus[] (NULL: unpinned), in pieces of `chunk` bytes
- * (a multiple of 4096) taken from a shared cursor.  Each piece is populated first
- * (MADV_POPULATE_WRITE: its pages allocated on the file's policy node by the
+ * (a multiple of 4096) taken from a shared cursor.  The kernel reads the source
+ * (pread: no source mapping, so a source that shrinks is a short read, never a
+ * SIGBUS), then each piece's pages are allocated on the file's policy node by the
  * thread that fills them, in parallel, and a full node or file system is an
- * error, never a SIGBUS), then the kernel copies the source into it (pread: one
- * copy, no source mapping, so a source that shrinks is a short read, never a
- * SIGBUS), then the thread reads the piece again into its own buffer and compares:
- * one pass over memory, verified.  (pwrite would skip the page faults, but writers
- * of one file serialize on its inode lock; copying from a source mapping costs
- * its page faults, which QEMU's TCG makes slower than the copy.)  Returns 0;
- * -errno of the first failure, with *failed saying where: NM_COPY_FAILED_POPULATE
- * (-EINVAL: the kernel predates 5.14; every worker stops), NM_COPY_FAILED_READ
- * (-ENODATA: the source ended early, at *mismatch), NM_COPY_FAILED_COMPARE
- * (-EILSEQ: the source changed between the two reads; *mismatch: the first
- * differing offset; in both cases the lowest any thread found); -EINVAL for bad arguments; or -EAGAIN/-ENOMEM when no worker
- * could start (workers that did start take every piece between them).
+ * error, never a SIGBUS; then the thread reads the piece again into its own
+ * buffer and compares: one pass over memory, verified.
+ *
+ * fill says how the pages are allocated:
+ *  - NM_FILL_UFFD: the piece is read into the thread's buffer and userfaultfd's
+ *    UFFDIO_COPY allocates each page with its bytes in it, in one kernel step:
+ *    no zeroing (a page fault clears every new tmpfs page before the copy
+ *    overwrites it; write(2) skips that, but writers of one file serialize on its
+ *    inode lock, and UFFDIO_COPY does not take it).  dst is registered for
+ *    missing faults only during the call (with UFFD_FEATURE_SIGBUS: a stray
+ *    fault there could never wait forever).  Where userfaultfd cannot be had (a
+ *    seccomp filter, a kernel without shmem support: the errno and step are in
+ *    report->fill_err/fill_step), the call falls back to NM_FILL_POPULATE;
+ *  - NM_FILL_POPULATE: MADV_POPULATE_WRITE allocates (and zeroes) the piece, and
+ *    the kernel copies the source into it (pread).  Keeps the mount's huge pages,
+ *    which UFFDIO_COPY would not.
+ * report->fill says which ran.  Returns 0; -errno of the first failure, with
+ * *failed saying where: NM_COPY_FAILED_POPULATE (allocating: ENOMEM, ENOSPC;
+ * -EINVAL from the populate: the kernel predates 5.14; every worker stops),
+ * NM_COPY_FAILED_READ (-ENODATA: the source ended early, at *mismatch),
+ * NM_COPY_FAILED_COMPARE (-EILSEQ: the source changed between the two reads;
+ * *mismatch: the first differing offset; in both cases the lowest any thread
+ * found); -EINVAL for bad arguments; or -EAGAIN/-ENOMEM when no worker could
+ * start (workers that did start take every piece between them).
  */
 int nm_copy_into_map(void *dst, int src_fd, size_t len, size_t chunk, const int *cpus, int n_threads,
-		     nm_copy_report *report, long long *mismatch, int *failed);
+		     int fill, nm_copy_report *report, long long *mismatch, int *failed);
 
 /* Offset of the first byte where a and b differ, or -1 when equal. */
 long long nm_compare(const void *a, const void *b, size_t len);

@@ -98,23 +98,43 @@ def copy(items: Items, cpus: tuple[int, ...] | None, threads: int, mode: str) ->
     return CopyReport(rep.threads, mode, rep.wall_ns, workers)
 
 
+FILL_NAMES = {lib.NM_FILL_POPULATE: "populate", lib.NM_FILL_UFFD: "userfaultfd"}
+_UFFD_STEPS = {lib.NM_UFFD_STEP_OPEN: "userfaultfd()", lib.NM_UFFD_STEP_API: "UFFDIO_API",
+               lib.NM_UFFD_STEP_REGISTER: "UFFDIO_REGISTER"}
+
+
+class FillReport(CopyReport):
+    """One nm_copy_into_map call: a CopyReport, and how the new pages were allocated ("userfaultfd" or
+    "populate") with, when userfaultfd was asked for and could not be had, why (else None)."""
+
+    __slots__ = ("fill", "fill_why")
+
+    def __init__(self, threads: int, wall_ns: int, workers: tuple[WorkerReport, ...], fill: str,
+                 fill_why: str | None) -> None:
+        super().__init__(threads, "pieces", wall_ns, workers)
+        self.fill, self.fill_why = fill, fill_why
+
+
 def copy_into_map(dst: int, src_fd: int, length: int, chunk: int, cpus: tuple[int, ...] | None,
-                  threads: int) -> CopyReport:
-    """nm_copy_into_map: populate each piece of the shared mapping dst, let the kernel copy the file
-    src_fd's bytes [0..length) into it (pread), read the piece again and compare, on pinned threads.
+                  threads: int, uffd: bool = True) -> FillReport:
+    """nm_copy_into_map: fill the shared tmpfs mapping dst (page-aligned) with the file src_fd's bytes
+    [0..length), each piece read by the kernel, its pages allocated on the file's policy node
+    (userfaultfd's UFFDIO_COPY when uffd and available: no zeroing; else MADV_POPULATE_WRITE, then
+    pread), read again and compared, on pinned threads.
 
     Raises:
-        NativeError: func "madvise" when populating failed (ENOMEM, EFAULT: no room; EINVAL: a
-            kernel before 5.14); func "pread" when reading the source failed, ENODATA when it
-            ended early (the offset in the message); EILSEQ when a piece read twice differs (its
-            offset in the message); func "pthread_create" when no worker could start.
+        NativeError: func "UFFDIO_COPY" or "madvise" (populating) when allocating failed (ENOMEM,
+            ENOSPC, EFAULT: no room; EINVAL from madvise: a kernel before 5.14); func "pread" when
+            reading the source failed, ENODATA when it ended early (the offset in the message);
+            EILSEQ when a piece read twice differs (its offset in the message); func
+            "pthread_create" when no worker could start.
     """
     rep = ffi.new("nm_copy_report *")
     mismatch = ffi.new("long long *")
     failed = ffi.new("int *")
     cpu_arr = ffi.new("int[]", list(cpus)) if cpus else ffi.NULL
-    rc = lib.nm_copy_into_map(ffi.cast("void *", dst), src_fd, length, chunk, cpu_arr, threads, rep, mismatch,
-                              failed)
+    rc = lib.nm_copy_into_map(ffi.cast("void *", dst), src_fd, length, chunk, cpu_arr, threads,
+                              lib.NM_FILL_UFFD if uffd else lib.NM_FILL_POPULATE, rep, mismatch, failed)
     if rc == -_errno.EILSEQ and failed[0] == lib.NM_COPY_FAILED_COMPARE:
         raise NativeError(_errno.EILSEQ, "nm_copy_into_map", f"the copy differs from its source at byte {mismatch[0]}")
     if rc == -_errno.ENODATA and failed[0] == lib.NM_COPY_FAILED_READ:
@@ -123,10 +143,15 @@ def copy_into_map(dst: int, src_fd: int, length: int, chunk: int, cpus: tuple[in
         raise NativeError(-rc, "pthread_create", f"starting {threads} copy threads")
     if rc < 0 and failed[0] == lib.NM_COPY_FAILED_READ:
         _check(rc, "pread", "reading the source")
+    if rep.fill == lib.NM_FILL_UFFD:
+        _check(rc, "UFFDIO_COPY", f"allocating {length} bytes")
     _check(rc, "madvise", f"allocating {length} bytes (MADV_POPULATE_WRITE)")
     workers = tuple(WorkerReport(w.cpu, w.cpu_at_start, w.cpu_at_end, w.pin_err, w.pieces, w.bytes, w.ns)
                     for w in (rep.workers[i] for i in range(rep.threads)))
-    return CopyReport(rep.threads, "pieces", rep.wall_ns, workers)
+    why = None
+    if uffd and rep.fill_err:
+        why = f"{_UFFD_STEPS.get(rep.fill_step, 'userfaultfd')}: {os.strerror(rep.fill_err)}"
+    return FillReport(rep.threads, rep.wall_ns, workers, FILL_NAMES[rep.fill], why)
 
 
 def memcpy_ns(dst: int, src: int, length: int) -> int:

@@ -232,6 +232,10 @@ def _copy_lines(copies: list[Any], dry_run: bool) -> list[str]:
         lines.append(line)
         if c.plan:
             lines.append("  " + "; ".join(c.plan.describe()[1:]))
+        if not dry_run and c.fill["method"] == "userfaultfd":
+            lines.append("  pages: allocated on the node holding their bytes (userfaultfd: no zeroing pass)")
+        elif not dry_run and c.fill["method"] == "populate":
+            lines.append(f"  pages: allocated zeroed, then copied into ({c.fill['why']})")
         lines += [f"  note: {note}" for note in c.notes]
     return lines
 

@@ -170,9 +170,11 @@ def copy_file(path: str, output: str | None, node: int, topo: Topology, limit: i
         except OSError as exc:
             raise NumamoveError(f"cannot create the copy in {os.path.dirname(os.path.abspath(dest))}: "
                                 f"{exc.strerror}") from None
+        fill: dict[str, str | None] = {"method": "none", "why": "the file is empty"}
+        notes: list[str] = []
         try:
-            on_node = _fill(dfd, sfd, size, st, node, plan, path) if plan is not None else {}  # None: empty
-            notes = _keep_metadata(sfd, dfd, st, replace)
+            on_node = _fill(dfd, sfd, size, st, node, plan, path, fill, notes) if plan is not None else {}
+            notes += _keep_metadata(sfd, dfd, st, replace)
             if replace and not _lease_held(sfd):
                 raise NumamoveError(f"{path} was opened by another process during the copy: copy discarded, "
                                     "original untouched")
@@ -180,7 +182,7 @@ def copy_file(path: str, output: str | None, node: int, topo: Topology, limit: i
         finally:
             os.close(dfd)
         rep = CopyReport(path, dest, node, size, time.perf_counter() - t0, plan, True, False, on_node)
-        rep.notes = notes
+        rep.notes, rep.fill = notes, fill
         return rep
     finally:
         if replace:
@@ -195,23 +197,56 @@ def copy_file(path: str, output: str | None, node: int, topo: Topology, limit: i
             os.close(ddir)
 
 
-FILE_CHUNK = 1 << 20  # pieces: long enough to amortise the populate call, short enough to compare in cache
+FILE_CHUNK = 256 << 10  # pieces: long enough to amortise the allocating call; its two buffers stay in L2
+SHMEM_ENABLED = "/sys/kernel/mm/transparent_hugepage/shmem_enabled"
 
 
-def copy_into_mapping(plan: Plan, dst: int, src_fd: int, length: int) -> tuple[_native.CopyReport, str | None]:
-    """Populate, copy and compare the file src_fd[0..length) into the shared file mapping dst on the plan's threads
+def huge_tmpfs(fd: int, mountinfo: str = "/proc/self/mountinfo", shmem_enabled: str = SHMEM_ENABLED) -> str | None:
+    """Why the tmpfs holding fd may give a new file huge pages (its mount's huge= option, or
+    shmem_enabled's force), else None. UFFDIO_COPY installs base pages only, so such a copy is
+    populated instead: the copy keeps the page size the mount asks for."""
+    try:
+        with open(shmem_enabled, "rb") as fh:
+            if b"[force]" in fh.read():
+                return "shmem_enabled is force"
+    except OSError:
+        pass
+    st = os.fstat(fd)
+    dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}".encode()
+    try:
+        with open(mountinfo, "rb") as fh:
+            text = fh.read()
+    except OSError:
+        return "its mount options could not be read"
+    for line in text.splitlines():
+        left, _, right = line.partition(b" - ")
+        fields, sb = left.split(), right.split()
+        if len(fields) < 5 or len(sb) < 3 or fields[2] != dev:
+            continue
+        for opt in sb[2].split(b","):
+            if opt.startswith(b"huge=") and opt != b"huge=never":
+                return f"its mount has {opt.decode('ascii', 'replace')}"
+    return None
+
+
+def copy_into_mapping(plan: Plan, dst: int, src_fd: int, length: int,
+                      uffd: bool = True) -> tuple[_native.FillReport, str | None]:
+    """Fill the shared file mapping dst with the file src_fd[0..length), verified, on the plan's threads
     (see _native.copy_into_map); when no worker can be created, retry on one thread, as engine.run_plan does."""
     try:
-        return _native.copy_into_map(dst, src_fd, length, FILE_CHUNK, plan.cpus, plan.threads), None
+        return _native.copy_into_map(dst, src_fd, length, FILE_CHUNK, plan.cpus, plan.threads, uffd), None
     except NativeError as exc:
         if exc.func != "pthread_create" or plan.threads == 1:
             raise
         why = f"could not start {plan.threads} threads ({os.strerror(exc.errno or 0)}): retried on one thread"
-        return _native.copy_into_map(dst, src_fd, length, FILE_CHUNK, plan.cpus[:1], 1), why
+        return _native.copy_into_map(dst, src_fd, length, FILE_CHUNK, plan.cpus[:1], 1, uffd), why
 
 
-def _fill(dfd: int, sfd: int, size: int, st: os.stat_result, node: int, plan: Plan, path: str) -> dict[int, int]:
-    """Copy sfd into dfd with its pages on node, verified; where the new pages are."""
+def _fill(dfd: int, sfd: int, size: int, st: os.stat_result, node: int, plan: Plan, path: str,
+          fill: dict[str, str | None], notes: list[str]) -> dict[int, int]:
+    """Copy sfd into dfd with its pages on node, verified; where the new pages are. fill gets how the
+    pages were allocated ("method") and, where userfaultfd was not used, why ("why"); notes gets
+    what else the copy had to give up (its threads)."""
     from .scan import collect
 
     os.ftruncate(dfd, size)
@@ -226,9 +261,15 @@ def _fill(dfd: int, sfd: int, size: int, st: os.stat_result, node: int, plan: Pl
         # node is an error here, never a SIGBUS), has the kernel read the source into it, and reads
         # it again to compare while it is in cache. The source is never mapped: one that shrinks
         # is a short read, never a SIGBUS
+        # Each page is allocated holding its bytes (userfaultfd), unless the mount gives huge pages
+        # (which UFFDIO_COPY would not) or userfaultfd is refused (a seccomp filter): then populated.
+        huge = huge_tmpfs(dfd)
         _native.stop_install()  # a signal stops the copy within one piece; the unnamed copy vanishes
         try:
-            copy_into_mapping(plan, daddr, sfd, size)
+            rep, why = copy_into_mapping(plan, daddr, sfd, size, uffd=huge is None)
+            fill["method"], fill["why"] = rep.fill, huge or rep.fill_why
+            if why:
+                notes.append(why)
         except NativeError as exc:
             if exc.errno == errno.EILSEQ:
                 raise VerificationError(f"{exc}; {path} was written to during the copy: copy discarded, "
@@ -240,7 +281,7 @@ def _fill(dfd: int, sfd: int, size: int, st: os.stat_result, node: int, plan: Pl
                 raise NumamoveError(f"cannot read {path}: {exc.strerror}; copy discarded") from None
             if exc.func == "madvise" and exc.errno == errno.EINVAL:
                 raise NumamoveError("file --copy needs Linux 5.14 or later (MADV_POPULATE_WRITE)") from None
-            if exc.func == "madvise":
+            if exc.func in ("madvise", "UFFDIO_COPY"):
                 raise NumamoveError(f"no room for {size} bytes on node {node}: {exc.strerror}") from None
             raise
         finally:

@@ -190,7 +190,7 @@ class CopyReport:
     """What `file --copy` did."""
 
     __slots__ = ("source", "output", "node", "bytes", "seconds", "plan", "verified", "dry_run", "pages_on_node",
-                 "notes")
+                 "notes", "fill")
 
     def __init__(self, source: str, output: str, node: int, bytes: int, seconds: float, plan: Plan | None,
                  verified: bool, dry_run: bool, pages_on_node: dict[int, int], notes: list[str] | None = None) -> None:
@@ -204,10 +204,13 @@ class CopyReport:
         self.dry_run = dry_run
         self.pages_on_node = pages_on_node
         self.notes = notes if notes is not None else []  # metadata that could not be kept, and why
+        # how the copy's pages were allocated: "userfaultfd", "populate", or "none" (dry run, empty file);
+        # why not userfaultfd
+        self.fill: dict[str, str | None] = {"method": "none", "why": "dry run" if dry_run else None}
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "output": self.output, "node": self.node, "bytes": self.bytes,
                 "seconds": self.seconds, "gbps": self.bytes / self.seconds / 1e9 if self.seconds else 0.0,
                 "plan": self.plan.to_json() if self.plan else None, "verified": self.verified,
                 "dry_run": self.dry_run, "pages_on_node": {str(k): v for k, v in self.pages_on_node.items()},
-                "notes": self.notes}
+                "notes": self.notes, "fill": self.fill}

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import seccomp_helper
 from test_cli import run
 from workload_helper import died_starting
 
@@ -152,10 +153,10 @@ def test_an_open_during_the_copy_aborts_it_and_loses_nothing(shm_file: str, monk
     real = filecopy.copy_into_mapping
     opener: list[subprocess.Popen[bytes]] = []
 
-    def copy_while_someone_opens(*args: Any) -> Any:
+    def copy_while_someone_opens(*args: Any, **kw: Any) -> Any:
         opener.append(subprocess.Popen([sys.executable, "-c", f"open({shm_file!r}, 'r+b').write(b'W')"]))
         time.sleep(0.5)  # the open is now waiting on numamove's lease
-        return real(*args)
+        return real(*args, **kw)
 
     monkeypatch.setattr(filecopy, "copy_into_mapping", copy_while_someone_opens)
     ino = os.stat(shm_file).st_ino
@@ -240,9 +241,9 @@ def test_a_source_truncated_during_an_output_copy_is_an_error_not_a_sigbus(
     real = filecopy.copy_into_mapping
     out = shm_file + "-out"
 
-    def copy_while_someone_truncates(*args: Any) -> Any:
+    def copy_while_someone_truncates(*args: Any, **kw: Any) -> Any:
         os.truncate(shm_file, 1 << 20)
-        return real(*args)
+        return real(*args, **kw)
 
     monkeypatch.setattr(filecopy, "copy_into_mapping", copy_while_someone_truncates)
     code, _, err = run("file", shm_file, "--to", "0", "--copy", "--output", out)
@@ -257,8 +258,8 @@ def test_a_source_written_during_an_output_copy_is_caught(shm_file: str, monkeyp
     real = filecopy.copy_into_mapping
     out = shm_file + "-out"
 
-    def copy_while_someone_writes(*args: Any) -> Any:
-        res = real(*args)
+    def copy_while_someone_writes(*args: Any, **kw: Any) -> Any:
+        res = real(*args, **kw)
         fd = os.open(shm_file, os.O_WRONLY)
         os.pwrite(fd, b"changed", 0)
         os.close(fd)
@@ -307,3 +308,82 @@ def test_a_file_smaller_than_its_last_page_moves_in_place_and_by_copy(size: int)
             assert f.read() == data
     finally:
         os.unlink(path)
+
+
+def _copy_json(cmd_prefix: list[str], src: str, out: str) -> tuple[dict[str, Any], str]:
+    p = subprocess.run(cmd_prefix + [sys.executable, "-m", "numamove", "file", src, "--to", "0", "--copy",
+                                     "--output", out, "--json"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)["copies"][0], p.stderr
+
+
+def test_a_copy_allocates_each_page_holding_its_bytes(shm_file: str) -> None:
+    """On a tmpfs without huge pages the copy's pages come from UFFDIO_COPY (no zeroing pass), and the
+    report says so; the bytes are the source's."""
+    out = shm_file + "-out"
+    copy, _ = _copy_json([], shm_file, out)
+    assert copy["fill"] == {"method": "userfaultfd", "why": None}, copy["fill"]
+    with open(shm_file, "rb") as a, open(out, "rb") as b:
+        assert a.read() == b.read()
+    code, text, err = run("file", shm_file, "--to", "0", "--copy", "--output", out + "2")
+    assert code == 0 and "pages: allocated on the node holding their bytes (userfaultfd" in text, err
+
+
+@pytest.mark.skipif(not seccomp_helper.supported(), reason="the seccomp filter is written for x86-64")
+def test_userfaultfd_refused_by_seccomp_falls_back_to_populating(shm_file: str) -> None:
+    """A container runtime's seccomp profile refuses userfaultfd: the copy is still made and verified, its
+    pages populated, and the report names the refusal."""
+    out = shm_file + "-out"
+    copy, err = _copy_json([sys.executable, seccomp_helper.__file__, "--"], shm_file, out)
+    assert copy["fill"] == {"method": "populate", "why": "userfaultfd(): Operation not permitted"}, copy["fill"]
+    assert copy["verified"] and err == ""
+    with open(shm_file, "rb") as a, open(out, "rb") as b:
+        assert a.read() == b.read()
+
+
+def _shmem_huge_kib() -> int:
+    with open("/proc/meminfo") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("ShmemHugePages:"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_a_huge_page_tmpfs_keeps_its_huge_pages(shm_file: str, tmp_path: Any) -> None:
+    """UFFDIO_COPY installs base pages only: into a tmpfs mounted huge=always the copy is populated
+    instead, so its pages are huge as the mount asks, and the report says why."""
+    mnt = str(tmp_path)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,huge=always", "none", mnt], check=True)
+    try:
+        out = os.path.join(mnt, "out")
+        before = _shmem_huge_kib()
+        copy, _ = _copy_json([], shm_file, out)
+        assert copy["fill"] == {"method": "populate", "why": "its mount has huge=always"}, copy["fill"]
+        assert _shmem_huge_kib() - before >= 4096  # the copy's 4 MiB are in huge pages
+        with open(shm_file, "rb") as a, open(out, "rb") as b:
+            assert a.read() == b.read()
+    finally:
+        subprocess.run(["umount", mnt], check=True)
+
+
+def test_huge_tmpfs_reads_the_mount_options_and_shmem_enabled(tmp_path: Any) -> None:
+    """huge_tmpfs: the mount holding the descriptor (by device) with huge= other than never, or
+    shmem_enabled's force; anything else, no reason."""
+    from numamove.filecopy import huge_tmpfs
+
+    fd = os.open(str(tmp_path), os.O_RDONLY)
+    st = os.fstat(fd)
+    dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    other = f"{os.major(st.st_dev) + 1}:{os.minor(st.st_dev)}"
+    mi, se = tmp_path / "mountinfo", tmp_path / "shmem_enabled"
+    line = "42 27 {dev} / /mnt\\040x rw,relatime shared:1 - tmpfs none rw,size=65536k{opt}\n"
+    se.write_text("always within_size advise [never] deny force\n")
+    try:
+        for opts, want in [(",huge=always", "its mount has huge=always"), (",huge=within_size,nr_inodes=9",
+                           "its mount has huge=within_size"), (",huge=never", None), ("", None)]:
+            mi.write_text(line.format(dev=other, opt=",huge=always") + line.format(dev=dev, opt=opts))
+            assert huge_tmpfs(fd, str(mi), str(se)) == want, opts
+        se.write_text("always within_size advise never deny [force]\n")
+        assert huge_tmpfs(fd, str(mi), str(se)) == "shmem_enabled is force"
+        assert huge_tmpfs(fd, str(tmp_path / "absent"), str(tmp_path / "absent")) == \
+            "its mount options could not be read"
+    finally:
+        os.close(fd)

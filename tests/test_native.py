@@ -209,13 +209,22 @@ def _copy_pair(size: int) -> Iterator[tuple[int, bytes, int, int]]:
         os.unlink(path + "-src")
 
 
-def test_copy_into_map_is_byte_exact_and_fills_the_file() -> None:
-    """The one-pass file copy (populate, copy, compare per piece) leaves the file equal to the source."""
-    size = 5 * (1 << 20) + 4096 * 3  # not a whole number of pieces
+@pytest.mark.parametrize("uffd", [True, False])
+@pytest.mark.parametrize("size", [5 * (1 << 20) + 4096 * 3, 3 * (1 << 20) + 100, 1])
+def test_copy_into_map_is_byte_exact_and_fills_the_file(uffd: bool, size: int) -> None:
+    """The one-pass file copy (allocate, copy, compare per piece) leaves the file equal to the source, by
+    UFFDIO_COPY and by populating, whether or not the size is a whole number of pieces or of pages."""
     with _copy_pair(size) as (fd, src, sfd, daddr):
-        rep = _native.copy_into_map(daddr, sfd, size, 1 << 20, None, 2)
+        rep = _native.copy_into_map(daddr, sfd, size, 1 << 20, None, 2, uffd=uffd)
         assert sum(w.bytes for w in rep.workers) == size and rep.threads == 2
-        assert os.pread(fd, size, 0) == src
+        assert os.pread(fd, size + 1, 0) == src
+        if uffd:  # where a kernel or a seccomp filter refuses userfaultfd, the copy says why
+            assert rep.fill == "userfaultfd" or (rep.fill == "populate" and rep.fill_why), rep.fill_why
+        else:
+            assert (rep.fill, rep.fill_why) == ("populate", None)
+        # the new pages are the file's: a second mapping sees the bytes (nothing was left registered)
+        with mmap.mmap(fd, size, mmap.MAP_SHARED) as again:
+            assert again[:] == src
 
 
 def test_copy_into_map_of_a_source_that_shrank_is_an_error_not_a_sigbus() -> None:
@@ -252,8 +261,10 @@ def test_copy_into_map_thread_failures(skip: int, threads_seen: int) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
-def test_copy_into_a_full_file_system_is_an_error_not_a_sigbus(tmp_path: Any) -> None:
-    """Writing past a tmpfs's size fails the populate with an errno; the process is never killed by SIGBUS."""
+@pytest.mark.parametrize("uffd, func", [(True, "UFFDIO_COPY"), (False, "madvise")])
+def test_copy_into_a_full_file_system_is_an_error_not_a_sigbus(tmp_path: Any, uffd: bool, func: str) -> None:
+    """Writing past a tmpfs's size fails the allocation with an errno, both ways of allocating; the
+    process is never killed by SIGBUS."""
     import subprocess
 
     mnt = str(tmp_path)
@@ -261,17 +272,19 @@ def test_copy_into_a_full_file_system_is_an_error_not_a_sigbus(tmp_path: Any) ->
     try:
         size = 4 << 20
         fd = os.open(os.path.join(mnt, "x"), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        sfd = os.open("/dev/zero", os.O_RDONLY)
         os.ftruncate(fd, size)
         m = mmap.mmap(fd, size, mmap.MAP_SHARED)
-        sfd = os.open("/dev/zero", os.O_RDONLY)
         keep_d, daddr, _ = _native.buffer_address(m, writable=True)
-        with pytest.raises(NativeError) as exc:
-            _native.copy_into_map(daddr, sfd, size, 1 << 20, None, 2)
-        assert exc.value.func == "madvise" and exc.value.errno in (errno.EFAULT, errno.ENOSPC, errno.ENOMEM)
-        del keep_d
-        m.close()
-        os.close(fd)
-        os.close(sfd)
+        try:
+            with pytest.raises(NativeError) as exc:
+                _native.copy_into_map(daddr, sfd, size, 1 << 20, None, 2, uffd=uffd)
+        finally:
+            del keep_d
+            m.close()
+            os.close(fd)
+            os.close(sfd)
+        assert exc.value.func == func and exc.value.errno in (errno.EFAULT, errno.ENOSPC, errno.ENOMEM), exc.value
     finally:
         subprocess.run(["umount", mnt], check=True)
 

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import pytest
+import seccomp_helper
 from test_cli import run
 from workload_helper import Workload, died_starting
 
@@ -398,7 +399,9 @@ def test_file_copy_keeps_content_mode_owner_xattrs_and_lands_on_the_node() -> No
     code, out, err = run("file", path, "--to", "1", "--copy", "--json")
     assert code == 0, err
     c = json.loads(out)["copies"][0]
+    # UFFDIO_COPY allocated every page on node 1 (the new file's policy), holding its bytes
     assert c["verified"] and c["pages_on_node"] == {"1": 769}
+    assert c["fill"] == {"method": "userfaultfd", "why": None}
     with open(path, "rb") as fh:
         assert fh.read() == data
     st = os.stat(path)
@@ -409,6 +412,27 @@ def test_file_copy_keeps_content_mode_owner_xattrs_and_lands_on_the_node() -> No
         code, _, err = run("file", path, "--to", "0", "--copy")
         assert code == 1 and "is open or mapped by PID" in err
     os.unlink(path)
+
+
+@pytest.mark.numa(nodes=2)
+def test_file_copy_without_userfaultfd_populates_on_the_node() -> None:
+    """userfaultfd refused (a seccomp filter, as in containers): the copy's pages are populated, still on
+    node 1 page by page, with the same bytes, and the report says why."""
+    path, out_path = "/dev/shm/numamove-test-copy-nouffd", "/dev/shm/numamove-test-copy-nouffd-out"
+    data = os.urandom(3 * MIB + 123)
+    with open(path, "wb") as fh:
+        fh.write(data)
+    p = subprocess.run([sys.executable, seccomp_helper.__file__, "--", sys.executable, "-m", "numamove", "file", path,
+                        "--to", "1", "--copy", "--output", out_path, "--json"], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr
+    c = json.loads(p.stdout)["copies"][0]
+    assert c["fill"] == {"method": "populate", "why": "userfaultfd(): Operation not permitted"}
+    assert c["verified"] and c["pages_on_node"] == {"1": 769}
+    with open(out_path, "rb") as fh:
+        assert fh.read() == data
+    os.unlink(path)
+    os.unlink(out_path)
 
 
 @pytest.mark.numa(nodes=2)
