@@ -17,6 +17,8 @@
 #include <linux/userfaultfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -202,7 +204,8 @@ static void *nm_thread_main(void *p)
 	return NULL;
 }
 
-static int nm_thread_create(pthread_t *t, struct nm_thread_arg *a)
+/* the injected error for the next worker creation (thread or process), or 0 */
+static int nm_injected_err(void)
 {
 	int left = __atomic_load_n(&nm_fault_count, __ATOMIC_SEQ_CST);
 
@@ -212,7 +215,14 @@ static int nm_thread_create(pthread_t *t, struct nm_thread_arg *a)
 		__atomic_store_n(&nm_fault_count, left - 1, __ATOMIC_SEQ_CST);
 		return __atomic_load_n(&nm_fault_err, __ATOMIC_SEQ_CST);
 	}
-	return pthread_create(t, NULL, nm_thread_main, a);
+	return 0;
+}
+
+static int nm_thread_create(pthread_t *t, struct nm_thread_arg *a)
+{
+	int err = nm_injected_err();
+
+	return err ? err : pthread_create(t, NULL, nm_thread_main, a);
 }
 
 /*
@@ -362,6 +372,158 @@ int nm_move(int pid, void **pages, const int *nodes, int *status, size_t count, 
 	err = nm_run(nm_move_do, work, sizeof(work[0]), n_threads, &report->threads);
 	report->wall_ns = nm_now_ns() - t0;
 	return report->threads ? 0 : err; /* started workers took every batch between them */
+}
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+
+struct nm_own_shared {        /* in a MAP_SHARED region: numamove and its worker processes */
+	size_t next;          /* the next entry no worker has taken yet */
+	int stop;             /* set by numamove when it recorded a stop signal */
+	nm_move_worker workers[NM_MAX_THREADS];
+	int status[];         /* count entries */
+};
+
+/* madvise(advice) over pages[0..n), one call per run of entries page_size apart; errors ignored
+ * (populating: the page's status says what became of it; unmapping: only slower) */
+static void nm_runs(void **pages, size_t n, size_t page_size, int advice)
+{
+	size_t j, e;
+
+	for (j = 0; j < n; j = e) {
+		for (e = j + 1; e < n && (char *)pages[e] == (char *)pages[e - 1] + page_size; e++)
+			;
+		madvise(pages[j], (e - j) * page_size, advice);
+	}
+}
+
+/* a worker process: only async-signal-safe calls after fork; never returns */
+static void nm_own_worker(struct nm_own_shared *sh, int i, void **pages, const int *nodes, size_t count,
+			  int flags, size_t batch, size_t page_size, pid_t parent)
+{
+	nm_move_worker *r = &sh->workers[i];
+	sigset_t block;
+	int k;
+
+	sigemptyset(&block);
+	for (k = 0; k < 3; k++)
+		sigaddset(&block, nm_stop_sigs[k]);
+	sigprocmask(SIG_BLOCK, &block, NULL);  /* numamove hears them and says stop */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)  /* numamove died before the line above */
+		_exit(1);
+	if (r->cpu >= 0 && r->cpu < CPU_SETSIZE) {
+		cpu_set_t set;
+
+		CPU_ZERO(&set);
+		CPU_SET(r->cpu, &set);
+		r->pin_err = sched_setaffinity(0, sizeof(set), &set) ? errno : 0;
+	}
+	r->cpu_at_start = sched_getcpu();
+	while (!__atomic_load_n(&sh->stop, __ATOMIC_RELAXED)) {
+		size_t off = __atomic_fetch_add(&sh->next, batch, __ATOMIC_RELAXED), n;
+		uint64_t t0, dt;
+		long rc;
+
+		if (off >= count)
+			break;
+		n = count - off < batch ? count - off : batch;
+		if (!r->count)
+			r->first = off;
+		r->count += n;
+		nm_runs(pages + off, n, page_size, MADV_POPULATE_READ);  /* map them here: failures, status says */
+		t0 = nm_now_ns();
+		rc = syscall(SYS_move_pages, 0, (unsigned long)n, pages + off, nodes + off, sh->status + off, flags);
+		dt = nm_now_ns() - t0;
+		r->ns += dt;
+		if (dt > r->max_call_ns)
+			r->max_call_ns = dt;
+		r->calls++;
+		if (rc < 0) {
+			r->err = -errno;
+			break;
+		}
+		if (rc > 0)
+			syscall(SYS_move_pages, 0, (unsigned long)n, pages + off, NULL, sh->status + off, 0);
+		r->not_migrated += rc;
+		r->done += n;
+	}
+	r->cpu_at_end = sched_getcpu();
+	_exit(0);
+}
+
+int nm_move_own(void **pages, const int *nodes, int *status, size_t count, int flags,
+		const int *cpus, int n_workers, size_t batch, size_t page_size, nm_move_report *report)
+{
+	struct nm_own_shared *sh;
+	size_t shlen = sizeof(*sh) + count * sizeof(int);
+	pid_t kids[NM_MAX_THREADS], parent = getpid();
+	int i, started = 0, alive, err = 0, reaped[NM_MAX_THREADS] = {0};
+	uint64_t t0;
+
+	if (!report || (count && (!pages || !nodes || !status)) || n_workers < 1 || n_workers > NM_MAX_THREADS ||
+	    batch < 1 || !page_size || page_size % 4096)
+		return -EINVAL;
+	if (n_workers == 1 || !count) {  /* on the calling thread, its pages mapped here again */
+		nm_runs(pages, count, page_size, MADV_POPULATE_READ);
+		return nm_move(0, pages, nodes, status, count, flags, cpus, 1, batch, report);
+	}
+	memset(report, 0, sizeof(*report));
+	sh = mmap(NULL, shlen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (sh == MAP_FAILED)
+		return -errno;
+	memcpy(sh->status, status, count * sizeof(int));
+	for (i = 0; i < n_workers; i++) {
+		sh->workers[i].cpu = cpus ? cpus[i] : -1;
+		sh->workers[i].cpu_at_start = sh->workers[i].cpu_at_end = -1;
+	}
+	t0 = nm_now_ns();
+	/* numamove maps no page it hands over: each migration then flushes the workers' TLBs only */
+	nm_runs(pages, count, page_size, MADV_DONTNEED);
+	for (i = 0; i < n_workers; i++) {
+		int inj = nm_injected_err();
+		pid_t c = inj ? (errno = inj, -1) : fork();
+
+		if (c == 0)
+			nm_own_worker(sh, i, pages, nodes, count, flags, batch, page_size, parent);
+		if (c < 0) {
+			err = errno;
+			break;
+		}
+		kids[started++] = c;
+	}
+	/* wait for them, passing a recorded stop signal on: they finish their batch and leave */
+	for (alive = started; alive > 0;) {
+		struct timespec tick = { 0, 1000000 };
+
+		if (nm_stop_sig)
+			__atomic_store_n(&sh->stop, 1, __ATOMIC_RELAXED);
+		for (i = 0; i < started; i++) {
+			int st;
+			pid_t w;
+
+			if (reaped[i])
+				continue;
+			w = waitpid(kids[i], &st, WNOHANG);
+			if (w == 0 || (w < 0 && errno == EINTR))
+				continue;
+			reaped[i] = 1;
+			alive--;
+			if (w < 0 || !WIFEXITED(st) || WEXITSTATUS(st))
+				sh->workers[i].err = -ECHILD;  /* killed: what it had not reached is unreached */
+		}
+		if (alive)
+			nanosleep(&tick, NULL);
+	}
+	report->wall_ns = nm_now_ns() - t0;
+	if (started) {
+		memcpy(status, sh->status, count * sizeof(int));
+		memcpy(report->workers, sh->workers, (size_t)started * sizeof(sh->workers[0]));
+		report->threads = started;
+	}
+	munmap(sh, shlen);
+	return started ? 0 : -err; /* started workers took every batch between them */
 }
 
 #ifndef MADV_POPULATE_WRITE

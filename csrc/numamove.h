@@ -206,6 +206,27 @@ int nm_move(int pid, void **pages, const int *nodes, int *status, size_t count, 
 	    const int *cpus, int n_threads, size_t batch, nm_move_report *report);
 
 /*
+ * nm_move for pages of this process's own shared file mapping (numamove file, in
+ * place), on n_workers forked worker processes instead of threads.  Migrating a
+ * page unmaps it from every mm that maps it and flushes those mms' TLBs: with
+ * threads, numamove's one mm is live on every worker's CPU, so each page costs an
+ * IPI to the others (in a two-vCPU guest two threads were no faster than one).
+ * A worker process has an mm of its own, live on its CPU only.  Fork copies no
+ * page tables of a shared file mapping, so each worker maps its batch's pages
+ * first (MADV_POPULATE_READ on each run of consecutive entries, page_size apart:
+ * only the listed pages, so holes stay holes; a page truncated away is an error
+ * in status, never a SIGBUS).  numamove's own page tables of the listed pages are
+ * dropped first (MADV_DONTNEED), so that it is no mapper either.  Workers hold the
+ * stop signals blocked and die with numamove (PR_SET_PDEATHSIG); a stop signal
+ * numamove records (nm_stop_install) stops them between batches.  status, batch,
+ * the report and the return value are nm_move's; a worker that died (killed) has
+ * err -ECHILD.  n_workers == 1 is nm_move on the calling thread, after mapping the
+ * listed pages here again (MADV_POPULATE_READ).
+ */
+int nm_move_own(void **pages, const int *nodes, int *status, size_t count, int flags,
+		const int *cpus, int n_workers, size_t batch, size_t page_size, nm_move_report *report);
+
+/*
  * The pages of [addr, addr+len) that are resident (mincore), each read once so
  * that this mapping maps it, into out[0..cap): one address per page_size page.
  * vec needs one byte per 4 KiB of len.  Returns the count, or -errno.

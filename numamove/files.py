@@ -137,7 +137,7 @@ def move_file(path: str, topo: Topology, opts: MoveOptions, here: int, allowed: 
         # pages other processes map need MPOL_MF_MOVE_ALL, which CAP_SYS_NICE allows (root has it)
         move_all = opts.move_all or has_capability(CAP_SYS_NICE)
         run = opts.replace(move_all=move_all)
-        rep = move_pageset(target, ps, topo, run, here, allowed, progress)
+        rep = move_pageset(target, ps, topo, run, here, allowed, progress, own_file=True)
         if not opts.dry_run:
             try:
                 _native.prefer_node(addr, length, opts.to)

@@ -217,12 +217,16 @@ def migrate(target: Target, topo: Topology, opts: MoveOptions, ranges: list[tupl
 
 
 def move_pageset(target: Target, ps: PageSet, topo: Topology, opts: MoveOptions, here: int,
-                 allowed: frozenset[int], progress: Callable[[int, int], None] | None = None) -> TargetReport:
+                 allowed: frozenset[int], progress: Callable[[int, int], None] | None = None,
+                 own_file: bool = False) -> TargetReport:
     """Move the pages of ps (in target's address space) to opts.to and report what happened.
 
     Where each page is comes from ps (its PFN's node, or a query); where it went, from the
     status array move_pages fills (nm_move asks again for the entries of a call the kernel
     cut short), so no page is looked up twice.
+
+    own_file: ps is numamove's own mapping of a shared file (`numamove file`, in place): several
+    workers are then processes, not threads (_native.move_own).
     """
     t0 = time.perf_counter()
     rep = TargetReport(target, opts.to, dry_run=opts.dry_run)
@@ -267,7 +271,8 @@ def move_pageset(target: Target, ps: PageSet, topo: Topology, opts: MoveOptions,
                 continue
             status = _native.raw_new("int[]", n)
             tm = time.perf_counter()
-            _run_batches(target.pid, pages, n, size, plan, flags, opts, rep, progress, status)
+            _run_batches(target.pid, pages, n, size, plan, flags, opts, rep, progress, status,
+                         size if own_file else 0)
             rep.seconds += time.perf_counter() - tm
             _account(rep, status, n, size, opts, src)
             if _native.stop_signal():
@@ -332,10 +337,12 @@ def _batch_size(n: int, threads: int, opts: MoveOptions, progress: Callable[[int
 
 
 def _run_batches(pid: int, pages: Any, n: int, page_size: int, plan: Plan, flags: int, opts: MoveOptions,
-                 rep: TargetReport, progress: Callable[[int, int], None] | None, status: Any) -> None:
+                 rep: TargetReport, progress: Callable[[int, int], None] | None, status: Any,
+                 own: int = 0) -> None:
     """Move pages[0..n) in rounds of threads x batch entries, statuses into status[0..n);
     retry busy pages, and pages a cut-short call left on their node, on one thread.
-    With --rate, rounds are the pacer's and each is followed by its wait."""
+    With --rate, rounds are the pacer's and each is followed by its wait. own: the page size of
+    numamove's own file mapping that pages are in (worker processes), else 0."""
     batch = _batch_size(n, plan.threads, opts, progress)
     target = _native.raw_new("int[]", n)
     _native.fill_int(target, n, plan.dst)
@@ -350,7 +357,7 @@ def _run_batches(pid: int, pages: Any, n: int, page_size: int, plan: Plan, flags
         sizes = [m for m in (a, 4 * a) if m <= n] or [n]
         took = []
         for m in sizes:
-            res = _call(pid, pages, k, m, plan, flags, m, rep, status, target)
+            res = _call(pid, pages, k, m, plan, flags, m, rep, status, target, own)
             took.append(max(w.max_call_ns for w in res.workers) / 1e6)
             k += m
         budget = opts.max_pause_ms * 0.8
@@ -370,7 +377,7 @@ def _run_batches(pid: int, pages: Any, n: int, page_size: int, plan: Plan, flags
         if pacer is not None:
             m = min(m, pacer.round_entries(page_size))
             b = min(batch, -(-m // plan.threads))
-        res = _call(pid, pages, k, m, plan, flags, b, rep, status, target)
+        res = _call(pid, pages, k, m, plan, flags, b, rep, status, target, own)
         if pacer is not None:
             pacer.account(_moved(status, k, m, plan.dst) * page_size)
         k += m
@@ -391,7 +398,7 @@ def _run_batches(pid: int, pages: Any, n: int, page_size: int, plan: Plan, flags
         if not m:
             break
         res_status = _native.raw_new("int[]", m)
-        _call(pid, sub, 0, m, one, flags, batch, rep, res_status, target)
+        _call(pid, sub, 0, m, one, flags, batch, rep, res_status, target, own)
         _native.scatter(status, idx, res_status, m)
         if pacer is not None:
             pacer.account(_moved(res_status, 0, m, plan.dst) * page_size)
@@ -437,16 +444,23 @@ def _call_cost(sizes: list[int], took_ms: list[float], budget_ms: float) -> tupl
 
 
 def _call(pid: int, pages: Any, k: int, m: int, plan: Plan, flags: int, batch: int,
-          rep: TargetReport, status: Any, target: Any) -> _native.MoveBatch:
+          rep: TargetReport, status: Any, target: Any, own: int = 0) -> _native.MoveBatch:
     ptr, st = _native.offset(pages, k), _native.offset(status, k)
+
+    def move(cpus: tuple[int, ...], workers: int) -> _native.MoveBatch:
+        if own:
+            return _native.move_own(ptr, m, plan.dst, flags, cpus, workers, batch, st, target, own)
+        return _native.move(pid, ptr, m, plan.dst, flags, cpus, workers, batch, st, target)
+
     try:
-        res = _native.move(pid, ptr, m, plan.dst, flags, plan.cpus, plan.threads, batch, st, target)
+        res = move(plan.cpus, plan.threads)
     except NativeError as exc:
         if exc.errno not in (errno.EAGAIN, errno.ENOMEM) or plan.threads == 1:
             raise
-        rep.notes.append(f"could not start {plan.threads} threads ({os.strerror(exc.errno or 0)}): "
+        what = "worker processes" if own else "threads"
+        rep.notes.append(f"could not start {plan.threads} {what} ({os.strerror(exc.errno or 0)}): "
                          "retried on one thread")
-        res = _native.move(pid, ptr, m, plan.dst, flags, plan.cpus[:1], 1, batch, st, target)
+        res = move(plan.cpus[:1], 1)
     for w in res.workers:
         rep.batches += w.calls
         rep.max_call_ms = max(rep.max_call_ms, w.max_call_ns / 1e6)
@@ -473,6 +487,9 @@ def _raise_call_error(pid: int, err: int, node: int, flags: int) -> None:
         raise NodeUnavailableError(f"node {node} is outside the cpuset of PID {pid} (its Mems_allowed)")
     if err == errno.ENODEV:
         raise InvalidNodeError(f"node {node} is not online")
+    if err == errno.ECHILD:
+        raise ProcessError("a migration worker process was killed: the pages it had not reached are where "
+                           "they were")
     raise ProcessError(f"move_pages failed for PID {pid}: {os.strerror(err)}")
 
 

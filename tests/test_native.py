@@ -388,3 +388,90 @@ def test_a_query_of_a_zombie_is_reported_as_an_exited_process(zombie: int) -> No
 
     with pytest.raises(NoSuchProcessError, match="exited"):
         _query(zombie, _native.page_list([0x400000]), 1, _native.raw_new("int[]", 1))
+
+
+def _mapped_here(addr: int) -> bool:
+    """Whether this process's page tables map the page at addr (pagemap's present bit)."""
+    with open("/proc/self/pagemap", "rb") as fh:
+        fh.seek(addr // 4096 * 8)
+        return bool(int.from_bytes(fh.read(8), "little") >> 63 & 1)
+
+
+@contextlib.contextmanager
+def _own_file_pages(npages: int) -> Iterator[tuple[Any, int, int]]:
+    """(page list, count, mapping address) of a /dev/shm file of npages pages, mapped here, each page
+    resident and mapped (as `numamove file` lists them)."""
+    path = f"/dev/shm/numamove-test-own-{os.getpid()}"
+    with open(path, "wb") as fh:
+        fh.write(os.urandom(npages * 4096))
+    fd = os.open(path, os.O_RDONLY)
+    m = mmap.mmap(fd, npages * 4096, mmap.MAP_SHARED, mmap.PROT_READ)
+    keep, addr, _ = _native.buffer_address(m)
+    try:
+        out = _native.PageOut(4096, npages)
+        assert _native.resident_pages(out, addr, npages * 4096, 4096) == npages
+        yield out.out.pages, npages, addr
+    finally:
+        del keep
+        m.close()
+        os.close(fd)
+        os.unlink(path)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_move_own_moves_every_listed_page_on_worker_processes(workers: int) -> None:
+    """nm_move_own: worker processes take every batch and fill status (here to the only node, where the
+    pages are); with several, numamove's own mapping of the pages is dropped first (it is no mapper
+    during the migration); with one, the calling thread maps them again and moves them."""
+    node = read_topology().memory_nodes()[0]
+    with _own_file_pages(1000) as (pages, n, addr):
+        status, nodes = _native.raw_new("int[]", n), _native.raw_new("int[]", n)
+        _native.fill_int(nodes, n, node)
+        res = _native.move_own(pages, n, node, _native.MPOL_MF_MOVE, (), workers, 64, status, nodes, 4096)
+        assert list(status) == [node] * n
+        assert len(res.workers) == workers and sum(w.done for w in res.workers) == n
+        assert all(w.err == 0 for w in res.workers)
+        assert _mapped_here(addr) == (workers == 1) and _mapped_here(addr + (n - 1) * 4096) == (workers == 1)
+
+
+@pytest.mark.parametrize("skip", [0, 1])
+def test_move_own_with_workers_that_could_not_fork(skip: int) -> None:
+    """A worker process that cannot be forked: those that were take every batch; none is EAGAIN, which
+    the move retries on one thread (pagemove._call)."""
+    node = read_topology().memory_nodes()[0]
+    with _own_file_pages(256) as (pages, n, _addr):
+        status, nodes = _native.raw_new("int[]", n), _native.raw_new("int[]", n)
+        _native.fill_int(nodes, n, node)
+        _native.fault_inject_thread_create(1, skip=skip)
+        try:
+            if skip:
+                res = _native.move_own(pages, n, node, _native.MPOL_MF_MOVE, (), 2, 16, status, nodes, 4096)
+                assert len(res.workers) == 1 and res.workers[0].done == n and list(status) == [node] * n
+            else:
+                with pytest.raises(NativeError) as exc:
+                    _native.move_own(pages, n, node, _native.MPOL_MF_MOVE, (), 2, 16, status, nodes, 4096)
+                assert exc.value.errno == errno.EAGAIN
+        finally:
+            _native.fault_inject_thread_create(0)
+
+
+def test_move_own_workers_stop_on_a_recorded_stop_signal() -> None:
+    """A stop signal numamove records (SIGTERM here) reaches the worker processes through numamove: they
+    stop between batches, the entries nobody reached keep -EINPROGRESS, the rest say where the page is."""
+    import signal
+
+    node = read_topology().memory_nodes()[0]
+    with _own_file_pages(4096) as (pages, n, _addr):
+        status, nodes = _native.raw_new("int[]", n), _native.raw_new("int[]", n)
+        _native.fill_int(nodes, n, node)
+        _native.stop_install()
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert _native.stop_signal() == signal.SIGTERM
+            res = _native.move_own(pages, n, node, _native.MPOL_MF_MOVE, (), 2, 1, status, nodes, 4096)
+        finally:
+            _native.stop_clear()
+            _native.stop_restore()
+        values = set(status)
+        assert -errno.EINPROGRESS in values and values <= {node, -errno.EINPROGRESS}, values
+        assert sum(w.done for w in res.workers) == sum(1 for v in status if v == node) < n

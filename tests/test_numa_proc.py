@@ -370,6 +370,52 @@ def test_file_moved_in_place_while_another_process_maps_it() -> None:
     os.unlink(path)
 
 
+@pytest.mark.numa(nodes=2)
+def test_file_pages_move_on_worker_processes_while_another_process_maps_them() -> None:
+    """The in-place move's several workers are processes (each its own mm, so no TLB shootdowns between
+    them): a mapped file's pages, listed in numamove's mapping, all reach node 1 through two workers pinned
+    to both CPUs, the mapper sees node 1 and its own bytes, and numamove's mapping no longer maps them.
+    Then back, through the whole CLI with --policy push."""
+    import mmap
+
+    path = "/dev/shm/numamove-test-own"
+    if os.path.exists(path):
+        os.unlink(path)
+    with Workload("--size", "0", "--shm", path, "--shm-size", "8M", "--node", "0") as w:
+        start = int(open(f"/proc/{w.pid}/maps").read().split(path)[0].splitlines()[-1].split("-")[0], 16)
+        assert where_range(w.pid, start, 8 * MIB) == {0}
+        fd = os.open(path, os.O_RDONLY)
+        m = mmap.mmap(fd, 8 * MIB, mmap.MAP_SHARED, mmap.PROT_READ)
+        keep, addr, _ = _native.buffer_address(m)
+        try:
+            out = _native.PageOut(4096, 2048)
+            n = _native.resident_pages(out, addr, 8 * MIB, 4096)
+            assert n == 2048
+            status, nodes = _native.raw_new("int[]", n), _native.raw_new("int[]", n)
+            _native.fill_int(nodes, n, 1)
+            cpus = tuple(sorted(os.sched_getaffinity(0)))[:2]
+            res = _native.move_own(out.out.pages, n, 1, _native.MPOL_MF_MOVE_ALL, cpus, 2, 64, status, nodes, 4096)
+            assert list(status) == [1] * n, sorted(set(status))
+            assert len(res.workers) == 2 and sum(wk.done for wk in res.workers) == n
+            assert [wk.cpu_at_start for wk in res.workers] == list(cpus)
+            assert where_range(w.pid, start, 8 * MIB) == {1}
+            assert collect(os.getpid(), [(addr, addr + 8 * MIB)]).tally() == {}  # numamove maps none of them
+        finally:
+            del keep
+            m.close()
+            os.close(fd)
+        ok, _ = w.check()
+        assert ok
+        code, out_text, err = run("file", path, "--to", "0", "--policy", "push", "--json", "-q")
+        assert code == 0, err
+        f = json.loads(out_text)["files"][0]
+        assert f["moved"]["bytes"] == 8 * MIB and f["failed"] == {}, f
+        assert where_range(w.pid, start, 8 * MIB) == {0}
+        ok, _ = w.check()
+        assert ok
+    os.unlink(path)
+
+
 @pytest.mark.numa(nodes=5, cpuless=True)
 def test_file_to_and_from_the_cpuless_node(guest_truth: dict[str, Any]) -> None:
     """A shm file moves to the CPU-less node and back, using the other node's CPUs."""
