@@ -6,6 +6,7 @@ import contextlib
 import errno
 import mmap
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -475,3 +476,53 @@ def test_move_own_workers_stop_on_a_recorded_stop_signal() -> None:
         values = set(status)
         assert -errno.EINPROGRESS in values and values <= {node, -errno.EINPROGRESS}, values
         assert sum(w.done for w in res.workers) == sum(1 for v in status if v == node) < n
+
+
+def test_move_own_reports_a_worker_process_that_was_killed() -> None:
+    """A worker process killed mid-move (SIGKILL, the OOM killer): numamove is not, the other worker takes
+    the remaining batches, and the killed one's report says -ECHILD (pagemove turns that into one line);
+    every status is a node or -EINPROGRESS (the killed worker's unfinished batch)."""
+    import signal
+    import threading
+
+    node = read_topology().memory_nodes()[0]
+    me = os.getpid()
+    with _own_file_pages(16384) as (pages, n, _addr):
+        status, nodes = _native.raw_new("int[]", n), _native.raw_new("int[]", n)
+        _native.fill_int(nodes, n, node)
+        killed: list[int] = []
+
+        def kill_a_worker() -> None:
+            deadline = time.monotonic() + 30
+            while not killed and time.monotonic() < deadline:
+                for entry in os.listdir("/proc"):
+                    if not entry.isdigit():
+                        continue
+                    try:
+                        with open(f"/proc/{entry}/stat") as fh:
+                            ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+                    except (OSError, ValueError, IndexError):
+                        continue
+                    if ppid == me:
+                        os.kill(int(entry), signal.SIGKILL)
+                        killed.append(int(entry))
+                        return
+
+        t = threading.Thread(target=kill_a_worker)
+        t.start()
+        res = _native.move_own(pages, n, node, _native.MPOL_MF_MOVE, (), 2, 1, status, nodes, 4096)
+        t.join()
+        assert killed, "no worker process was seen"
+        errs = [w.err for w in res.workers]
+        assert errs.count(-errno.ECHILD) == 1 and errs.count(0) == 1, errs
+        assert set(status) <= {node, -errno.EINPROGRESS}
+        assert sum(1 for v in status if v == node) >= n - 1  # the killed worker's one batch at most
+
+
+def test_a_killed_worker_is_one_line_from_pagemove() -> None:
+    """pagemove names a killed worker process in one line (ProcessError), not as a move_pages errno."""
+    from numamove.pagemove import _raise_call_error
+    from numamove.proc import ProcessError
+
+    with pytest.raises(ProcessError, match="migration worker process was killed"):
+        _raise_call_error(os.getpid(), errno.ECHILD, 0, 0)
