@@ -454,7 +454,7 @@ static void nm_own_worker(struct nm_own_shared *sh, int i, void **pages, const i
 }
 
 int nm_move_own(void **pages, const int *nodes, int *status, size_t count, int flags,
-		const int *cpus, int n_workers, size_t batch, size_t page_size, nm_move_report *report)
+		const int *cpus, int n_workers, size_t batch, size_t page_size, int remap, nm_move_report *report)
 {
 	struct nm_own_shared *sh;
 	size_t shlen = sizeof(*sh) + count * sizeof(int);
@@ -465,8 +465,9 @@ int nm_move_own(void **pages, const int *nodes, int *status, size_t count, int f
 	if (!report || (count && (!pages || !nodes || !status)) || n_workers < 1 || n_workers > NM_MAX_THREADS ||
 	    batch < 1 || !page_size || page_size % 4096)
 		return -EINVAL;
-	if (n_workers == 1 || !count) {  /* on the calling thread, its pages mapped here again */
-		nm_runs(pages, count, page_size, MADV_POPULATE_READ);
+	if (n_workers == 1 || !count) {  /* on the calling thread, its pages mapped here (again) */
+		if (remap)
+			nm_runs(pages, count, page_size, MADV_POPULATE_READ);
 		return nm_move(0, pages, nodes, status, count, flags, cpus, 1, batch, report);
 	}
 	memset(report, 0, sizeof(*report));

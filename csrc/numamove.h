@@ -221,10 +221,12 @@ int nm_move(int pid, void **pages, const int *nodes, int *status, size_t count, 
  * numamove records (nm_stop_install) stops them between batches.  status, batch,
  * the report and the return value are nm_move's; a worker that died (killed) has
  * err -ECHILD.  n_workers == 1 is nm_move on the calling thread, after mapping the
- * listed pages here again (MADV_POPULATE_READ).
+ * listed pages here again (MADV_POPULATE_READ) when remap says an earlier call with
+ * several workers dropped them (re-populating mapped pages costs 20-65 ms a GiB).
  */
 int nm_move_own(void **pages, const int *nodes, int *status, size_t count, int flags,
-		const int *cpus, int n_workers, size_t batch, size_t page_size, nm_move_report *report);
+		const int *cpus, int n_workers, size_t batch, size_t page_size, int remap,
+		nm_move_report *report);
 
 /*
  * The pages of [addr, addr+len) that are resident (mincore), each read once so

@@ -332,10 +332,12 @@ def move(pid: int, pages: Any, count: int, node: int, flags: int, cpus: tuple[in
 
 
 def move_own(pages: Any, count: int, node: int, flags: int, cpus: tuple[int, ...], workers: int, batch: int,
-             status: Any, nodes: Any, page_size: int) -> MoveBatch:
+             status: Any, nodes: Any, page_size: int, remap: bool = True) -> MoveBatch:
     """nm_move_own: move() for pages of numamove's own shared file mapping, page_size apart at most, on
-    worker processes (each an mm of its own: no TLB shootdowns between the workers), or on the calling
-    thread when workers is 1. nodes: a target array already filled with node.
+    worker processes (each an mm of its own: no TLB shootdowns between the workers; numamove's own
+    mapping of the pages is dropped), or on the calling thread when workers is 1, mapping the pages
+    here again first when remap (an earlier call with several workers dropped them). nodes: a target
+    array already filled with node.
 
     Raises:
         NativeError: bad arguments, or EAGAIN/ENOMEM when no worker could be forked.
@@ -343,7 +345,7 @@ def move_own(pages: Any, count: int, node: int, flags: int, cpus: tuple[int, ...
     lib.nm_fill_int(status, count, -_errno.EINPROGRESS)
     rep = ffi.new("nm_move_report *")
     cpu_arr = ffi.new("int[]", list(cpus)) if cpus else ffi.NULL
-    rc = lib.nm_move_own(pages, nodes, status, count, flags, cpu_arr, workers, batch, page_size, rep)
+    rc = lib.nm_move_own(pages, nodes, status, count, flags, cpu_arr, workers, batch, page_size, int(remap), rep)
     _check(rc, "nm_move_own", f"starting {workers} migration worker processes")
     return MoveBatch(rep.wall_ns, tuple(MoveWorker(rep.workers[i]) for i in range(rep.threads)))
 

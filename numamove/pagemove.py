@@ -448,8 +448,9 @@ def _call(pid: int, pages: Any, k: int, m: int, plan: Plan, flags: int, batch: i
     ptr, st = _native.offset(pages, k), _native.offset(status, k)
 
     def move(cpus: tuple[int, ...], workers: int) -> _native.MoveBatch:
-        if own:
-            return _native.move_own(ptr, m, plan.dst, flags, cpus, workers, batch, st, target, own)
+        if own:  # with several workers planned, every call after the first finds these pages dropped here
+            return _native.move_own(ptr, m, plan.dst, flags, cpus, workers, batch, st, target, own,
+                                    remap=plan.threads > 1)
         return _native.move(pid, ptr, m, plan.dst, flags, cpus, workers, batch, st, target)
 
     try:

@@ -526,3 +526,22 @@ def test_a_killed_worker_is_one_line_from_pagemove() -> None:
 
     with pytest.raises(ProcessError, match="migration worker process was killed"):
         _raise_call_error(os.getpid(), errno.ECHILD, 0, 0)
+
+
+def test_move_own_on_one_worker_maps_the_pages_again_only_when_asked() -> None:
+    """After a call with several workers dropped numamove's own mapping of the pages, a one-worker call
+    (the retry of busy pages, the fallback when no worker forks) maps them again (remap) and reaches
+    every page; without remap those pages are not mapped here and move_pages cannot reach them, which is
+    why remap follows the plan. Pages still mapped need no remap (it would cost 20-65 ms a GiB)."""
+    node = read_topology().memory_nodes()[0]
+    with _own_file_pages(512) as (pages, n, addr):
+        status, nodes = _native.raw_new("int[]", n), _native.raw_new("int[]", n)
+        _native.fill_int(nodes, n, node)
+        _native.move_own(pages, n, node, _native.MPOL_MF_MOVE, (), 1, 64, status, nodes, 4096, remap=False)
+        assert list(status) == [node] * n  # still mapped: reached without remapping
+        _native.move_own(pages, n, node, _native.MPOL_MF_MOVE, (), 2, 64, status, nodes, 4096)
+        assert not _mapped_here(addr)
+        _native.move_own(pages, n, node, _native.MPOL_MF_MOVE, (), 1, 64, status, nodes, 4096, remap=False)
+        assert node not in set(status)  # dropped and not mapped again: unreachable
+        _native.move_own(pages, n, node, _native.MPOL_MF_MOVE, (), 1, 64, status, nodes, 4096, remap=True)
+        assert list(status) == [node] * n and _mapped_here(addr)
