@@ -704,11 +704,13 @@ static int nm_uffd_open(char *dst, size_t len, nm_copy_report *report)
 		report->fill_err = errno, report->fill_step = NM_UFFD_STEP_OPEN;
 		return -1;
 	}
+	errno = 0;  /* an ioctl that succeeds without the feature leaves it 0: EOPNOTSUPP below */
 	if (ioctl(fd, UFFDIO_API, &api) != 0 || !(api.ioctls & (1ULL << _UFFDIO_REGISTER))) {
 		report->fill_err = errno ? errno : EOPNOTSUPP, report->fill_step = NM_UFFD_STEP_API;
 		close(fd);
 		return -1;
 	}
+	errno = 0;
 	if (ioctl(fd, UFFDIO_REGISTER, &reg) != 0 || !(reg.ioctls & (1ULL << _UFFDIO_COPY))) {
 		report->fill_err = errno ? errno : EOPNOTSUPP, report->fill_step = NM_UFFD_STEP_REGISTER;
 		close(fd);
