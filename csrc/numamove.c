@@ -310,6 +310,33 @@ struct nm_move_work {
 	nm_move_worker *res;
 };
 
+/*
+ * One move_pages call of n entries, timed into r: 0, or -1 when the call failed whole (r->err).
+ * A call that returns a positive count left the entries after the failed page unreached: they
+ * are asked where they are, so that status always says.
+ */
+static int nm_move_batch(int pid, void **pages, const int *nodes, int *status, size_t n, int flags,
+			 nm_move_worker *r)
+{
+	uint64_t t0 = nm_now_ns(), dt;
+	long rc = syscall(SYS_move_pages, pid, (unsigned long)n, pages, nodes, status, flags);
+
+	dt = nm_now_ns() - t0;
+	r->ns += dt;
+	if (dt > r->max_call_ns)
+		r->max_call_ns = dt;
+	r->calls++;
+	if (rc < 0) {
+		r->err = -errno;
+		return -1;
+	}
+	if (rc > 0)
+		syscall(SYS_move_pages, pid, (unsigned long)n, pages, NULL, status, 0);
+	r->not_migrated += rc;
+	r->done += n;
+	return 0;
+}
+
 static void nm_move_do(void *p)
 {
 	struct nm_move_work *w = p;
@@ -319,8 +346,6 @@ static void nm_move_do(void *p)
 	r->cpu_at_start = sched_getcpu();
 	while (!nm_stop_sig) { /* a recorded signal: no new batch, every page on its old or new node */
 		size_t off = __atomic_fetch_add(w->next, w->batch, __ATOMIC_RELAXED), n;
-		uint64_t t0, dt;
-		long rc;
 
 		if (off >= w->count)
 			break;
@@ -328,23 +353,8 @@ static void nm_move_do(void *p)
 		if (!r->count)
 			r->first = off;
 		r->count += n;
-		t0 = nm_now_ns();
-		rc = syscall(SYS_move_pages, w->pid, (unsigned long)n, w->pages + off, w->nodes + off,
-			     w->status + off, w->flags);
-		dt = nm_now_ns() - t0;
-		r->ns += dt;
-		if (dt > r->max_call_ns)
-			r->max_call_ns = dt;
-		r->calls++;
-		if (rc < 0) {
-			r->err = -errno;
+		if (nm_move_batch(w->pid, w->pages + off, w->nodes + off, w->status + off, n, w->flags, r))
 			break;
-		}
-		if (rc > 0) /* entries after the failed page were never reached: ask where all are */
-			syscall(SYS_move_pages, w->pid, (unsigned long)n, w->pages + off, NULL,
-				w->status + off, 0);
-		r->not_migrated += rc;
-		r->done += n;
 	}
 	r->cpu_at_end = sched_getcpu();
 }
@@ -423,8 +433,6 @@ static void nm_own_worker(struct nm_own_shared *sh, int i, void **pages, const i
 	r->cpu_at_start = sched_getcpu();
 	while (!__atomic_load_n(&sh->stop, __ATOMIC_RELAXED)) {
 		size_t off = __atomic_fetch_add(&sh->next, batch, __ATOMIC_RELAXED), n;
-		uint64_t t0, dt;
-		long rc;
 
 		if (off >= count)
 			break;
@@ -433,21 +441,8 @@ static void nm_own_worker(struct nm_own_shared *sh, int i, void **pages, const i
 			r->first = off;
 		r->count += n;
 		nm_runs(pages + off, n, page_size, MADV_POPULATE_READ);  /* map them here: failures, status says */
-		t0 = nm_now_ns();
-		rc = syscall(SYS_move_pages, 0, (unsigned long)n, pages + off, nodes + off, sh->status + off, flags);
-		dt = nm_now_ns() - t0;
-		r->ns += dt;
-		if (dt > r->max_call_ns)
-			r->max_call_ns = dt;
-		r->calls++;
-		if (rc < 0) {
-			r->err = -errno;
+		if (nm_move_batch(0, pages + off, nodes + off, sh->status + off, n, flags, r))
 			break;
-		}
-		if (rc > 0)
-			syscall(SYS_move_pages, 0, (unsigned long)n, pages + off, NULL, sh->status + off, 0);
-		r->not_migrated += rc;
-		r->done += n;
 	}
 	r->cpu_at_end = sched_getcpu();
 	_exit(0);

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,6 +28,26 @@ MIB = 1 << 20
 def where_range(pid: int, start: int, length: int, page: int = 4096) -> set[int]:
     """Nodes of the pages of [start, start+length) in pid (move_pages, nodes=NULL)."""
     return set(_native.page_nodes(start, length, page, pid))
+
+
+def mapped_at(pid: int, path: str) -> int:
+    """Where pid maps path (the start of its first mapping of it, from /proc/PID/maps)."""
+    with open(f"/proc/{pid}/maps") as fh:
+        return int(fh.read().split(path)[0].splitlines()[-1].split("-")[0], 16)
+
+
+@contextlib.contextmanager
+def shm_holder(path: str, size: str = "8M") -> Iterator[tuple[Workload, int]]:
+    """A workload mapping a new /dev/shm file at path on node 0: (it, where it maps the file); the file
+    is removed afterwards."""
+    if os.path.exists(path):
+        os.unlink(path)
+    try:
+        with Workload("--size", "0", "--shm", path, "--shm-size", size, "--node", "0") as w:
+            yield w, mapped_at(w.pid, path)
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
 
 
 def proc_json(*args: str) -> tuple[int, dict[str, Any], str]:
@@ -354,10 +376,7 @@ def test_node_outside_the_process_cpuset() -> None:
 def test_file_moved_in_place_while_another_process_maps_it() -> None:
     """A /dev/shm file mapped by a running process: moved to node 1 in place; that process reads the same bytes."""
     path = "/dev/shm/numamove-test-file"
-    if os.path.exists(path):
-        os.unlink(path)
-    with Workload("--size", "0", "--shm", path, "--shm-size", "8M", "--node", "0") as w:
-        start = int(open(f"/proc/{w.pid}/maps").read().split(path)[0].splitlines()[-1].split("-")[0], 16)
+    with shm_holder(path) as (w, start):
         assert where_range(w.pid, start, 8 * MIB) == {0}
         code, out, err = run("file", path, "--to", "1", "--json", "-q")
         assert code == 0, err
@@ -367,7 +386,6 @@ def test_file_moved_in_place_while_another_process_maps_it() -> None:
         assert where_range(w.pid, start, 8 * MIB) == {1}
         ok, _ = w.check()
         assert ok
-    os.unlink(path)
 
 
 @pytest.mark.numa(nodes=2)
@@ -379,10 +397,7 @@ def test_file_pages_move_on_worker_processes_while_another_process_maps_them() -
     import mmap
 
     path = "/dev/shm/numamove-test-own"
-    if os.path.exists(path):
-        os.unlink(path)
-    with Workload("--size", "0", "--shm", path, "--shm-size", "8M", "--node", "0") as w:
-        start = int(open(f"/proc/{w.pid}/maps").read().split(path)[0].splitlines()[-1].split("-")[0], 16)
+    with shm_holder(path) as (w, start):
         assert where_range(w.pid, start, 8 * MIB) == {0}
         fd = os.open(path, os.O_RDONLY)
         m = mmap.mmap(fd, 8 * MIB, mmap.MAP_SHARED, mmap.PROT_READ)
@@ -413,7 +428,6 @@ def test_file_pages_move_on_worker_processes_while_another_process_maps_them() -
         assert where_range(w.pid, start, 8 * MIB) == {0}
         ok, _ = w.check()
         assert ok
-    os.unlink(path)
 
 
 @pytest.mark.numa(nodes=5, cpuless=True)
@@ -505,7 +519,7 @@ def test_hugetlb_pages_move_whole_with_proc_and_file() -> None:
     path = f"{mnt}/buf"
     try:
         with Workload("--size", "0", "--shm", path, "--shm-size", "4M", "--node", "0") as w:
-            start = int(open(f"/proc/{w.pid}/maps").read().split(path)[0].splitlines()[-1].split("-")[0], 16)
+            start = mapped_at(w.pid, path)
             assert where_range(w.pid, start, 4 * MIB, 2 * MIB) == {0}
             assert collect(w.pid).source == "smaps"  # maps cannot tell a hugetlbfs file: smaps says its page size
             code, doc, err = proc_json(str(w.pid), "--to", "1", "--only", "shm")
