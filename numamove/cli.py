@@ -763,7 +763,11 @@ def click_main(args: list[str]) -> int:
         return EXIT_USAGE
 
     def run() -> None:
-        cli.main(args=args, prog_name="numamove", standalone_mode=False)
+        # an eager option's exit (--help, --version) comes back as its code, the commands' None
+        if cli.main(args=args, prog_name="numamove", standalone_mode=False) == 0 and sys.stdout is None:
+            # they print through click.echo, which drops text for a stdout that was closed at start
+            # (entry.main): lost output, named as for every other command
+            echo("")
 
     try:
         return guarded(run)

@@ -67,7 +67,8 @@ def test_a_full_stdout_is_one_line_and_exit_1(args: list[str]) -> None:
     assert one_line(err) == "numamove: error: cannot write to standard output: No space left on device"
 
 
-@pytest.mark.parametrize("args", [["nodes"], ["nodes", "--json"]])
+@pytest.mark.parametrize("args", [["nodes"], ["nodes", "--json"], ["--help"], ["proc", "--help"], ["file", "--help"],
+                                  ["--version"]])
 def test_a_closed_stdout_is_one_line_and_exit_1(args: list[str]) -> None:
     code, err = numamove(args, "closed")
     assert code == 1
