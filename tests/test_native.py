@@ -545,3 +545,66 @@ def test_move_own_on_one_worker_maps_the_pages_again_only_when_asked() -> None:
         assert node not in set(status)  # dropped and not mapped again: unreachable
         _native.move_own(pages, n, node, _native.MPOL_MF_MOVE, (), 1, 64, status, nodes, 4096, remap=True)
         assert list(status) == [node] * n and _mapped_here(addr)
+
+
+def test_move_own_workers_die_with_numamove() -> None:
+    """numamove killed (SIGKILL) during a move on worker processes: the workers die with it
+    (PR_SET_PDEATHSIG), rather than moving pages for a report nobody will read."""
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import os, mmap, sys\n"
+        "from numamove import _native\n"
+        "path = sys.argv[1]\n"
+        "n = 131072\n"
+        "with open(path, 'wb') as fh: fh.write(b'x' * (n * 4096))\n"
+        "fd = os.open(path, os.O_RDONLY)\n"
+        "m = mmap.mmap(fd, n * 4096, mmap.MAP_SHARED, mmap.PROT_READ)\n"
+        "keep, addr, _ = _native.buffer_address(m)\n"
+        "out = _native.PageOut(4096, n)\n"
+        "_native.resident_pages(out, addr, n * 4096, 4096)\n"
+        "st, nodes = _native.raw_new('int[]', n), _native.raw_new('int[]', n)\n"
+        "_native.fill_int(nodes, n, int(sys.argv[2]))\n"
+        "print('go', flush=True)\n"
+        "for _ in range(1000):\n"
+        "    _native.move_own(out.out.pages, n, int(sys.argv[2]), _native.MPOL_MF_MOVE, (), 2, 1, st, nodes, 4096)\n"
+    )
+    path = f"/dev/shm/numamove-test-pdeath-{os.getpid()}"
+    node = read_topology().memory_nodes()[0]
+    p = subprocess.Popen([sys.executable, "-c", script, path, str(node)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "go"
+        workers: set[int] = set()
+        deadline = time.monotonic() + 30
+        while not workers and time.monotonic() < deadline:
+            for entry in os.listdir("/proc"):
+                try:
+                    with open(f"/proc/{entry}/stat") as fh:
+                        if int(fh.read().rsplit(")", 1)[1].split()[1]) == p.pid:
+                            workers.add(int(entry))
+                except (OSError, ValueError, IndexError):
+                    continue
+        assert workers, "no worker process was seen"
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=30)
+
+        def alive(pid: int) -> bool:
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+            except OSError:
+                return False
+
+        # a worker's share of one call (65536 single-page move_pages calls) takes about a second here:
+        # without PR_SET_PDEATHSIG they would still be moving pages when this looks
+        deadline = time.monotonic() + 0.5
+        while any(alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(alive(w) for w in workers), workers
+    finally:
+        p.kill()
+        p.wait()
+        if os.path.exists(path):
+            os.unlink(path)
