@@ -344,11 +344,19 @@ def test_not_enough_free_memory_on_the_destination() -> None:
 
     free = read_topology().nodes[1].mem_free
     fill = f"{(free >> 20) - 48}M"  # leave under 48 MiB free on node 1 (the guests' nodes differ in size)
-    with Workload("--size", fill, "--node", "1") as filler, Workload("--size", "96M", "--node", "0") as w:
-        code, _, err = run("proc", str(w.pid), "--to", "1", "-q")
-        assert code == 1 and "node 1 has" in err and "free" in err and err.count("\n") == 1
-        assert where_range(w.pid, *w.anon) == {0}
-        assert filler.check()[0]
+    # a tmpfs file holds node 1's memory: the kernel fills it (a Python workload writing and checking
+    # ~450 MiB took 15-30 s of the guests' time under TCG)
+    filler = "/dev/shm/numamove-test-filler"
+    try:
+        subprocess.run(["numactl", "--membind=1", "fallocate", "-l", fill, filler], check=True)
+        assert read_topology().nodes[1].mem_free < 48 * MIB
+        with Workload("--size", "96M", "--node", "0") as w:
+            code, _, err = run("proc", str(w.pid), "--to", "1", "-q")
+            assert code == 1 and "node 1 has" in err and "free" in err and err.count("\n") == 1
+            assert where_range(w.pid, *w.anon) == {0}
+    finally:
+        if os.path.exists(filler):
+            os.unlink(filler)
 
 
 @pytest.mark.numa(nodes=2)
