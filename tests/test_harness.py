@@ -111,3 +111,44 @@ def test_a_kernel_panic_or_oops_fails_the_run_and_is_not_booted_past(tmp_path: P
 
     monkeypatch.setattr(harness, "run_guest", passing)
     assert harness.cmd_run(ns) == 1
+
+
+def test_a_kernel_reports_backtrace_is_printed_from_the_guests_whole_log(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """The console shows only the lockup's first line (loglevel=4); the failed run prints the lines that
+    follow it in the log the guest saved (dmesg.txt, every level): its backtrace."""
+    import argparse
+
+    console = tmp_path / "console.log"
+    console.write_bytes(b"numamove-guest: up\n[  812.5] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! "
+                        b"[python:192]\n")
+    (tmp_path / "log").write_text("")
+    (tmp_path / "dmesg.txt").write_text(
+        "[  800.0] unrelated line\n"
+        "[  812.5] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [python:192]\n"
+        "[  812.5] RIP: 0010:update_tasks_nodemask+0x5c/0x1a0\n"
+        "[  812.5] Call Trace:\n")
+
+    def locked(topo: object, args: list[str]) -> harness.GuestResult:
+        return harness.GuestResult("two", 0, 3, 0, 0, 0, [], 1.0, console, tmp_path / "log")
+
+    monkeypatch.setattr(harness, "run_guest", locked)
+    ns = argparse.Namespace(topology="two", k=None, pytest_args=[], allow_skip=False)
+    assert harness.cmd_run(ns) == 1
+    err = capsys.readouterr().err
+    assert "RIP: 0010:update_tasks_nodemask+0x5c/0x1a0" in err and "Call Trace:" in err
+    assert "unrelated line" not in err
+    # no log saved (the guest never got that far): the console's tail only, no report section
+    (tmp_path / "dmesg.txt").unlink()
+    assert harness.cmd_run(ns) == 1
+    assert "the kernel's report" not in capsys.readouterr().err
+
+
+def test_the_guest_saves_its_kernel_log_and_reports_every_cpu_on_a_lockup() -> None:
+    """The init script saves dmesg into the results share after the run, and the kernel is asked for every
+    CPU's backtrace on a soft lockup."""
+    assert "dmesg > /newroot/tmp/results/dmesg.txt" in harness.INIT
+    topo = harness.TOPOLOGIES["two"]
+    cmd = harness.qemu_command(topo, Path("/k"), Path("/i"), Path("/r"))
+    assert "softlockup_all_cpu_backtrace=1" in cmd[cmd.index("-append") + 1]

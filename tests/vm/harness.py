@@ -266,6 +266,9 @@ else
   chroot /newroot /bin/sh /tmp/results/run.sh > /newroot/tmp/results/guest.log 2>&1
   echo $? > /newroot/tmp/results/rc
 fi
+# the kernel's whole log, every level: the console shows only errors (loglevel=4), and a soft lockup's
+# or a warning's backtrace is printed below that level
+dmesg > /newroot/tmp/results/dmesg.txt 2>&1
 sync
 echo "numamove-guest: done"
 poweroff -f
@@ -328,7 +331,10 @@ def qemu_command(topo: Topology, vmlinux: Path, initrd: Path, results: Path) -> 
         # CI runs on 2026-11-28 failed on "soft lockup - CPU#N stuck for 22s! [python:192]" (pytest's
         # own process, in test_destination_outside_cpuset_needs_set_mems, cause not found) with every
         # test passed. A lockup of a minute still fails the run, as does every other line of KERNEL_TROUBLE.
+        # softlockup_all_cpu_backtrace: a lockup's report (kept in dmesg.txt) shows every CPU, so a CPU
+        # spinning on a lock another holds shows both.
         "-append", "console=ttyS0 rdinit=/init numa_balancing=disable panic=-1 loglevel=4 watchdog_thresh=30 "
+                   "softlockup_all_cpu_backtrace=1 "
                    f"transparent_hugepage=madvise numamove.project={ROOT}",
         "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
         "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot,vectors=0",
@@ -385,6 +391,20 @@ def kernel_trouble(console: Path) -> str | None:
         if any(k in line for k in KERNEL_TROUBLE):
             return line.decode(errors="replace").strip()
     return None
+
+
+def kernel_report(dmesg: Path, trouble: str, lines: int = 80) -> str:
+    """The kernel log from the line that reported trouble on: its backtrace and registers, which the
+    console (loglevel=4) leaves out. Empty when the guest saved no log (it never got that far)."""
+    try:
+        log = dmesg.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    key = trouble.split("] ", 1)[-1][:60]  # the console's line without its timestamp
+    for i, line in enumerate(log):
+        if key and key in line:
+            return "\n".join(log[i:i + lines])
+    return ""
 
 
 def pytest_command(pytest_args: list[str]) -> list[str]:
@@ -538,6 +558,11 @@ def cmd_run(ns: argparse.Namespace) -> int:
             print(f"numa guest '{name}': FAILED: {'; '.join(why) or 'test failures'}", file=sys.stderr)
             print(f"--- serial console tail ({res.console}) ---", file=sys.stderr)
             print(_tail(res.console), file=sys.stderr)
+            report = kernel_report(res.log.parent / "dmesg.txt", trouble) if trouble is not None else ""
+            if report:
+                print(f"--- the kernel's report, every level ({res.log.parent / 'dmesg.txt'}) ---",
+                      file=sys.stderr)
+                print(report, file=sys.stderr)
         else:
             shutil.rmtree(res.log.parent, ignore_errors=True)
         ran.update(_junit_id(r) for r in res.ran)
