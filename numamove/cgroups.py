@@ -70,6 +70,8 @@ class Cgroup:
         self.fd = fd
         self.rel = rel
         self.mount = mount
+        # kernel threads found in the group (the root group holds them): no user memory, nothing to move
+        self.kernel_threads: set[int] = set()
 
     @property
     def path(self) -> str:
@@ -168,7 +170,10 @@ def open_cgroup(spec: str) -> Cgroup:
     text = spec.rstrip("/") or "/"
     if text == mount or text.startswith(mount + "/"):
         rel = text[len(mount):] or "/"
-    elif text.startswith("/") and os.path.lexists(text) and not _under_v2(text):
+    elif (text.startswith("/") and os.path.lexists(text) and not _under_v2(text)
+          and not os.path.lexists(mount + text)):
+        # a path on another file system, and no group of that name: "/" always names the root group
+        # (/proc/PID/cgroup's "0::/"), whatever the file system's own root is
         raise CgroupError(f"{spec} is not a cgroup v2 group (the cgroup v2 hierarchy is mounted at {mount}"
                           f"{_v1_hint(text)})")
     else:

@@ -483,16 +483,21 @@ RESCANS = 5  # rounds of picking up processes that appeared in a group while it 
 def _add_group_targets(group: Any, targets: list[Any], outcomes: list[Outcome], resolve_targets: Any,
                        seen: set[tuple[int, str]] | None = None) -> None:
     """Append the group's processes not in targets (or in seen) to targets; one that exited between
-    the listing and the look is skipped, not failed."""
-    have = {t.pid for t in targets}
+    the listing and the look is skipped, not failed. A kernel thread (the root group holds them) has
+    no user memory: it is counted in group.kernel_threads, not failed. A process that failed once is
+    not looked at again by a rescan (nor reported twice)."""
+    failed = {o.pid for o in outcomes if o.outcome == "failed"}
+    have = {t.pid for t in targets} | failed | group.kernel_threads
     pids = [pid for pid in group.processes() if pid not in have]
     found, bad = resolve_targets(pids)
-    from .proc import NoSuchProcessError
+    from .proc import KernelThreadError, NoSuchProcessError
 
     for pid, exc in bad:
         if isinstance(exc, NoSuchProcessError):
             if seen is None:
                 outcomes.append(Outcome(pid, "", "skipped", exc))
+        elif isinstance(exc, KernelThreadError):
+            group.kernel_threads.add(pid)
         else:
             outcomes.append(Outcome(pid, "", "failed", exc))
     for t in found:
@@ -521,6 +526,7 @@ def _group_json(group: Any, unit: str | None, handover: Any, rescans: int, appea
             "processes": sum(1 for o in outcomes if o.outcome in ("moved", "interrupted")),
             "exited": sum(1 for o in outcomes if o.outcome == "skipped"),
             "failed": sum(1 for o in outcomes if o.outcome == "failed"),
+            "kernel_threads": len(group.kernel_threads),
             "rescans": rescans, "appeared_not_moved": appeared,
             "moved_bytes": moved, "move_seconds": secs,
             "achieved_bytes_per_second": rate,
@@ -536,7 +542,9 @@ def _group_lines(g: dict[str, Any], handover: Any) -> list[str]:
     lines = [f"{head}: {g['processes']} process(es) moved, {g['exited']} exited, {g['failed']} failed; "
              f"{format_bytes(g['moved_bytes'])} in {g['move_seconds']:.3f} s "
              f"({format_bytes(g['achieved_bytes_per_second'])}/s), longest move_pages call {g['max_call_ms']:.1f} ms"
-             + (f"; {g['rescans']} rescan(s) for new processes" if g["rescans"] else "")]
+             + (f"; {g['rescans']} rescan(s) for new processes" if g["rescans"] else "")
+             + (f"; {g['kernel_threads']} kernel thread(s) left alone (no user memory)" if g["kernel_threads"]
+                else "")]
     if g["rate"] is not None:
         lines.append(f"  rate: {format_bytes(g['rate']['achieved_bytes_per_second'])}/s achieved "
                      f"(--rate {format_bytes(g['rate']['limit_bytes_per_second'])}/s)")
