@@ -57,6 +57,47 @@ def _open_shm(path: str) -> int:
     return fd
 
 
+MPOL_BIND = 2
+MPOL_MF_MOVE = 1 << 1
+
+
+def _private_writable_ranges() -> list[tuple[int, int]]:
+    """(start, end) of this process's private writable mappings: its heap, stacks, anonymous maps and
+    the copied-on-write data of its libraries."""
+    out = []
+    with open("/proc/self/maps") as fh:
+        for line in fh:
+            f = line.split(None, 5)
+            path = f[5].strip() if len(f) > 5 else ""
+            if f[1][1] == "w" and f[1][3] == "p" and path not in ("[vvar]", "[vdso]", "[vsyscall]"):
+                lo, hi = f[0].split("-")
+                out.append((int(lo, 16), int(hi, 16)))
+    return out
+
+
+def _join_node(node: int) -> None:
+    """Move what the interpreter allocated before the bind (its heap arenas, on the node of whatever CPU
+    it started on) to node: every private page of the workload is then there.
+
+    mbind(MPOL_MF_MOVE) on the private writable mappings moves the pages only this process maps.
+    Not migrate_pages(2) (libnuma's numa_migrate_pages): as root that is MPOL_MF_MOVE_ALL, which also
+    moves every shared library page the process maps, pages every other process maps too. In the
+    guests those pages are 9p's page cache and sat on the other node after a test that moved shared
+    pages; each new workload then spent 20-45 s in the kernel moving (and retrying) them, once long
+    enough for a soft lockup report.
+    """
+    libnuma = ctypes.CDLL("libnuma.so.1", use_errno=True)
+    libnuma.mbind.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong,
+                              ctypes.c_uint]
+    libnuma.mbind.restype = ctypes.c_long
+    mask = (ctypes.c_ulong * 16)()  # 1024 nodes
+    mask[node // 64] = 1 << (node % 64)
+    for lo, hi in _private_writable_ranges():
+        # EIO (a page that would not move), EFAULT (a mapping gone since maps was read): the placement
+        # checks of whoever uses the workload see what stayed
+        libnuma.mbind(lo, hi - lo, MPOL_BIND, ctypes.addressof(mask), len(mask) * 64 + 1, MPOL_MF_MOVE)
+
+
 class Workload:
     def __init__(self, size: int, huge: int, shm: str | None, node: int | None,
                  shm_size: int = 4 << 20) -> None:
@@ -64,14 +105,7 @@ class Workload:
             import numa  # type: ignore[import-untyped]  # py-libnuma: bind before touching memory
 
             numa.memory.set_membind_nodes(node)
-            # and what the interpreter allocated before the bind (its heap arenas, on the node of whatever
-            # CPU it started on) joins it: every anonymous page of the workload is then on node
-            libnuma = ctypes.CDLL("libnuma.so.1")
-            libnuma.numa_parse_nodestring.restype = ctypes.c_void_p
-            libnuma.numa_parse_nodestring.argtypes = [ctypes.c_char_p]
-            libnuma.numa_migrate_pages.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-            libnuma.numa_migrate_pages(0, libnuma.numa_parse_nodestring(b"all"),
-                                       libnuma.numa_parse_nodestring(str(node).encode()))
+            _join_node(node)
         private = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS  # Python's default for -1 is MAP_SHARED
         self.anon = mmap.mmap(-1, size, flags=private) if size else None
         # THP needs 2 MiB aligned ranges: over-allocate and advise the aligned interior
