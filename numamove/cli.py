@@ -347,7 +347,8 @@ def _stat_from_processes(pids: list[int]) -> dict[str, dict[int, int]]:
 @click.option("--unit", metavar="NAME", help="Also every process of this systemd unit (service, scope, slice).")
 @click.option("--set-mems", is_flag=True,
               help="With --cgroup/--unit: after the move, set the group's cpuset.mems to the destination "
-                   "(widened first if it excludes it), so the kernel finds nothing left to move.")
+                   "(widened first if it excludes it); the kernel's migration on that write then finds only "
+                   "the shared pages left (with --all, nothing).")
 @click.option("--wait", is_flag=True, help="Wait for another numamove migrating the same process.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and move nothing.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the plans and the reason for each choice.")
