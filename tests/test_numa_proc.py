@@ -61,6 +61,7 @@ def test_a_workload_bound_to_a_node_moves_only_its_own_pages_there() -> None:
     pages where they are. It used migrate_pages(2), which as root moves every page the process maps,
     other processes' shared pages included: with libc's pages on node 1 after a `migratepages` as root,
     each workload start spent 20-45 s of this guest's time moving them back (a soft lockup once)."""
+    was = -1
     # a process that maps libc, once it says so (its maps read before the exec would be pytest's own)
     sleeper = subprocess.Popen([sys.executable, "-c", "import sys, time; print('up', flush=True); time.sleep(300)"],
                                stdout=subprocess.PIPE, text=True)
@@ -69,7 +70,8 @@ def test_a_workload_bound_to_a_node_moves_only_its_own_pages_there() -> None:
         with open(f"/proc/{sleeper.pid}/maps") as fh:
             text = next(f for f in (line.split() for line in fh) if "libc.so" in f[-1] and f[1] == "r-xp")
         page = int(text[0].split("-")[0], 16)
-        assert subprocess.run(["migratepages", str(sleeper.pid), "0", "1"]).returncode == 0
+        (was,) = where_range(sleeper.pid, page, 4096)
+        assert subprocess.run(["migratepages", str(sleeper.pid), "all", "1"]).returncode == 0
         assert where_range(sleeper.pid, page, 4096) == {1}, "migratepages as root moves shared libc pages"
         with Workload("--size", "8M", "--node", "0") as w:
             assert where_range(sleeper.pid, page, 4096) == {1}  # not moved back by the workload
@@ -79,7 +81,8 @@ def test_a_workload_bound_to_a_node_moves_only_its_own_pages_there() -> None:
             lo, hi = (int(x, 16) for x in heap.split("-"))
             assert {n for n in where_range(w.pid, lo, hi - lo) if n >= 0} == {0}  # (<0: never touched)
     finally:
-        subprocess.run(["migratepages", str(sleeper.pid), "1", "0"])
+        if was >= 0:  # where the shared pages were, for the tests that follow
+            subprocess.run(["migratepages", str(sleeper.pid), "1", str(was)])
         sleeper.kill()
         sleeper.wait()
 
