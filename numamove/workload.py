@@ -83,10 +83,9 @@ def _join_node(node: int) -> None:
     Not migrate_pages(2) (libnuma's numa_migrate_pages): as root that is MPOL_MF_MOVE_ALL, which also
     moves every shared library page the process maps, pages every other process maps too. In the
     guests those pages are 9p's page cache and sat on the other node after a test that moved shared
-    pages; each new workload then spent 20-45 s in the kernel moving (and retrying) them, once long
-    enough for a soft lockup report.
+    pages; each new workload then spent 20-45 s in the kernel moving (and retrying) them.
     """
-    libnuma = ctypes.CDLL("libnuma.so.1", use_errno=True)
+    libnuma = ctypes.CDLL("libnuma.so.1")
     libnuma.mbind.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong,
                               ctypes.c_uint]
     libnuma.mbind.restype = ctypes.c_long

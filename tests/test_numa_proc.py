@@ -60,7 +60,7 @@ def test_a_workload_bound_to_a_node_moves_only_its_own_pages_there() -> None:
     """`numamove.workload --node 0` puts its heap and anonymous memory on node 0 and leaves shared library
     pages where they are. It used migrate_pages(2), which as root moves every page the process maps,
     other processes' shared pages included: with libc's pages on node 1 after a `migratepages` as root,
-    each workload start spent 20-45 s of this guest's time moving them back (a soft lockup once)."""
+    each workload start spent 20-45 s of this guest's time moving them back."""
     was = -1
     # a process that maps libc, once it says so (its maps read before the exec would be pytest's own)
     sleeper = subprocess.Popen([sys.executable, "-c", "import sys, time; print('up', flush=True); time.sleep(300)"],
