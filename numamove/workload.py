@@ -64,12 +64,14 @@ MPOL_MF_MOVE = 1 << 1
 def _private_writable_ranges() -> list[tuple[int, int]]:
     """(start, end) of this process's private writable mappings: its heap, stacks, anonymous maps and
     the copied-on-write data of its libraries."""
+    from .maps import SPECIAL
+
     out = []
     with open("/proc/self/maps") as fh:
         for line in fh:
             f = line.split(None, 5)
             path = f[5].strip() if len(f) > 5 else ""
-            if f[1][1] == "w" and f[1][3] == "p" and path not in ("[vvar]", "[vdso]", "[vsyscall]"):
+            if f[1][1] == "w" and f[1][3] == "p" and path not in SPECIAL:
                 lo, hi = f[0].split("-")
                 out.append((int(lo, 16), int(hi, 16)))
     return out
