@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/userfaultfd.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -1183,6 +1184,12 @@ long nm_fs_type(int fd)
 	if (fstatfs(fd, &sf) != 0)
 		return -errno;
 	return (long)sf.f_type;
+}
+
+int nm_flock(int fd, int op)
+{
+	_Static_assert(NM_LOCK_EX == LOCK_EX && NM_LOCK_NB == LOCK_NB && NM_LOCK_UN == LOCK_UN, "flock flags");
+	return flock(fd, op) ? -errno : 0;
 }
 
 int nm_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags)

@@ -506,6 +506,19 @@ def renameat2(olddirfd: int, old: str, newdirfd: int, new: str, flags: int) -> N
         raise OSError(-rc, os.strerror(-rc), new)
 
 
+def flock(fd: int, op: int) -> None:
+    """flock(2) (op: LOCK_EX, LOCK_NB, LOCK_UN below); raises OSError with the errno, BlockingIOError when
+    LOCK_NB finds the lock held."""
+    rc = lib.nm_flock(fd, op)
+    if rc < 0:
+        raise OSError(-rc, os.strerror(-rc))  # OSError picks its subclass: EWOULDBLOCK is BlockingIOError
+
+
+LOCK_EX: int = lib.NM_LOCK_EX
+LOCK_NB: int = lib.NM_LOCK_NB
+LOCK_UN: int = lib.NM_LOCK_UN
+
+
 # the signals nm_stop_install() records (its C list), for Python code that holds them back or handles them
 STOP_SIGNALS: tuple[int, int, int] = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
 

@@ -19,7 +19,6 @@ after its flock and takes the new one.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import stat
 import time
@@ -98,7 +97,7 @@ def _acquire(d: str, uid: int, name: str, pid: int, wait: bool, deadline: float 
     """Take the lock file name in d and append it to held. A stop signal (whose handler raises) waits while
     the file is created and locked until it is in held, where release() finds it: otherwise a signal
     between the open and the append left the file behind. The --wait sleep between tries is not held back."""
-    from ._native import StopSignalsHeld
+    from ._native import LOCK_EX, LOCK_NB, StopSignalsHeld, flock
 
     dirfd = _trusted(d, uid, create=True)
     path = os.path.join(d, name)
@@ -115,7 +114,7 @@ def _acquire(d: str, uid: int, name: str, pid: int, wait: bool, deadline: float 
                 os.close(dirfd)
                 raise LockError(f"cannot create the lock file {path}: {exc.strerror}") from None
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                flock(fd, LOCK_EX | LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
                 busy = True
@@ -209,7 +208,7 @@ class TargetLock:
         return self.__enter__()
 
     def release(self) -> None:
-        from ._native import StopSignalsHeld
+        from ._native import LOCK_UN, StopSignalsHeld, flock
 
         with StopSignalsHeld():  # a signal between the pop and the unlink would leave the file behind
             while self.held:
@@ -218,7 +217,7 @@ class TargetLock:
                     os.unlink(h.name, dir_fd=h.dirfd)  # while still held: a waiter then sees it gone
                 except OSError:
                     pass
-                fcntl.flock(h.fd, fcntl.LOCK_UN)
+                flock(h.fd, LOCK_UN)
                 os.close(h.fd)
                 os.close(h.dirfd)
 

@@ -131,13 +131,13 @@ def test_a_stop_signal_while_locking_or_unlocking_leaves_no_lock_file(monkeypatc
     """SIGINT arriving right after the lock file is created and flocked, before numamove has recorded it,
     still ends with the file removed (the guest fault suite once found one left after a SIGINT). The signal
     is delivered, as KeyboardInterrupt here, once the file is recorded, and the release removes it."""
-    import fcntl
     import signal
 
+    import numamove._native as native
     import numamove.locks as locks
 
     name = f"/run/numamove/{os.getpid()}-test.lock"
-    real = {"flock": fcntl.flock, "stat": os.stat}
+    real = {"flock": native.flock, "stat": os.stat}
     fired = []
 
     def interrupting(*args: object, **kw: object) -> object:
@@ -150,7 +150,7 @@ def test_a_stop_signal_while_locking_or_unlocking_leaves_no_lock_file(monkeypatc
             signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # Python's handler raises at the next bytecode
         return out
 
-    target = locks.fcntl if at == "flock" else locks.os
+    target = native if at == "flock" else locks.os  # locks imports flock from _native when it locks
     # Python's own SIGINT handler, whatever this process inherited: started in the background by a shell
     # without job control, SIGINT is ignored, and the interpreter then installs none
     monkeypatch.setattr(target, at, interrupting)
