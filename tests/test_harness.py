@@ -152,3 +152,10 @@ def test_the_guest_saves_its_kernel_log_and_reports_every_cpu_on_a_lockup() -> N
     topo = harness.TOPOLOGIES["two"]
     cmd = harness.qemu_command(topo, Path("/k"), Path("/i"), Path("/r"))
     assert "softlockup_all_cpu_backtrace=1" in cmd[cmd.index("-append") + 1]
+
+
+def test_the_guest_kernel_boots_without_address_space_randomization() -> None:
+    """norandmaps on the guest's command line (the guest test checks the kernel took it)."""
+    for topo in harness.TOPOLOGIES.values():
+        cmd = harness.qemu_command(topo, Path("/k"), Path("/i"), Path("/r"))
+        assert "norandmaps" in cmd[cmd.index("-append") + 1].split()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +94,16 @@ def test_guest_topology_matches_what_the_harness_configured(guest_truth: dict[st
             assert 0.7 * n["mem_mib"] * 2**20 < node.mem_total <= n["mem_mib"] * 2**20
         ids = t.ids
         assert [[t.distance(a, b) for b in ids] for a in ids] == guest_truth["distances"]
+
+
+@pytest.mark.numa(nodes=2)
+def test_guest_runs_without_address_space_randomization() -> None:
+    """The guests boot with norandmaps (tests/vm/harness.py says why: under TCG, ASLR gave every Python
+    process its own translations of the same library pages, and freeing such pages stalled the next
+    process that got them for tens of seconds): no randomization, and two processes map libc alike."""
+    with open("/proc/sys/kernel/randomize_va_space") as fh:
+        assert fh.read().strip() == "0"
+    code = "print([ln.split()[0] for ln in open('/proc/self/maps') if 'libc.so' in ln][0])"
+    first, second = (subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+                     for _ in range(2))
+    assert first == second and first.strip()

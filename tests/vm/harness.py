@@ -329,12 +329,27 @@ def qemu_command(topo: Topology, vmlinux: Path, initrd: Path, results: Path) -> 
         # watchdog_thresh=30: a soft lockup is reported after 60 s of one CPU in the kernel, not 20. The
         # detector's default is set for hardware; under TCG the kernel runs ~25x slower, and two clean-clone
         # CI runs on 2026-11-28 failed on "soft lockup - CPU#N stuck for 22s! [python:192]" (pytest's
-        # own process, in test_destination_outside_cpuset_needs_set_mems, cause not found) with every
-        # test passed. A lockup of a minute still fails the run, as does every other line of KERNEL_TROUBLE.
+        # own process, in test_destination_outside_cpuset_needs_set_mems) with every test passed: most
+        # likely the stall norandmaps below removes (the same test had it in a later probe), not proven. A lockup of a minute still fails the run, as does every other line of KERNEL_TROUBLE.
         # softlockup_all_cpu_backtrace: a lockup's report (kept in dmesg.txt) shows every CPU, so a CPU
         # spinning on a lock another holds shows both.
+        # norandmaps (no address-space randomization in the guest): QEMU keys its translated code by a
+        # block's guest virtual address as well as its physical page. With ASLR every process maps
+        # libpython and libc somewhere else, so each of the suite's hundreds of Python processes has
+        # its own translations of the same page-cache pages, and they pile up (QEMU frees them only
+        # when its code buffer fills). A page QEMU holds translations for is write-protected to it:
+        # every guest store into it goes through its self-modifying-code check until the last of those
+        # translations is invalidated. Tests that move shared pages (--all, and every cpuset
+        # migration, which the kernel runs with MPOL_MF_MOVE_ALL) free such text pages; the next
+        # process to get them spent ~5 ms zeroing each 4 KiB page, byte by byte through that check
+        # (rep stosb): host perf of QEMU in that stall was page_collection_lock, the code-bitmap check
+        # and tcg_flush_jmp_cache; the guest's NMI backtraces were all clear_page_erms under a page
+        # fault. That was the 20-40 s stall one test of each two-node run had. Without ASLR the
+        # processes share one set of translations: in five two-node runs on 2026-11-28 (probe plugin
+        # on), three without norandmaps took 253-271 s with one 23-40 s stall each, two with it
+        # 197-198 s with none.
         "-append", "console=ttyS0 rdinit=/init numa_balancing=disable panic=-1 loglevel=4 watchdog_thresh=30 "
-                   "softlockup_all_cpu_backtrace=1 "
+                   "softlockup_all_cpu_backtrace=1 norandmaps "
                    f"transparent_hugepage=madvise numamove.project={ROOT}",
         "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
         "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot,vectors=0",
