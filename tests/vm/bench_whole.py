@@ -5,13 +5,14 @@ Run by `make bench` through `tests/vm/harness.py bench-whole` in two guest shape
 For each page size, one workload (the sample workload, reading its memory all along) is moved back
 and forth between the nodes by `migratepages PID FROM TO` and by `numamove proc PID --to N`, in ABBA
 order so that each tool moves both ways equally often; every move is checked page by page afterwards
-(untimed), and the workload checks its own bytes at the end.
+(untimed), each node's recently freed pages are used once before the next move (untimed: see LAUNDER),
+and the workload checks its own bytes at the end.
 
 Each round also times `numamove proc 1 --to 0 --dry-run -q` (PID 1 is tiny): numamove's
 start-up, as a user meets it, including the interpreter. Printed per page size, as medians:
 end to end (whole processes), numamove's wall minus that start-up, and numamove's own move
 phase (from its --json timings), each against migratepages' whole run. Times under TCG are
-for ratios only: Python start-up there is ~25x the host's.
+for ratios only: Python start-up there is ~35x the host's (~0.5 s on the development VM).
 """
 
 from __future__ import annotations
@@ -45,6 +46,45 @@ def timed(cmd: list[str]) -> tuple[float, str]:
     return wall, p.stdout
 
 
+# Run on each node between two timed moves, untimed: touch then free this much memory there. Under TCG
+# QEMU keeps the code it translated for a page until the guest writes into it, and each store into such
+# a page then goes through its self-modifying-code check (tests/vm/harness.py, norandmaps). migratepages
+# as root moves the workload's shared library text too (MPOL_MF_MOVE_ALL), freeing executed pages; the
+# next move into that node got them, and spent ~1 s zeroing or copying into them. In ABBA order that was
+# always numamove's move into node 0, right after migratepages left it. Hardware has no such cost, so each
+# node's recently freed pages are used once between moves, whichever tool freed them.
+LAUNDER = 96 << 20
+_LAUNDER_CODE = ("import mmap, sys\n"
+                 "for _ in sys.stdin:\n"
+                 f"    m = mmap.mmap(-1, {LAUNDER})\n"
+                 f"    for off in range(0, {LAUNDER}, 4096):\n"
+                 "        m[off] = 1\n"
+                 "    m.close()\n"
+                 "    print('done', flush=True)\n")
+
+
+class Launderer:
+    """One process per memory node, bound there, that touches and frees LAUNDER bytes on request."""
+
+    def __init__(self, nodes: list[int]) -> None:
+        self.procs = [subprocess.Popen(["numactl", f"--membind={n}", sys.executable, "-c", _LAUNDER_CODE],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for n in nodes]
+
+    def __call__(self) -> None:
+        for p in self.procs:
+            assert p.stdin is not None and p.stdout is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+            if p.stdout.readline().strip() != "done":
+                raise SystemExit("the launderer died")
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.stdin is not None:
+                p.stdin.close()
+            p.wait()
+
+
 def on_node(pid: int, region: tuple[int, int], page: int) -> set[int]:
     return set(_native.page_nodes(region[0], region[1], page, pid))
 
@@ -59,6 +99,7 @@ def bench_kind(kind: str, size: str, runs: int) -> tuple[dict[str, float], bool]
     booked: list[float] = []
     inner: list[float] = []  # numamove's own start-up, from its import (the interpreter's comes before)
     ok = True
+    launder = Launderer(read_topology().ids)
     with Workload(*args, "--node", "0") as w:
         region = w.huge if kind == "THP" else w.anon
         at = 0
@@ -67,6 +108,8 @@ def bench_kind(kind: str, size: str, runs: int) -> tuple[dict[str, float], bool]
                 if tool == "mp":
                     wall, _ = timed(["migratepages", str(w.pid), str(at), str(1 - at)])
                     mp.append(wall)
+                    if VERBOSE:
+                        print(f"  migratepages {at}->{1 - at}: wall {wall:.3f} s")
                 else:
                     wall, out = timed([NUMAMOVE, "proc", str(w.pid), "--to", str(1 - at), "-q", "--json"])
                     nm.append(wall)
@@ -89,9 +132,11 @@ def bench_kind(kind: str, size: str, runs: int) -> tuple[dict[str, float], bool]
                 if where != {at}:
                     print(f"  {kind}: after {tool} the region is on {where}, not {{{at}}}")
                     ok = False
+                launder()
             startup.append(timed([NUMAMOVE, "proc", "1", "--to", "0", "--dry-run", "-q"])[0])
         intact, reads = w.check()
         ok &= intact
+    launder.close()
     m = {k: statistics.median(v) for k, v in (("mp", mp), ("nm", nm), ("startup", startup), ("move", move),
                                               ("booked", booked), ("inner", inner))}
     m["nm_minus_startup"] = statistics.median([x - m["startup"] for x in nm])
