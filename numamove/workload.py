@@ -85,7 +85,8 @@ def _join_node(node: int) -> None:
     Not migrate_pages(2) (libnuma's numa_migrate_pages): as root that is MPOL_MF_MOVE_ALL, which also
     moves every shared library page the process maps, pages every other process maps too. In the
     guests those pages are 9p's page cache and sat on the other node after a test that moved shared
-    pages; each new workload then spent 20-45 s in the kernel moving (and retrying) them.
+    pages; each new workload then spent 20-45 s in the kernel moving them (under TCG: moving executed
+    library text is what QEMU's self-modifying-code check makes slow, see norandmaps in tests/vm/harness.py).
     """
     libnuma = ctypes.CDLL("libnuma.so.1")
     libnuma.mbind.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong,
