@@ -82,3 +82,43 @@ def died_starting(returncode: int, stderr: str) -> bool:
     killed by SIGINT during imports). Nothing was done then. One through numamove's main is not this."""
     return (returncode in (1, -2) and stderr.rstrip().endswith("KeyboardInterrupt")
             and "numamove/entry.py" not in stderr)
+
+
+# For the guest benchmarks (tests/vm/bench_whole.py, bench_migrate.py): between two timed moves, untimed,
+# each node touches then frees this much memory. Under TCG, QEMU keeps the code it translated for a page
+# until the guest writes into it, and each store into such a page then goes through its
+# self-modifying-code check (tests/vm/harness.py, norandmaps). migratepages as root moves the
+# workload's shared library text too (MPOL_MF_MOVE_ALL), freeing executed pages; the next move into
+# that node got them and spent ~1 s zeroing or copying into them. In ABBA order that was always
+# numamove's move into node 0, right after migratepages left it. Hardware has no such cost, so each
+# node's recently freed pages are used once between moves, whichever tool freed them.
+LAUNDER = 96 << 20
+_LAUNDER_CODE = ("import mmap, sys\n"
+                 "for _ in sys.stdin:\n"
+                 f"    m = mmap.mmap(-1, {LAUNDER})\n"
+                 f"    for off in range(0, {LAUNDER}, 4096):\n"
+                 "        m[off] = 1\n"
+                 "    m.close()\n"
+                 "    print('done', flush=True)\n")
+
+
+class Launderer:
+    """One process per memory node, bound there, that touches and frees LAUNDER bytes on request."""
+
+    def __init__(self, nodes: list[int]) -> None:
+        self.procs = [subprocess.Popen(["numactl", f"--membind={n}", sys.executable, "-c", _LAUNDER_CODE],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for n in nodes]
+
+    def __call__(self) -> None:
+        for p in self.procs:
+            assert p.stdin is not None and p.stdout is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+            if p.stdout.readline().strip() != "done":
+                raise SystemExit("the launderer died")
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.stdin is not None:
+                p.stdin.close()
+            p.wait()

@@ -3,7 +3,8 @@
 Run by `make bench` through `tests/vm/harness.py bench` (two nodes with two CPUs and 1.5 GiB
 each). For each page size, one workload holding SIZE is moved back and forth between the
 nodes, alternating the tools in ABBA order so that each moves both ways equally often, RUNS
-rounds; every move is verified page by page, and the workload checks its own bytes at the end.
+rounds; every move is verified page by page, each node's recently freed pages are used once before
+the next move (untimed: workload_helper.LAUNDER), and the workload checks its own bytes at the end.
 Both tools move every migratable page of the process. Reported: medians and their ratio.
 Times under TCG emulation are for ratios only.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from workload_helper import Workload  # noqa: E402
+from workload_helper import Launderer, Workload  # noqa: E402
 
 from numamove import _native  # noqa: E402
 from numamove.nodelist import parse_size  # noqa: E402
@@ -61,6 +62,7 @@ def main() -> int:
     print(f"(numamove CLI start-up in this guest: {time.perf_counter() - t0:.2f} s; the proc figures below "
           "call numamove in-process, without it)")
     ok = True
+    launder = Launderer(topo.ids)
     for kind in [k for k in KINDS if k in ("huge", "4k")]:
         args = ["--size", "0", "--huge", SIZE] if kind == "huge" else ["--size", SIZE]
         with Workload(*args, "--node", "0") as w:
@@ -79,6 +81,7 @@ def main() -> int:
                         mp.append(time.perf_counter() - t)
                         at = 1 - at
                         ok &= nodes_of(w.pid, *region) == {at}
+                        launder()
                         continue
                     if PROFILE and not nm:
                         import cProfile
@@ -95,6 +98,7 @@ def main() -> int:
                           f"longest call {rep.max_call_ms:.0f} ms); migratepages so far {[round(x, 2) for x in mp]}")
                     at = 1 - at
                     ok &= nodes_of(w.pid, *region) == {at} and not rep.failed
+                    launder()
             intact, _ = w.check()
             ok &= intact
             a, b = statistics.median(mp), statistics.median(nm)
@@ -103,6 +107,7 @@ def main() -> int:
             print(f"{kind:>4} pages, {mib:.0f} MiB: migratepages median {a:.2f} s; numamove median {b:.2f} s "
                   f"({threads} threads, {rep.batches} move_pages calls in the last run): "
                   f"numamove {a / b:.2f}x faster; data intact: {intact}")
+    launder.close()
     if "file" in KINDS:
         ok &= bench_file(topo, here, allowed)
     print("verified: every page on the destination after every move" if ok else "VERIFICATION FAILED")

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from workload_helper import Workload  # noqa: E402
+from workload_helper import Launderer, Workload  # noqa: E402
 
 from numamove import _native  # noqa: E402
 from numamove.nodelist import parse_size  # noqa: E402
@@ -44,45 +44,6 @@ def timed(cmd: list[str]) -> tuple[float, str]:
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed (rc={p.returncode}): {p.stderr.strip()}")
     return wall, p.stdout
-
-
-# Run on each node between two timed moves, untimed: touch then free this much memory there. Under TCG
-# QEMU keeps the code it translated for a page until the guest writes into it, and each store into such
-# a page then goes through its self-modifying-code check (tests/vm/harness.py, norandmaps). migratepages
-# as root moves the workload's shared library text too (MPOL_MF_MOVE_ALL), freeing executed pages; the
-# next move into that node got them, and spent ~1 s zeroing or copying into them. In ABBA order that was
-# always numamove's move into node 0, right after migratepages left it. Hardware has no such cost, so each
-# node's recently freed pages are used once between moves, whichever tool freed them.
-LAUNDER = 96 << 20
-_LAUNDER_CODE = ("import mmap, sys\n"
-                 "for _ in sys.stdin:\n"
-                 f"    m = mmap.mmap(-1, {LAUNDER})\n"
-                 f"    for off in range(0, {LAUNDER}, 4096):\n"
-                 "        m[off] = 1\n"
-                 "    m.close()\n"
-                 "    print('done', flush=True)\n")
-
-
-class Launderer:
-    """One process per memory node, bound there, that touches and frees LAUNDER bytes on request."""
-
-    def __init__(self, nodes: list[int]) -> None:
-        self.procs = [subprocess.Popen(["numactl", f"--membind={n}", sys.executable, "-c", _LAUNDER_CODE],
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for n in nodes]
-
-    def __call__(self) -> None:
-        for p in self.procs:
-            assert p.stdin is not None and p.stdout is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
-            if p.stdout.readline().strip() != "done":
-                raise SystemExit("the launderer died")
-
-    def close(self) -> None:
-        for p in self.procs:
-            if p.stdin is not None:
-                p.stdin.close()
-            p.wait()
 
 
 def on_node(pid: int, region: tuple[int, int], page: int) -> set[int]:
