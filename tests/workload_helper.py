@@ -95,7 +95,7 @@ def died_starting(returncode: int, stderr: str) -> bool:
 LAUNDER = 96 << 20
 _LAUNDER_CODE = ("import mmap, sys\n"
                  "for _ in sys.stdin:\n"
-                 f"    m = mmap.mmap(-1, {LAUNDER})\n"
+                 f"    m = mmap.mmap(-1, {LAUNDER}, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)\n"
                  f"    for off in range(0, {LAUNDER}, 4096):\n"
                  "        m[off] = 1\n"
                  "    m.close()\n"
@@ -122,3 +122,9 @@ class Launderer:
             if p.stdin is not None:
                 p.stdin.close()
             p.wait()
+
+    def __enter__(self) -> Launderer:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()

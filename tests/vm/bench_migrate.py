@@ -62,52 +62,52 @@ def main() -> int:
     print(f"(numamove CLI start-up in this guest: {time.perf_counter() - t0:.2f} s; the proc figures below "
           "call numamove in-process, without it)")
     ok = True
-    launder = Launderer(topo.ids)
-    for kind in [k for k in KINDS if k in ("huge", "4k")]:
-        args = ["--size", "0", "--huge", SIZE] if kind == "huge" else ["--size", SIZE]
-        with Workload(*args, "--node", "0") as w:
-            region = w.huge if kind == "huge" else w.anon
-            target = resolve_targets([w.pid])[0][0]
-            at = 0
-            mp: list[float] = []
-            nm: list[float] = []
-            for r in range(RUNS):
-                # ABBA order: each tool moves in both directions equally often (the nodes are not
-                # alike: node 0 holds the kernel and is fragmented, so THP allocation there costs more)
-                for tool in (("mp", "nm") if r % 2 == 0 else ("nm", "mp")):
-                    t = time.perf_counter()
-                    if tool == "mp":
-                        subprocess.run(["migratepages", str(w.pid), str(at), str(1 - at)], check=True)
-                        mp.append(time.perf_counter() - t)
-                        at = 1 - at
-                        ok &= nodes_of(w.pid, *region) == {at}
-                        launder()
-                        continue
-                    if PROFILE and not nm:
-                        import cProfile
-                        import pstats
+    with Launderer(topo.ids) as launder:
+        for kind in [k for k in KINDS if k in ("huge", "4k")]:
+            args = ["--size", "0", "--huge", SIZE] if kind == "huge" else ["--size", SIZE]
+            with Workload(*args, "--node", "0") as w:
+                region = w.huge if kind == "huge" else w.anon
+                target = resolve_targets([w.pid])[0][0]
+                at = 0
+                mp: list[float] = []
+                nm: list[float] = []
+                for r in range(RUNS):
+                    # ABBA order: each tool moves in both directions equally often (the nodes are not
+                    # alike: node 0 holds the kernel and is fragmented, so THP allocation there costs more)
+                    for tool in (("mp", "nm") if r % 2 == 0 else ("nm", "mp")):
+                        t = time.perf_counter()
+                        if tool == "mp":
+                            subprocess.run(["migratepages", str(w.pid), str(at), str(1 - at)], check=True)
+                            mp.append(time.perf_counter() - t)
+                            at = 1 - at
+                            ok &= nodes_of(w.pid, *region) == {at}
+                            launder()
+                            continue
+                        if PROFILE and not nm:
+                            import cProfile
+                            import pstats
 
-                        prof = cProfile.Profile()
-                        rep = prof.runcall(migrate, target, topo, MoveOptions(1 - at, **opts), None, None,
-                                           here, allowed)
-                        pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
-                    else:
-                        rep = migrate(target, topo, MoveOptions(1 - at, **opts), None, None, here, allowed)
-                    nm.append(time.perf_counter() - t)
-                    print(f"  numamove {at}->{1 - at}: {nm[-1]:.2f} s (move_pages phase {rep.seconds:.2f} s, "
-                          f"longest call {rep.max_call_ms:.0f} ms); migratepages so far {[round(x, 2) for x in mp]}")
-                    at = 1 - at
-                    ok &= nodes_of(w.pid, *region) == {at} and not rep.failed
-                    launder()
-            intact, _ = w.check()
-            ok &= intact
-            a, b = statistics.median(mp), statistics.median(nm)
-            mib = parse_size(SIZE) / 2**20
-            threads = rep.plans[0].threads if rep.plans else 0
-            print(f"{kind:>4} pages, {mib:.0f} MiB: migratepages median {a:.2f} s; numamove median {b:.2f} s "
-                  f"({threads} threads, {rep.batches} move_pages calls in the last run): "
-                  f"numamove {a / b:.2f}x faster; data intact: {intact}")
-    launder.close()
+                            prof = cProfile.Profile()
+                            rep = prof.runcall(migrate, target, topo, MoveOptions(1 - at, **opts), None, None,
+                                               here, allowed)
+                            pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
+                        else:
+                            rep = migrate(target, topo, MoveOptions(1 - at, **opts), None, None, here, allowed)
+                        nm.append(time.perf_counter() - t)
+                        print(f"  numamove {at}->{1 - at}: {nm[-1]:.2f} s (move_pages phase {rep.seconds:.2f} s, "
+                              f"longest call {rep.max_call_ms:.0f} ms); "
+                              f"migratepages so far {[round(x, 2) for x in mp]}")
+                        at = 1 - at
+                        ok &= nodes_of(w.pid, *region) == {at} and not rep.failed
+                        launder()
+                intact, _ = w.check()
+                ok &= intact
+                a, b = statistics.median(mp), statistics.median(nm)
+                mib = parse_size(SIZE) / 2**20
+                threads = rep.plans[0].threads if rep.plans else 0
+                print(f"{kind:>4} pages, {mib:.0f} MiB: migratepages median {a:.2f} s; numamove median {b:.2f} s "
+                      f"({threads} threads, {rep.batches} move_pages calls in the last run): "
+                      f"numamove {a / b:.2f}x faster; data intact: {intact}")
     if "file" in KINDS:
         ok &= bench_file(topo, here, allowed)
     print("verified: every page on the destination after every move" if ok else "VERIFICATION FAILED")

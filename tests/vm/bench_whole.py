@@ -60,8 +60,7 @@ def bench_kind(kind: str, size: str, runs: int) -> tuple[dict[str, float], bool]
     booked: list[float] = []
     inner: list[float] = []  # numamove's own start-up, from its import (the interpreter's comes before)
     ok = True
-    launder = Launderer(read_topology().ids)
-    with Workload(*args, "--node", "0") as w:
+    with Launderer(read_topology().ids) as launder, Workload(*args, "--node", "0") as w:
         region = w.huge if kind == "THP" else w.anon
         at = 0
         for r in range(runs):
@@ -97,7 +96,6 @@ def bench_kind(kind: str, size: str, runs: int) -> tuple[dict[str, float], bool]
             startup.append(timed([NUMAMOVE, "proc", "1", "--to", "0", "--dry-run", "-q"])[0])
         intact, reads = w.check()
         ok &= intact
-    launder.close()
     m = {k: statistics.median(v) for k, v in (("mp", mp), ("nm", nm), ("startup", startup), ("move", move),
                                               ("booked", booked), ("inner", inner))}
     m["nm_minus_startup"] = statistics.median([x - m["startup"] for x in nm])
