@@ -128,3 +128,15 @@ class Launderer:
 
     def __exit__(self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+# Also between two timed moves, untimed: each tool runs once, doing nothing. migratepages as root moves the
+# workload's executable text as well: the python binary (libpython is linked into Debian's) and libc, the
+# very pages every later Python process executes. QEMU keys the code it translated by guest physical
+# page, so the first process to run code from the moved pages translates it all again. In ABBA order
+# that was always numamove's move right after migratepages': ~0.25 s more of its wall (outside its move,
+# which was as fast both ways), a cost hardware does not have. Tools that ran once are warm on hardware.
+def warm_up(numamove: list[str]) -> None:
+    """Run numamove (`numamove`: how to start it) and migratepages once each on PID 1, moving nothing."""
+    for cmd in ([*numamove, "proc", "1", "--to", "0", "--dry-run", "-q"], ["migratepages", "1", "0", "0"]):
+        subprocess.run(cmd, check=True, capture_output=True)

@@ -3,8 +3,9 @@
 Run by `make bench` through `tests/vm/harness.py bench` (two nodes with two CPUs and 1.5 GiB
 each). For each page size, one workload holding SIZE is moved back and forth between the
 nodes, alternating the tools in ABBA order so that each moves both ways equally often, RUNS
-rounds; every move is verified page by page, each node's recently freed pages are used once before
-the next move (untimed: workload_helper.LAUNDER), and the workload checks its own bytes at the end.
+rounds; every move is verified page by page, each node's recently freed pages are used once and each
+tool runs once doing nothing before the next move (untimed: workload_helper.LAUNDER and warm_up), and
+the workload checks its own bytes at the end.
 Both tools move every migratable page of the process. Reported: medians and their ratio.
 Times under TCG emulation are for ratios only.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from workload_helper import Launderer, Workload  # noqa: E402
+from workload_helper import Launderer, Workload, warm_up  # noqa: E402
 
 from numamove import _native  # noqa: E402
 from numamove.nodelist import parse_size  # noqa: E402
@@ -82,6 +83,7 @@ def main() -> int:
                             at = 1 - at
                             ok &= nodes_of(w.pid, *region) == {at}
                             launder()
+                            warm_up([sys.executable, "-m", "numamove"])
                             continue
                         if PROFILE and not nm:
                             import cProfile
@@ -100,6 +102,7 @@ def main() -> int:
                         at = 1 - at
                         ok &= nodes_of(w.pid, *region) == {at} and not rep.failed
                         launder()
+                        warm_up([sys.executable, "-m", "numamove"])
                 intact, _ = w.check()
                 ok &= intact
                 a, b = statistics.median(mp), statistics.median(nm)

@@ -5,8 +5,9 @@ Run by `make bench` through `tests/vm/harness.py bench-whole` in two guest shape
 For each page size, one workload (the sample workload, reading its memory all along) is moved back
 and forth between the nodes by `migratepages PID FROM TO` and by `numamove proc PID --to N`, in ABBA
 order so that each tool moves both ways equally often; every move is checked page by page afterwards
-(untimed), each node's recently freed pages are used once before the next move (untimed: see LAUNDER),
-and the workload checks its own bytes at the end.
+(untimed), each node's recently freed pages are used once before the next move and each tool runs once
+doing nothing (untimed: see LAUNDER and warm_up in tests/workload_helper.py), and the workload checks
+its own bytes at the end.
 
 Each round also times `numamove proc 1 --to 0 --dry-run -q` (PID 1 is tiny): numamove's
 start-up, as a user meets it, including the interpreter. Printed per page size, as medians:
@@ -27,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from workload_helper import Launderer, Workload  # noqa: E402
+from workload_helper import Launderer, Workload, warm_up  # noqa: E402
 
 from numamove import _native  # noqa: E402
 from numamove.nodelist import parse_size  # noqa: E402
@@ -93,6 +94,7 @@ def bench_kind(kind: str, size: str, runs: int) -> tuple[dict[str, float], bool]
                     print(f"  {kind}: after {tool} the region is on {where}, not {{{at}}}")
                     ok = False
                 launder()
+                warm_up([NUMAMOVE])
             startup.append(timed([NUMAMOVE, "proc", "1", "--to", "0", "--dry-run", "-q"])[0])
         intact, reads = w.check()
         ok &= intact
