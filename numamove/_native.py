@@ -435,10 +435,11 @@ class ScanContext:
         self.ctx = ffi.new("nm_scan_ctx *", {
             "pagemap_fd": pagemap_fd, "kpageflags_fd": kpageflags_fd, "ranges": self._ranges,
             "n_ranges": len(ranges), "zero_pfn": zero[0], "huge_zero_pfn": zero[1], "scratch": self._scratch})
+        self._nxt = ffi.new("unsigned long *")  # one for every scan: a process may have tens of thousands of mappings
 
     def scan(self, start: int, length: int, page_size: int, out: PageOut, thp: PageOut | None) -> None:
         """Append the present pages of [start, start+length) to out (THP heads to thp)."""
-        nxt = ffi.new("unsigned long *")
+        nxt = self._nxt
         end = start + length
         while True:
             rc = lib.nm_scan_range(self.ctx, start, end - start, page_size, out.out,

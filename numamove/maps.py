@@ -58,23 +58,27 @@ class Mapping:
 
     @property
     def kind(self) -> str:
+        """anon, heap, stack, file, shm or special (collect() asks once per mapping: a process may have
+        tens of thousands, so the common cases, an anonymous or a file mapping, are decided first)."""
         p = self.path
+        if not p:
+            return "anon"
+        if p[0] == "/":
+            if p.startswith(("/dev/shm/", "/SYSV", "/memfd:", "/dev/hugepages/")) or (
+                    self.shared and ("(deleted)" in p or self.hugetlb)):
+                return "shm"  # hugetlbfs files mapped shared are shared memory wherever they are mounted
+            return "anon" if p.startswith("/anon_hugepage") else "file"
         if p == "[heap]":
             return "heap"
         if p.startswith("[stack"):
             return "stack"
-        if p.startswith(("/dev/shm/", "/SYSV", "/memfd:", "/dev/hugepages/")) or (
-                self.shared and p.startswith("/") and ("(deleted)" in p or self.hugetlb)):
-            return "shm"  # hugetlbfs files mapped shared are shared memory wherever they are mounted
-        if p == "" or p.startswith("[anon") or p.startswith("/anon_hugepage"):
+        if p.startswith("[anon"):
             return "anon"
-        if p.startswith("/"):
-            return "file"
         return "special"
 
-    def skip_reason(self) -> str | None:
-        """Why this mapping is not migrated, or None."""
-        if self.path in SPECIAL or self.kind == "special":
+    def skip_reason(self, kind: str | None = None) -> str | None:
+        """Why this mapping is not migrated, or None (kind: self.kind, when the caller has it)."""
+        if (kind or self.kind) == "special" or self.path in SPECIAL:
             return f"special mapping {self.path or '?'}"
         if "io" in self.vmflags or "pf" in self.vmflags:
             return "VM_IO/VM_PFNMAP mapping"
@@ -177,21 +181,26 @@ def read_maps(pid: int, proc: str = "/proc") -> list[Mapping] | None:
     with open_text(f"{proc}/{pid}/maps") as fh:
         text = fh.read()
     types: dict[str, str] | None = None
+    plain: set[str] = set()  # devices as maps writes them ("08:01") found on a PLAIN_FS mount
     maps: list[Mapping] = []
-    for line in text.splitlines():
+    for line in text.splitlines():  # one line a mapping, and a process may have tens of thousands
         parts = line.split(None, 5)
-        m = _header(parts, rss=None)
+        start, _, end = parts[0].partition("-")
+        path = parts[5].strip() if len(parts) > 5 else ""
         if parts[4] != "0":  # the inode: a file mapping
-            if m.path.startswith("/dev/") and not m.path.startswith("/dev/shm/"):
+            if path.startswith("/dev/") and not path.startswith("/dev/shm/"):
                 return None  # a device node (VM_IO?) wherever /dev is mounted (a container's tmpfs /dev)
-            if types is None:
-                types = {}
-                _mount_types(f"{proc}/{pid}/mountinfo", types)
-                _mount_types(f"{proc}/self/mountinfo", types)
-            major, _, minor = parts[3].partition(":")
-            if types.get(f"{int(major, 16)}:{int(minor, 16)}") not in PLAIN_FS:
-                return None
-        maps.append(m)
+            dev = parts[3]
+            if dev not in plain:
+                if types is None:
+                    types = {}
+                    _mount_types(f"{proc}/{pid}/mountinfo", types)
+                    _mount_types(f"{proc}/self/mountinfo", types)
+                major, _, minor = dev.partition(":")
+                if types.get(f"{int(major, 16)}:{int(minor, 16)}") not in PLAIN_FS:
+                    return None
+                plain.add(dev)
+        maps.append(Mapping(int(start, 16), int(end, 16), parts[1], path, rss=None))
     return maps
 
 

@@ -102,10 +102,15 @@ def collect(pid: int, ranges: list[tuple[int, int]] | None = None,
     ps = PageSet(pid)
     try:
         maps = read_maps(pid) if smaps is False else None
-        if maps is not None and sum(m.length for m in maps if m.skip_reason() is None) > MAPS_SCAN_LIMIT:
-            maps = None
+        if maps is not None:
+            kinds = [m.kind for m in maps]
+            whys = [m.skip_reason(k) for m, k in zip(maps, kinds)]
+            if sum(m.length for m, why in zip(maps, whys) if why is None) > MAPS_SCAN_LIMIT:
+                maps = None
         if maps is None:
             maps = read_smaps(pid)
+            kinds = [m.kind for m in maps]
+            whys = [m.skip_reason(k) for m, k in zip(maps, kinds)]
         else:
             ps.source = "maps"
         pagemap = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
@@ -124,27 +129,27 @@ def collect(pid: int, ranges: list[tuple[int, int]] | None = None,
         # page size -> resident bytes: the arrays' first size (from smaps per mapping; from maps the
         # process's VmRSS, which bounds both; the arrays grow if the process grows meanwhile)
         resident: dict[int, int] = {} if ps.source == "smaps" else dict.fromkeys((BASE, HUGE), _vm_rss(pid))
-        for m in maps:
-            clips = _clip(m, ranges)
+        for m, kind, why in zip(maps, kinds, whys):
+            clips = _clip(m, ranges) if ranges else [(m.start, m.end)]
             if not clips:
                 continue  # outside --range: neither moved nor reported
-            why = m.skip_reason()
             if why:
                 if m.rss or (m.rss is None and ctx.present(m.start, m.length)):
                     ps.skipped[why] = ps.skipped.get(why, 0) + 1
                 continue
-            if only is not None and m.kind not in only:
+            if only is not None and kind not in only:
                 continue
             size = m.kernel_page_size if m.hugetlb else BASE
             if m.rss is None:  # from maps: any anonymous mapping may hold THPs (kpageflags finds their heads)
-                todo.append((m, clips, size, kpf >= 0 and m.kind in ("anon", "heap", "stack") and m.length >= HUGE))
+                todo.append((kind, clips, size, kpf >= 0 and kind in ("anon", "heap", "stack") and m.length >= HUGE))
                 continue
             thp = not m.hugetlb and m.anon_huge > 0 and kpf >= 0
             resident[size] = resident.get(size, 0) + m.rss - (m.anon_huge if thp else 0)
             if thp:
                 resident[HUGE] = resident.get(HUGE, 0) + m.anon_huge
-            todo.append((m, clips, size, thp))
-        for m, clips, size, thp in todo:
+            todo.append((kind, clips, size, thp))
+        segments = ps.segments
+        for kind, clips, size, thp in todo:
             out = ps.output(size, resident[size] // size + 16)
             huge = ps.output(HUGE, resident[HUGE] // HUGE + 16) if thp else None
             for lo, hi in clips:
@@ -156,9 +161,9 @@ def collect(pid: int, ranges: list[tuple[int, int]] | None = None,
                         raise NoSuchProcessError(f"PID {pid} exited") from None
                     raise
                 if huge is not None and huge.count > b:
-                    ps.segments.append((m.kind, HUGE, b, huge.count - b))
+                    segments.append((kind, HUGE, b, huge.count - b))
                 if out.count > a:
-                    ps.segments.append((m.kind, size, a, out.count - a))
+                    segments.append((kind, size, a, out.count - a))
         locate(ps)
     finally:
         os.close(pagemap)

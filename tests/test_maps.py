@@ -122,3 +122,35 @@ def test_this_process_pages_are_collected_and_located() -> None:
     assert all(node >= 0 for node, _, _ in counts)
     assert sum(p for p, _ in counts.values()) == 32
     m.close()
+
+
+@pytest.mark.parametrize("path, perms, flags, kind", [
+    ("", "rw-p", "", "anon"),
+    ("[heap]", "rw-p", "", "heap"),
+    ("[stack]", "rw-p", "", "stack"),
+    ("[stack:1234]", "rw-p", "", "stack"),  # a thread's stack, as kernels before 4.5 named it
+    ("[anon:jemalloc]", "rw-p", "", "anon"),  # named with PR_SET_VMA_ANON_NAME
+    ("[anon_shmem:cache]", "rw-s", "sh", "anon"),
+    ("[vdso]", "r-xp", "", "special"),
+    ("[vvar]", "r--p", "pf io", "special"),
+    ("anon_inode:[perf_event]", "r--s", "sh", "special"),
+    ("/anon_hugepage", "rw-p", "ht", "anon"),  # private MAP_HUGETLB
+    ("/anon_hugepage (deleted)", "rw-s", "sh ht", "shm"),  # shared MAP_HUGETLB
+    ("/dev/shm/buf", "rw-s", "sh", "shm"),
+    ("/dev/shm/buf", "r--p", "", "shm"),
+    ("/SYSV0000abcd (deleted)", "rw-s", "sh", "shm"),
+    ("/memfd:pool (deleted)", "rw-s", "sh", "shm"),
+    ("/dev/hugepages/f", "rw-s", "sh ht", "shm"),
+    ("/usr/lib/x86_64-linux-gnu/libc.so.6", "r-xp", "", "file"),
+    ("/srv/data/file with spaces", "rw-s", "sh", "file"),
+    ("/tmp/gone (deleted)", "rw-s", "sh", "shm"),  # a shared mapping of an unlinked file: shared memory
+    ("/tmp/gone (deleted)", "r--p", "", "file"),
+    ("/mnt/huge/f", "rw-s", "sh ht", "shm"),  # hugetlbfs mounted anywhere, mapped shared
+    ("/mnt/huge/f", "rw-p", "ht", "file"),
+])
+def test_every_kind_of_mapping_path(path: str, perms: str, flags: str, kind: str) -> None:
+    """Mapping.kind for each form of path the kernel writes in maps (collect() asks it once a mapping, and
+    --only, the report's kinds and which mappings may hold THPs follow it)."""
+    m = Mapping(0x1000, 0x2000, perms, path, rss=None, vmflags=frozenset(flags.split()))
+    assert m.kind == kind
+    assert (m.skip_reason(kind) is not None) == (kind == "special") == (m.skip_reason() is not None)
