@@ -148,28 +148,49 @@ def collect(pid: int, ranges: list[tuple[int, int]] | None = None,
             if thp:
                 resident[HUGE] = resident.get(HUGE, 0) + m.anon_huge
             todo.append((kind, clips, size, thp))
-        segments = ps.segments
+        # page size -> (kind, first index) of the segment being filled: consecutive mappings of one kind
+        # fill one segment, so the arrays' counts are read where the kind changes, not at every mapping
+        filling: dict[int, tuple[str, int]] = {}
         for kind, clips, size, thp in todo:
             out = ps.output(size, resident[size] // size + 16)
-            huge = ps.output(HUGE, resident[HUGE] // HUGE + 16) if thp else None
+            _segment(ps, filling, size, kind, out)
+            huge = None
+            if thp:
+                huge = ps.output(HUGE, resident[HUGE] // HUGE + 16)
+                _segment(ps, filling, HUGE, kind, huge)
             for lo, hi in clips:
-                a, b = out.count, huge.count if huge is not None else 0
                 try:
                     ctx.scan(lo, hi - lo, size, out, huge)
                 except OSError as exc:
                     if exc.errno == errno.ESRCH:
                         raise NoSuchProcessError(f"PID {pid} exited") from None
                     raise
-                if huge is not None and huge.count > b:
-                    segments.append((kind, HUGE, b, huge.count - b))
-                if out.count > a:
-                    segments.append((kind, size, a, out.count - a))
+        _close_segments(ps, filling)
         locate(ps)
     finally:
         os.close(pagemap)
         if kpf >= 0:
             os.close(kpf)
     return ps
+
+
+def _segment(ps: PageSet, filling: dict[int, tuple[str, int]], size: int, kind: str, out: _native.PageOut) -> None:
+    """Pages of kind are about to go into out (the page-size class size): close the class's segment if it
+    holds another kind, and start one for kind."""
+    cur = filling.get(size)
+    if cur is not None and cur[0] == kind:
+        return
+    n = out.count
+    if cur is not None and n > cur[1]:
+        ps.segments.append((cur[0], size, cur[1], n - cur[1]))
+    filling[size] = (kind, n)
+
+
+def _close_segments(ps: PageSet, filling: dict[int, tuple[str, int]]) -> None:
+    for size, (kind, first) in filling.items():
+        n = ps.classes[size].count
+        if n > first:
+            ps.segments.append((kind, size, first, n - first))
 
 
 def locate(ps: PageSet) -> None:

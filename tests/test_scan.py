@@ -214,3 +214,35 @@ def test_a_shared_anonymous_mapping_or_a_huge_address_space_is_read_from_smaps(
     assert collect(os.getpid()).source == "maps"
     monkeypatch.setattr(scan, "MAPS_SCAN_LIMIT", 1 << 20)
     assert collect(os.getpid()).source == "smaps"
+
+
+def test_consecutive_mappings_of_one_kind_fill_one_segment() -> None:
+    """collect() records the pages of each kind per page-size class as segments of the class's array; a
+    run of mappings of one kind is one segment (the count is read where the kind changes), an empty run
+    none, and the tally by kind adds up to what each mapping put in."""
+    from numamove.scan import HUGE, PageSet, _close_segments, _segment
+
+    class Out:
+        def __init__(self) -> None:
+            self.count = 0
+            self.nodes = None
+
+    ps = PageSet(1)
+    outs = {4096: Out(), HUGE: Out()}
+    ps.classes = outs  # type: ignore[assignment]
+    filling: dict[int, tuple[str, int]] = {}
+    put = [(4096, "file", 3), (4096, "file", 2), (4096, "anon", 4), (HUGE, "anon", 1), (4096, "file", 0),
+           (4096, "heap", 5), (HUGE, "anon", 2), (HUGE, "stack", 0), (4096, "heap", 1)]
+    for size, kind, n in put:
+        _segment(ps, filling, size, kind, outs[size])  # type: ignore[arg-type]
+        outs[size].count += n
+    _close_segments(ps, filling)
+    assert sorted(ps.segments) == sorted([("file", 4096, 0, 5), ("anon", 4096, 5, 4), ("heap", 4096, 9, 6),
+                                          ("anon", HUGE, 0, 3)])
+    want: dict[tuple[str, int], int] = {}
+    for size, kind, n in put:
+        want[(kind, size)] = want.get((kind, size), 0) + n
+    got: dict[tuple[str, int], int] = {}
+    for kind, size, _first, n in ps.segments:
+        got[(kind, size)] = got.get((kind, size), 0) + n
+    assert got == {k: v for k, v in want.items() if v}
