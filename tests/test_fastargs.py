@@ -154,3 +154,19 @@ def test_the_file_fast_path_imports_nothing_heavy(args: list[str], tmp_path: Any
         for p in (path, path + "-out"):
             if os.path.exists(p):
                 os.unlink(p)
+
+
+def test_the_command_collects_cycles_rarely() -> None:
+    """The command (entry.run, behind both launchers) sets the cyclic collector's first threshold to
+    100,000 allocations before it runs anything: reading a process's thousands of mappings then sets
+    off no collection (1-2.7 ms of a 40 ms run for 8,000 mappings). The library keeps Python's default."""
+    code = ("import gc, sys, numamove.entry as e\n"
+            "before = gc.get_threshold()[0]\n"
+            "def main():\n"
+            "    print(before, gc.get_threshold()[0], flush=True)\n"
+            "    return 0\n"
+            "e.main = main\n"
+            "e.run()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["700", "100000"]
