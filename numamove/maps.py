@@ -185,10 +185,9 @@ def read_maps(pid: int, proc: str = "/proc") -> list[Mapping] | None:
     maps: list[Mapping] = []
     for line in text.splitlines():  # one line a mapping, and a process may have tens of thousands
         parts = line.split(None, 5)
-        start, _, end = parts[0].partition("-")
-        path = parts[5].strip() if len(parts) > 5 else ""
+        m = _header(parts, rss=None)
         if parts[4] != "0":  # the inode: a file mapping
-            if path.startswith("/dev/") and not path.startswith("/dev/shm/"):
+            if m.path.startswith("/dev/") and not m.path.startswith("/dev/shm/"):
                 return None  # a device node (VM_IO?) wherever /dev is mounted (a container's tmpfs /dev)
             dev = parts[3]
             if dev not in plain:
@@ -200,7 +199,7 @@ def read_maps(pid: int, proc: str = "/proc") -> list[Mapping] | None:
                 if types.get(f"{int(major, 16)}:{int(minor, 16)}") not in PLAIN_FS:
                     return None
                 plain.add(dev)
-        maps.append(Mapping(int(start, 16), int(end, 16), parts[1], path, rss=None))
+        maps.append(m)
     return maps
 
 

@@ -25,7 +25,7 @@ import errno
 import os
 
 from . import _native
-from .maps import BASE, HUGE, read_maps, read_smaps
+from .maps import BASE, HUGE, Mapping, read_maps, read_smaps
 from .maps import clip as _clip
 
 CAP_SYS_ADMIN = 21
@@ -103,14 +103,12 @@ def collect(pid: int, ranges: list[tuple[int, int]] | None = None,
     try:
         maps = read_maps(pid) if smaps is False else None
         if maps is not None:
-            kinds = [m.kind for m in maps]
-            whys = [m.skip_reason(k) for m, k in zip(maps, kinds)]
+            kinds, whys = _classified(maps)
             if sum(m.length for m, why in zip(maps, whys) if why is None) > MAPS_SCAN_LIMIT:
                 maps = None
         if maps is None:
             maps = read_smaps(pid)
-            kinds = [m.kind for m in maps]
-            whys = [m.skip_reason(k) for m, k in zip(maps, kinds)]
+            kinds, whys = _classified(maps)
         else:
             ps.source = "maps"
         pagemap = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
@@ -130,7 +128,7 @@ def collect(pid: int, ranges: list[tuple[int, int]] | None = None,
         # process's VmRSS, which bounds both; the arrays grow if the process grows meanwhile)
         resident: dict[int, int] = {} if ps.source == "smaps" else dict.fromkeys((BASE, HUGE), _vm_rss(pid))
         for m, kind, why in zip(maps, kinds, whys):
-            clips = _clip(m, ranges) if ranges else [(m.start, m.end)]
+            clips = _clip(m, ranges)
             if not clips:
                 continue  # outside --range: neither moved nor reported
             if why:
@@ -172,6 +170,12 @@ def collect(pid: int, ranges: list[tuple[int, int]] | None = None,
         if kpf >= 0:
             os.close(kpf)
     return ps
+
+
+def _classified(maps: list[Mapping]) -> tuple[list[str], list[str | None]]:
+    """Each mapping's kind and skip reason, each worked out once (a process may have tens of thousands)."""
+    kinds = [m.kind for m in maps]
+    return kinds, [m.skip_reason(k) for m, k in zip(maps, kinds)]
 
 
 def _segment(ps: PageSet, filling: dict[int, tuple[str, int]], size: int, kind: str, out: _native.PageOut) -> None:
