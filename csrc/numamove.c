@@ -1085,6 +1085,39 @@ int nm_scan_range(const nm_scan_ctx *ctx, unsigned long start, size_t len, size_
 	return 0;
 }
 
+int nm_scan_ranges(const nm_scan_ctx *ctx, size_t n, const unsigned long *starts, const unsigned long *ends,
+		   const size_t *sizes, nm_page_out *const *outs, nm_page_out *const *thps,
+		   size_t *got, size_t *got_thp, size_t *done, unsigned long *next)
+{
+	size_t i;
+
+	if (!done || !next || (n && (!starts || !ends || !sizes || !outs || !thps || !got || !got_thp)))
+		return -EINVAL;
+	for (i = *done; i < n; i++) {
+		unsigned long from = starts[i];
+		nm_page_out *out = outs[i], *thp = thps[i];
+		size_t a, b;
+		int rc;
+
+		if (i == *done && *next > from && *next < ends[i])
+			from = *next;
+		if (!out || ends[i] < from)
+			return -EINVAL;
+		a = out->count;
+		b = thp ? thp->count : 0;
+		rc = nm_scan_range(ctx, from, ends[i] - from, sizes[i], out, thp, next);
+		got[i] += out->count - a;
+		if (thp)
+			got_thp[i] += thp->count - b;
+		if (rc || *next < ends[i]) { /* failed, or an output is full */
+			*done = i;
+			return rc;
+		}
+	}
+	*done = n;
+	return 0;
+}
+
 int nm_tally(const int *values, size_t n, int *keys, size_t *counts)
 {
 	size_t i;

@@ -310,6 +310,20 @@ int nm_scan_range(const nm_scan_ctx *ctx, unsigned long start, size_t len, size_
 		  nm_page_out *out, nm_page_out *thp, unsigned long *next);
 
 /*
+ * nm_scan_range over n ranges in one call (a process may have tens of
+ * thousands of mappings): range i is [starts[i], ends[i]) of sizes[i] pages,
+ * into outs[i] (THP heads into thps[i] where that is not NULL).  got[i] and
+ * got_thp[i] are increased by the entries range i appended to each.
+ * Starts at range *done, and inside it at *next when *next lies within it.
+ * Returns 0 with *done == n when every range is scanned; 0 with *done < n
+ * when an output is full (grow it and call again: *next says where range
+ * *done resumes); -errno (of pread) with *done at the range that failed.
+ */
+int nm_scan_ranges(const nm_scan_ctx *ctx, size_t n, const unsigned long *starts, const unsigned long *ends,
+		   const size_t *sizes, nm_page_out *const *outs, nm_page_out *const *thps,
+		   size_t *got, size_t *got_thp, size_t *done, unsigned long *next);
+
+/*
  * Histogram of values[0..n): up to NM_HIST_MAX distinct values into keys[] and
  * counts[] (in first-seen order).  Returns the number of distinct values, or
  * -E2BIG when there are more (counts then cover only those listed).

@@ -437,19 +437,26 @@ class ScanContext:
             "n_ranges": len(ranges), "zero_pfn": zero[0], "huge_zero_pfn": zero[1], "scratch": self._scratch})
         self._nxt = ffi.new("unsigned long *")  # one for every scan: a process may have tens of thousands of mappings
 
-    def scan(self, start: int, length: int, page_size: int, out: PageOut, thp: PageOut | None) -> None:
-        """Append the present pages of [start, start+length) to out (THP heads to thp)."""
-        nxt = self._nxt
-        end = start + length
+    def scan_all(self, starts: list[int], ends: list[int], sizes: list[int], outs: list[PageOut],
+                 thps: list[PageOut | None]) -> tuple[list[int], list[int]]:
+        """scan() of every range [starts[i], ends[i]) in one C call (nm_scan_ranges), growing a full output
+        and going on; the entries each range appended to its out and to its thp."""
+        n = len(starts)
+        got, got_thp = ffi.new("size_t[]", n), ffi.new("size_t[]", n)
+        c_starts, c_ends = ffi.new("unsigned long[]", starts), ffi.new("unsigned long[]", ends)
+        c_sizes = ffi.new("size_t[]", sizes)
+        c_outs = ffi.new("nm_page_out *[]", [o.out for o in outs])
+        c_thps = ffi.new("nm_page_out *[]", [ffi.NULL if t is None else t.out for t in thps])
+        done, nxt = ffi.new("size_t *"), self._nxt
+        nxt[0] = 0
         while True:
-            rc = lib.nm_scan_range(self.ctx, start, end - start, page_size, out.out,
-                                   thp.out if thp is not None else ffi.NULL, nxt)
+            rc = lib.nm_scan_ranges(self.ctx, n, c_starts, c_ends, c_sizes, c_outs, c_thps, got, got_thp, done, nxt)
             _check(rc, "pread", "reading /proc/PID/pagemap")
-            if nxt[0] >= end:
-                return
-            start = nxt[0]
-            full = thp if thp is not None and thp.out.count >= thp.out.cap else out
-            full.grow()
+            i = done[0]
+            if i >= n:
+                return ffi.unpack(got, n), ffi.unpack(got_thp, n)
+            thp = thps[i]
+            (thp if thp is not None and thp.out.count >= thp.out.cap else outs[i]).grow()
 
     def present(self, start: int, length: int) -> bool:
         """Whether [start, start+length) has a present page (the scan stops at the first)."""

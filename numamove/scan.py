@@ -146,24 +146,30 @@ def collect(pid: int, ranges: list[tuple[int, int]] | None = None,
             if thp:
                 resident[HUGE] = resident.get(HUGE, 0) + m.anon_huge
             todo.append((kind, clips, size, thp))
-        # page size -> (kind, first index) of the segment being filled: consecutive mappings of one kind
-        # fill one segment, so the arrays' counts are read where the kind changes, not at every mapping
-        filling: dict[int, tuple[str, int]] = {}
+        # every range in one C call: a process may have tens of thousands of mappings
+        starts: list[int] = []
+        ends: list[int] = []
+        sizes: list[int] = []
+        outs: list[_native.PageOut] = []
+        thps: list[_native.PageOut | None] = []
+        kinds_of: list[str] = []
         for kind, clips, size, thp in todo:
             out = ps.output(size, resident[size] // size + 16)
-            _segment(ps, filling, size, kind, out)
-            huge = None
-            if thp:
-                huge = ps.output(HUGE, resident[HUGE] // HUGE + 16)
-                _segment(ps, filling, HUGE, kind, huge)
+            huge = ps.output(HUGE, resident[HUGE] // HUGE + 16) if thp else None
             for lo, hi in clips:
-                try:
-                    ctx.scan(lo, hi - lo, size, out, huge)
-                except OSError as exc:
-                    if exc.errno == errno.ESRCH:
-                        raise NoSuchProcessError(f"PID {pid} exited") from None
-                    raise
-        _close_segments(ps, filling)
+                starts.append(lo)
+                ends.append(hi)
+                sizes.append(size)
+                outs.append(out)
+                thps.append(huge)
+                kinds_of.append(kind)
+        try:
+            got, got_thp = ctx.scan_all(starts, ends, sizes, outs, thps)
+        except OSError as exc:
+            if exc.errno == errno.ESRCH:
+                raise NoSuchProcessError(f"PID {pid} exited") from None
+            raise
+        ps.segments = _segments(kinds_of, sizes, got, got_thp)
         locate(ps)
     finally:
         os.close(pagemap)
@@ -178,23 +184,28 @@ def _classified(maps: list[Mapping]) -> tuple[list[str], list[str | None]]:
     return kinds, [m.skip_reason(k) for m, k in zip(maps, kinds)]
 
 
-def _segment(ps: PageSet, filling: dict[int, tuple[str, int]], size: int, kind: str, out: _native.PageOut) -> None:
-    """Pages of kind are about to go into out (the page-size class size): close the class's segment if it
-    holds another kind, and start one for kind."""
-    cur = filling.get(size)
-    if cur is not None and cur[0] == kind:
-        return
-    n = out.count
-    if cur is not None and n > cur[1]:
-        ps.segments.append((cur[0], size, cur[1], n - cur[1]))
-    filling[size] = (kind, n)
-
-
-def _close_segments(ps: PageSet, filling: dict[int, tuple[str, int]]) -> None:
-    for size, (kind, first) in filling.items():
-        n = ps.classes[size].count
-        if n > first:
-            ps.segments.append((kind, size, first, n - first))
+def _segments(kinds: list[str], sizes: list[int], got: list[int],
+              got_thp: list[int]) -> list[tuple[str, int, int, int]]:
+    """(kind, page size, first index, count) runs of each page-size array, from what each range (in scan
+    order, of kinds[i] and pages of sizes[i]) appended to its array (got) and to the THP array (got_thp):
+    consecutive ranges of one kind make one run."""
+    segments: list[tuple[str, int, int, int]] = []
+    pos: dict[int, int] = {}  # page size -> entries so far
+    filling: dict[int, tuple[str, int]] = {}  # page size -> (kind, first index) of the run being filled
+    for kind, size, g, gt in zip(kinds, sizes, got, got_thp):
+        for sz, n in ((size, g), (HUGE, gt)) if gt else ((size, g),):
+            if not n:
+                continue
+            at = pos.get(sz, 0)
+            cur = filling.get(sz)
+            if cur is None or cur[0] != kind:
+                if cur is not None:
+                    segments.append((cur[0], sz, cur[1], at - cur[1]))
+                filling[sz] = (kind, at)
+            pos[sz] = at + n
+    for sz, (kind, first) in filling.items():
+        segments.append((kind, sz, first, pos[sz] - first))
+    return segments
 
 
 def locate(ps: PageSet) -> None:

@@ -72,17 +72,24 @@ def test_arrays_follow_resident_pages_not_virtual_size() -> None:
 
 
 def test_arrays_grow_when_a_process_has_more_pages_than_smaps_said() -> None:
-    """A scan that fills its arrays grows them and carries on: no page is dropped."""
+    """A scan that fills its arrays grows them and carries on, inside a range and into the next ones (all
+    ranges go to C in one call): no page is dropped, each range's count is its own, order is kept."""
     m = mmap.mmap(-1, 2000 * 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     m.madvise(mmap.MADV_NOHUGEPAGE)
     for off in range(0, len(m), 4096):
         m[off] = 1
     a = _addr(m)
     ctx = _native.ScanContext(os.open("/proc/self/pagemap", os.O_RDONLY), -1, [], (0, 0))
-    out = _native.PageOut(4096, 16)  # far too small on purpose
-    ctx.scan(a, len(m), 4096, out, None)
-    assert out.count == 2000 and out.out.cap >= 2000
-    assert int(_native.ffi.cast("uintptr_t", out.pages[1999])) == a + 1999 * 4096
+    one, two = _native.PageOut(4096, 16), _native.PageOut(4096, 16)  # far too small on purpose
+    cuts = [0, 700, 1500, 2000]
+    got, got_thp = ctx.scan_all([a + c * 4096 for c in cuts[:-1]], [a + c * 4096 for c in cuts[1:]],
+                                [4096] * 3, [one, two, one], [None] * 3)
+    assert got == [700, 800, 500] and got_thp == [0, 0, 0]
+    assert one.count == 1200 and two.count == 800 and one.out.cap >= 1200
+    at = [int(_native.ffi.cast("uintptr_t", one.pages[i])) for i in range(1200)]
+    assert at == [a + p * 4096 for p in [*range(700), *range(1500, 2000)]]
+    assert int(_native.ffi.cast("uintptr_t", two.pages[799])) == a + 1499 * 4096
+    assert ctx.scan_all([], [], [], [], []) == ([], [])
     os.close(ctx.ctx.pagemap_fd)
     m.close()
 
@@ -217,32 +224,24 @@ def test_a_shared_anonymous_mapping_or_a_huge_address_space_is_read_from_smaps(
 
 
 def test_consecutive_mappings_of_one_kind_fill_one_segment() -> None:
-    """collect() records the pages of each kind per page-size class as segments of the class's array; a
-    run of mappings of one kind is one segment (the count is read where the kind changes), an empty run
-    none, and the tally by kind adds up to what each mapping put in."""
-    from numamove.scan import HUGE, PageSet, _close_segments, _segment
+    """collect() records the pages of each kind per page-size array as segments, from what each range
+    appended: a run of ranges of one kind is one segment, a range that found nothing makes none, a range
+    with THPs adds to the THP array's segments, and the tally by kind adds up to what each range put in."""
+    from numamove.scan import HUGE, _segments
 
-    class Out:
-        def __init__(self) -> None:
-            self.count = 0
-            self.nodes = None
-
-    ps = PageSet(1)
-    outs = {4096: Out(), HUGE: Out()}
-    ps.classes = outs  # type: ignore[assignment]
-    filling: dict[int, tuple[str, int]] = {}
-    put = [(4096, "file", 3), (4096, "file", 2), (4096, "anon", 4), (HUGE, "anon", 1), (4096, "file", 0),
-           (4096, "heap", 5), (HUGE, "anon", 2), (HUGE, "stack", 0), (4096, "heap", 1)]
-    for size, kind, n in put:
-        _segment(ps, filling, size, kind, outs[size])  # type: ignore[arg-type]
-        outs[size].count += n
-    _close_segments(ps, filling)
-    assert sorted(ps.segments) == sorted([("file", 4096, 0, 5), ("anon", 4096, 5, 4), ("heap", 4096, 9, 6),
-                                          ("anon", HUGE, 0, 3)])
+    put = [("file", 4096, 3, 0), ("file", 4096, 2, 0), ("anon", 4096, 4, 1), ("file", 4096, 0, 0),
+           ("heap", 4096, 5, 0), ("anon", 4096, 0, 2), ("stack", 4096, 0, 0), ("heap", 4096, 1, 0),
+           ("anon", 2 << 20, 2, 0)]
+    segs = _segments([k for k, *_ in put], [s for _, s, _, _ in put], [g for *_, g, _ in put],
+                     [t for *_, t in put])
+    assert sorted(segs) == sorted([("file", 4096, 0, 5), ("anon", 4096, 5, 4), ("heap", 4096, 9, 6),
+                                   ("anon", HUGE, 0, 3 + 2)])
     want: dict[tuple[str, int], int] = {}
-    for size, kind, n in put:
-        want[(kind, size)] = want.get((kind, size), 0) + n
+    for kind, size, g, t in put:
+        for sz, n in ((size, g), (HUGE, t)):
+            if n:
+                want[(kind, sz)] = want.get((kind, sz), 0) + n
     got: dict[tuple[str, int], int] = {}
-    for kind, size, _first, n in ps.segments:
+    for kind, size, _first, n in segs:
         got[(kind, size)] = got.get((kind, size), 0) + n
-    assert got == {k: v for k, v in want.items() if v}
+    assert got == want
