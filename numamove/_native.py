@@ -435,20 +435,19 @@ class ScanContext:
         self.ctx = ffi.new("nm_scan_ctx *", {
             "pagemap_fd": pagemap_fd, "kpageflags_fd": kpageflags_fd, "ranges": self._ranges,
             "n_ranges": len(ranges), "zero_pfn": zero[0], "huge_zero_pfn": zero[1], "scratch": self._scratch})
-        self._nxt = ffi.new("unsigned long *")  # one for every scan: a process may have tens of thousands of mappings
 
     def scan_all(self, starts: list[int], ends: list[int], sizes: list[int], outs: list[PageOut],
                  thps: list[PageOut | None]) -> tuple[list[int], list[int]]:
-        """scan() of every range [starts[i], ends[i]) in one C call (nm_scan_ranges), growing a full output
-        and going on; the entries each range appended to its out and to its thp."""
+        """Append the present pages of every range [starts[i], ends[i]) (pages of sizes[i]) to outs[i], THP
+        heads to thps[i], in one C call (nm_scan_ranges), growing a full output and going on; the entries
+        each range appended to its out and to its thp."""
         n = len(starts)
         got, got_thp = ffi.new("size_t[]", n), ffi.new("size_t[]", n)
         c_starts, c_ends = ffi.new("unsigned long[]", starts), ffi.new("unsigned long[]", ends)
         c_sizes = ffi.new("size_t[]", sizes)
         c_outs = ffi.new("nm_page_out *[]", [o.out for o in outs])
         c_thps = ffi.new("nm_page_out *[]", [ffi.NULL if t is None else t.out for t in thps])
-        done, nxt = ffi.new("size_t *"), self._nxt
-        nxt[0] = 0
+        done, nxt = ffi.new("size_t *"), ffi.new("unsigned long *")
         while True:
             rc = lib.nm_scan_ranges(self.ctx, n, c_starts, c_ends, c_sizes, c_outs, c_thps, got, got_thp, done, nxt)
             _check(rc, "pread", "reading /proc/PID/pagemap")

@@ -103,9 +103,12 @@ _LAUNDER_CODE = ("import mmap, sys\n"
 
 
 class Launderer:
-    """One process per memory node, bound there, that touches and frees LAUNDER bytes on request."""
+    """What the guest benchmarks do between two timed moves, untimed: one process per memory node, bound
+    there, touches and frees LAUNDER bytes, then each tool runs once doing nothing (warm_up; numamove: how
+    to start it)."""
 
-    def __init__(self, nodes: list[int]) -> None:
+    def __init__(self, nodes: list[int], numamove: list[str]) -> None:
+        self.numamove = numamove
         self.procs = [subprocess.Popen(["numactl", f"--membind={n}", sys.executable, "-c", _LAUNDER_CODE],
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for n in nodes]
 
@@ -116,6 +119,7 @@ class Launderer:
             p.stdin.flush()
             if p.stdout.readline().strip() != "done":
                 raise SystemExit("the launderer died")
+        warm_up(self.numamove)
 
     def close(self) -> None:
         for p in self.procs:

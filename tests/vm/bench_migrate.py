@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from workload_helper import Launderer, Workload, warm_up  # noqa: E402
+from workload_helper import Launderer, Workload  # noqa: E402
 
 from numamove import _native  # noqa: E402
 from numamove.nodelist import parse_size  # noqa: E402
@@ -63,7 +63,7 @@ def main() -> int:
     print(f"(numamove CLI start-up in this guest: {time.perf_counter() - t0:.2f} s; the proc figures below "
           "call numamove in-process, without it)")
     ok = True
-    with Launderer(topo.ids) as launder:
+    with Launderer(topo.ids, [sys.executable, "-m", "numamove"]) as launder:
         for kind in [k for k in KINDS if k in ("huge", "4k")]:
             args = ["--size", "0", "--huge", SIZE] if kind == "huge" else ["--size", SIZE]
             with Workload(*args, "--node", "0") as w:
@@ -83,7 +83,6 @@ def main() -> int:
                             at = 1 - at
                             ok &= nodes_of(w.pid, *region) == {at}
                             launder()
-                            warm_up([sys.executable, "-m", "numamove"])
                             continue
                         if PROFILE and not nm:
                             import cProfile
@@ -102,7 +101,6 @@ def main() -> int:
                         at = 1 - at
                         ok &= nodes_of(w.pid, *region) == {at} and not rep.failed
                         launder()
-                        warm_up([sys.executable, "-m", "numamove"])
                 intact, _ = w.check()
                 ok &= intact
                 a, b = statistics.median(mp), statistics.median(nm)

@@ -13,7 +13,7 @@ Each round also times `numamove proc 1 --to 0 --dry-run -q` (PID 1 is tiny): num
 start-up, as a user meets it, including the interpreter. Printed per page size, as medians:
 end to end (whole processes), numamove's wall minus that start-up, and numamove's own move
 phase (from its --json timings), each against migratepages' whole run. Times under TCG are
-for ratios only: Python start-up there is ~35x the host's (~0.5 s on the development VM).
+for ratios only: numamove's start-up there is ~25x the host's (~0.34 s on the development VM).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from workload_helper import Launderer, Workload, warm_up  # noqa: E402
+from workload_helper import Launderer, Workload  # noqa: E402
 
 from numamove import _native  # noqa: E402
 from numamove.nodelist import parse_size  # noqa: E402
@@ -61,7 +61,7 @@ def bench_kind(kind: str, size: str, runs: int) -> tuple[dict[str, float], bool]
     booked: list[float] = []
     inner: list[float] = []  # numamove's own start-up, from its import (the interpreter's comes before)
     ok = True
-    with Launderer(read_topology().ids) as launder, Workload(*args, "--node", "0") as w:
+    with Launderer(read_topology().ids, [NUMAMOVE]) as launder, Workload(*args, "--node", "0") as w:
         region = w.huge if kind == "THP" else w.anon
         at = 0
         for r in range(runs):
@@ -94,7 +94,6 @@ def bench_kind(kind: str, size: str, runs: int) -> tuple[dict[str, float], bool]
                     print(f"  {kind}: after {tool} the region is on {where}, not {{{at}}}")
                     ok = False
                 launder()
-                warm_up([NUMAMOVE])
             startup.append(timed([NUMAMOVE, "proc", "1", "--to", "0", "--dry-run", "-q"])[0])
         intact, reads = w.check()
         ok &= intact

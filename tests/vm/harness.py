@@ -330,7 +330,8 @@ def qemu_command(topo: Topology, vmlinux: Path, initrd: Path, results: Path) -> 
         # detector's default is set for hardware; under TCG the kernel runs ~25x slower, and two clean-clone
         # CI runs on 2026-11-28 failed on "soft lockup - CPU#N stuck for 22s! [python:192]" (pytest's
         # own process, in test_destination_outside_cpuset_needs_set_mems) with every test passed: most
-        # likely the stall norandmaps below removes (the same test had it in a later probe), not proven. A lockup of a minute still fails the run, as does every other line of KERNEL_TROUBLE.
+        # likely the stall norandmaps below removes (the same test had it in a later probe), not proven. A
+        # lockup of a minute still fails the run, as does every other line of KERNEL_TROUBLE.
         # softlockup_all_cpu_backtrace: a lockup's report (kept in dmesg.txt) shows every CPU, so a CPU
         # spinning on a lock another holds shows both.
         # norandmaps (no address-space randomization in the guest): QEMU keys its translated code by a
