@@ -58,61 +58,66 @@ def main() -> int:
     allowed = frozenset(os.sched_getaffinity(0))
     print(f"guest: {os.cpu_count()} CPUs, nodes {topo.ids}, "
           f"CPUs per node {[len(topo.nodes[n].cpus) for n in topo.ids]}, workload {SIZE}, {RUNS} runs")
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "numamove", "--version"], check=True, capture_output=True)
-    print(f"(numamove CLI start-up in this guest: {time.perf_counter() - t0:.2f} s; the proc figures below "
-          "call numamove in-process, without it)")
+    print("(the proc figures call numamove in-process, without the CLI's start-up; the file figures time "
+          "whole processes)")
     ok = True
     with Launderer(topo.ids, [sys.executable, "-m", "numamove"]) as launder:
-        for kind in [k for k in KINDS if k in ("huge", "4k")]:
-            args = ["--size", "0", "--huge", SIZE] if kind == "huge" else ["--size", SIZE]
-            with Workload(*args, "--node", "0") as w:
-                region = w.huge if kind == "huge" else w.anon
-                target = resolve_targets([w.pid])[0][0]
-                at = 0
-                mp: list[float] = []
-                nm: list[float] = []
-                for r in range(RUNS):
-                    # ABBA order: each tool moves in both directions equally often (the nodes are not
-                    # alike: node 0 holds the kernel and is fragmented, so THP allocation there costs more)
-                    for tool in (("mp", "nm") if r % 2 == 0 else ("nm", "mp")):
-                        t = time.perf_counter()
-                        if tool == "mp":
-                            subprocess.run(["migratepages", str(w.pid), str(at), str(1 - at)], check=True)
-                            mp.append(time.perf_counter() - t)
-                            at = 1 - at
-                            ok &= nodes_of(w.pid, *region) == {at}
-                            launder()
-                            continue
-                        if PROFILE and not nm:
-                            import cProfile
-                            import pstats
-
-                            prof = cProfile.Profile()
-                            rep = prof.runcall(migrate, target, topo, MoveOptions(1 - at, **opts), None, None,
-                                               here, allowed)
-                            pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
-                        else:
-                            rep = migrate(target, topo, MoveOptions(1 - at, **opts), None, None, here, allowed)
-                        nm.append(time.perf_counter() - t)
-                        print(f"  numamove {at}->{1 - at}: {nm[-1]:.2f} s (move_pages phase {rep.seconds:.2f} s, "
-                              f"longest call {rep.max_call_ms:.0f} ms); "
-                              f"migratepages so far {[round(x, 2) for x in mp]}")
-                        at = 1 - at
-                        ok &= nodes_of(w.pid, *region) == {at} and not rep.failed
-                        launder()
-                intact, _ = w.check()
-                ok &= intact
-                a, b = statistics.median(mp), statistics.median(nm)
-                mib = parse_size(SIZE) / 2**20
-                threads = rep.plans[0].threads if rep.plans else 0
-                print(f"{kind:>4} pages, {mib:.0f} MiB: migratepages median {a:.2f} s; numamove median {b:.2f} s "
-                      f"({threads} threads, {rep.batches} move_pages calls in the last run): "
-                      f"numamove {a / b:.2f}x faster; data intact: {intact}")
-    if "file" in KINDS:
-        ok &= bench_file(topo, here, allowed)
+        ok &= bench_proc(topo, here, allowed, opts, launder)
+        if "file" in KINDS:
+            ok &= bench_file(topo, here, allowed, launder)
     print("verified: every page on the destination after every move" if ok else "VERIFICATION FAILED")
     return 0 if ok else 1
+
+
+def bench_proc(topo: Any, here: int, allowed: frozenset[int], opts: dict[str, Any], launder: Launderer) -> bool:
+    """numamove's proc path in-process against the migratepages CLI, on one workload per page size."""
+    ok = True
+    for kind in [k for k in KINDS if k in ("huge", "4k")]:
+        args = ["--size", "0", "--huge", SIZE] if kind == "huge" else ["--size", SIZE]
+        with Workload(*args, "--node", "0") as w:
+            region = w.huge if kind == "huge" else w.anon
+            target = resolve_targets([w.pid])[0][0]
+            at = 0
+            mp: list[float] = []
+            nm: list[float] = []
+            for r in range(RUNS):
+                # ABBA order: each tool moves in both directions equally often (the nodes are not
+                # alike: node 0 holds the kernel and is fragmented, so THP allocation there costs more)
+                for tool in (("mp", "nm") if r % 2 == 0 else ("nm", "mp")):
+                    t = time.perf_counter()
+                    if tool == "mp":
+                        subprocess.run(["migratepages", str(w.pid), str(at), str(1 - at)], check=True)
+                        mp.append(time.perf_counter() - t)
+                        at = 1 - at
+                        ok &= nodes_of(w.pid, *region) == {at}
+                        launder()
+                        continue
+                    if PROFILE and not nm:
+                        import cProfile
+                        import pstats
+
+                        prof = cProfile.Profile()
+                        rep = prof.runcall(migrate, target, topo, MoveOptions(1 - at, **opts), None, None,
+                                           here, allowed)
+                        pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
+                    else:
+                        rep = migrate(target, topo, MoveOptions(1 - at, **opts), None, None, here, allowed)
+                    nm.append(time.perf_counter() - t)
+                    print(f"  numamove {at}->{1 - at}: {nm[-1]:.2f} s (move_pages phase {rep.seconds:.2f} s, "
+                          f"longest call {rep.max_call_ms:.0f} ms); "
+                          f"migratepages so far {[round(x, 2) for x in mp]}")
+                    at = 1 - at
+                    ok &= nodes_of(w.pid, *region) == {at} and not rep.failed
+                    launder()
+            intact, _ = w.check()
+            ok &= intact
+            a, b = statistics.median(mp), statistics.median(nm)
+            mib = parse_size(SIZE) / 2**20
+            threads = rep.plans[0].threads if rep.plans else 0
+            print(f"{kind:>4} pages, {mib:.0f} MiB: migratepages median {a:.2f} s; numamove median {b:.2f} s "
+                  f"({threads} threads, {rep.batches} move_pages calls in the last run): "
+                  f"numamove {a / b:.2f}x faster; data intact: {intact}")
+    return ok
 
 
 HOLDER = ("import mmap, os, sys, time\n"
@@ -130,18 +135,24 @@ def _cli(*args: str) -> float:
     return time.perf_counter() - t
 
 
-def bench_file(topo: Any, here: int, allowed: frozenset[int]) -> bool:
+def bench_file(topo: Any, here: int, allowed: frozenset[int], launder: Launderer) -> bool:
     """A SIZE file in /dev/shm on node 0, moved to node 1 by whole processes, RUNS rounds in rotating order:
     `numactl --membind=1 cp` against `numamove file --copy --output`, and the kernel's own path for a
     shared file (a process maps it, `migratepages` as root moves its shared pages) against `numamove
-    file` in place. Each in-place move is undone untimed before the next."""
+    file` in place. Each in-place move is undone untimed before the next, and between any two timed runs
+    the nodes are laundered and each tool warmed (untimed, as in the proc arms). numamove's start-up is
+    a whole `numamove file` run with nothing to move (a one-page file already on node 0): the interpreter,
+    the file path's imports and a run, as the proc benchmark's is a `--dry-run` (`numamove --version`
+    would load click, which neither path imports)."""
     from numamove.files import move_file
 
     path = "/dev/shm/numamove-bench"
+    tiny = path + ".tiny"
     mib = parse_size(SIZE) >> 20
     subprocess.run(["numactl", "--membind=0", sys.executable, "-c",
                     f"f = open('{path}', 'wb')\nb = bytes(range(256)) * 4096\n"
-                    f"for _ in range({mib}): f.write(b)\n"], check=True)
+                    f"for _ in range({mib}): f.write(b)\n"
+                    f"open('{tiny}', 'wb').write(b[:4096])\n"], check=True)
     times: dict[str, list[float]] = {"cp": [], "copy": [], "migratepages": [], "inplace": [], "startup": []}
     ok = True
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -158,12 +169,13 @@ def bench_file(topo: Any, here: int, allowed: frozenset[int]) -> bool:
                     _cli("file", path, "--copy", "--output", path + ".out", "--to", "1", "-q")
                 elif arm == "migratepages":
                     subprocess.run(["migratepages", str(holder.pid), "0", "1"], check=True)
-                elif arm == "startup":  # the interpreter and numamove's import: the CLI's fixed cost
-                    _cli("--version")
+                elif arm == "startup":  # the interpreter, the file path's imports, a run moving nothing
+                    _cli("file", tiny, "--to", "0", "-q")
                 else:
                     _cli("file", path, "--to", "1", "-q")
                 times[arm].append(time.perf_counter() - t)
                 if arm == "startup":
+                    launder()
                     continue
                 if arm in ("cp", "copy"):
                     c = _native_file_nodes(path + ".out")
@@ -172,17 +184,19 @@ def bench_file(topo: Any, here: int, allowed: frozenset[int]) -> bool:
                 else:
                     ok &= _native_file_nodes(path) == {1}
                     move_file(path, topo, MoveOptions(0), here, allowed)  # back, untimed
+                launder()
     finally:
         holder.kill()
         holder.wait()
     os.unlink(path)
+    os.unlink(tiny)
     m = {k: statistics.median(v) for k, v in times.items()}
     start = m["startup"]
     print(f"file {mib} MiB on /dev/shm, node 0 -> 1, whole processes, medians of {RUNS}: "
           f"numactl --membind=1 cp {m['cp']:.2f} s, numamove file --copy --output {m['copy']:.2f} s "
           f"({m['cp'] / m['copy']:.2f}x cp); migratepages of a process mapping it {m['migratepages']:.2f} s, "
           f"numamove file in place {m['inplace']:.2f} s ({m['migratepages'] / m['inplace']:.2f}x migratepages)")
-    print(f"  wall minus numamove's start-up (`numamove --version`, median {start:.2f} s): --copy "
+    print(f"  wall minus numamove's start-up (a `numamove file` run moving nothing, median {start:.2f} s): --copy "
           f"{m['cp'] / max(m['copy'] - start, 1e-3):.2f}x cp, in place "
           f"{m['migratepages'] / max(m['inplace'] - start, 1e-3):.2f}x migratepages")
     return ok
