@@ -914,6 +914,37 @@ long nm_move_pages(int pid, unsigned long count, void **pages, const int *nodes,
 	return rc < 0 ? -errno : rc;
 }
 
+long nm_populate_list(void **pages, size_t count, size_t page_size)
+{
+	size_t i, j, p, k = 0;
+
+	if (!page_size || page_size % 4096)
+		return -EINVAL;
+	for (i = 0; i < count; i = j) {
+		for (j = i + 1; j < count && (char *)pages[j] == (char *)pages[j - 1] + page_size; j++)
+			;
+		if (madvise(pages[i], (j - i) * page_size, MADV_POPULATE_READ) == 0) {
+			memmove(pages + k, pages + i, (j - i) * sizeof(*pages));
+			k += j - i;
+		} else if (errno == EINVAL) {  /* before Linux 5.14: read each page to map it */
+			for (p = i; p < j; p++) {
+				(void)((volatile char *)pages[p])[0];
+				pages[k++] = pages[p];
+			}
+		} else if (errno == EFAULT) {  /* a page past the file's end now: the others, one by one */
+			for (p = i; p < j; p++) {
+				if (madvise(pages[p], page_size, MADV_POPULATE_READ) == 0)
+					pages[k++] = pages[p];
+				else if (errno != EFAULT)
+					return -errno;
+			}
+		} else {
+			return -errno;
+		}
+	}
+	return (long)k;
+}
+
 long nm_resident_pages(void *addr, size_t len, size_t page_size, unsigned char *vec, void **out,
 		       size_t cap)
 {
@@ -924,12 +955,10 @@ long nm_resident_pages(void *addr, size_t len, size_t page_size, unsigned char *
 	if (mincore(addr, len, vec) != 0)
 		return -errno;
 	for (off = 0; off < len && k < cap; off += page_size) {
-		if (!(vec[off / 4096] & 1))
-			continue;
-		(void)((volatile char *)addr)[off];
-		out[k++] = (char *)addr + off;
+		if (vec[off / 4096] & 1)
+			out[k++] = (char *)addr + off;
 	}
-	return (long)k;
+	return nm_populate_list(out, k, page_size);
 }
 
 static int nm_policy(void *addr, size_t len, int mode, int node)

@@ -229,12 +229,22 @@ int nm_move_own(void **pages, const int *nodes, int *status, size_t count, int f
 		nm_move_report *report);
 
 /*
- * The pages of [addr, addr+len) that are resident (mincore), each read once so
- * that this mapping maps it, into out[0..cap): one address per page_size page.
+ * The pages of [addr, addr+len) that are resident (mincore), mapped here
+ * (nm_populate_list), into out[0..cap): one address per page_size page.
  * vec needs one byte per 4 KiB of len.  Returns the count, or -errno.
  */
 long nm_resident_pages(void *addr, size_t len, size_t page_size, unsigned char *vec, void **out,
 		       size_t cap);
+
+/*
+ * Map pages[0..count) (page_size pages of a shared file mapping) into this
+ * mapping: MADV_POPULATE_READ, one call per run of consecutive entries (half the
+ * cost of reading each page: no fault taken per 16 pages).  A page past the
+ * file's end (truncated by someone else since it was listed) is dropped from the
+ * list, never a SIGBUS; the list is compacted in place.  Before Linux 5.14 (no
+ * MADV_POPULATE_READ) each page is read instead.  Returns the pages kept, or -errno.
+ */
+long nm_populate_list(void **pages, size_t count, size_t page_size);
 
 /* mbind(addr, len, MPOL_PREFERRED, node, flags 0): on a tmpfs mapping this sets the file's
  * shared policy, so pages it gets later come from node. Returns 0 or -errno. */

@@ -251,7 +251,8 @@ def fault_inject_thread_create(count: int, err: int = _errno.EAGAIN, skip: int =
 
 
 def resident_pages(out: PageOut, addr: int, length: int, page_size: int) -> int:
-    """Append the resident pages of our own mapping [addr, addr+length) to out, mapping each."""
+    """Append the resident pages of our own mapping [addr, addr+length) to out, mapping each (pages cut
+    off by a truncation meanwhile are left out)."""
     while out.out.cap - out.out.count < -(-length // page_size):
         out.grow()
     vec = ffi.new("unsigned char[]", max(1, -(-length // 4096)))
@@ -491,6 +492,7 @@ def offset(pages: Any, k: int) -> Any:
     return pages + k
 
 
+MADV_POPULATE_READ = 22  # Linux 5.14
 MPOL_MF_MOVE = 1 << 1
 MPOL_MF_MOVE_ALL = 1 << 2
 

@@ -127,8 +127,7 @@ def move_file(path: str, topo: Topology, opts: MoveOptions, here: int, allowed: 
             if st.st_blocks * 512 < length:
                 raise UsageError(f"{path}: a hugetlbfs file with holes ({st.st_blocks * 512} of {length} "
                                  "bytes allocated) would get them filled; not moved")
-            for off in range(0, length, page):
-                _ = mm[off]
+            _map_every_page(mm, length, page, path)
         else:
             # map the resident pages (mincore: holes stay holes); their scratch list is not needed
             _native.resident_pages(_native.PageOut(page, length // page), addr, length, page)
@@ -152,6 +151,20 @@ def move_file(path: str, topo: Topology, opts: MoveOptions, here: int, allowed: 
         del keep
         mm.close()
         os.close(fd)
+
+
+def _map_every_page(mm: mmap.mmap, length: int, page: int, path: str) -> None:
+    """Map every page of mm here (MADV_POPULATE_READ): a file cut shorter meanwhile by someone else is an
+    error, never a SIGBUS. Before Linux 5.14 (no such advice) each page is read."""
+    try:
+        mm.madvise(_native.MADV_POPULATE_READ, 0, length)
+    except OSError as exc:
+        if exc.errno == errno.EFAULT:
+            raise NumamoveError(f"{path} was truncated while being moved; not moved") from None
+        if exc.errno != errno.EINVAL:
+            raise NumamoveError(f"{path}: cannot map its pages: {exc.strerror}") from None
+        for off in range(0, length, page):
+            _ = mm[off]
 
 
 def users_of(path: str) -> list[tuple[int, str]]:

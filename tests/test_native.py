@@ -398,6 +398,35 @@ def _mapped_here(addr: int) -> bool:
         return bool(int.from_bytes(fh.read(8), "little") >> 63 & 1)
 
 
+def test_populate_list_maps_listed_pages_and_drops_those_truncated_away() -> None:
+    """nm_populate_list (how `numamove file` maps a file's resident pages): every listed page is mapped here,
+    a hole between two runs stays a hole, and pages someone else truncated away after they were listed are
+    dropped from the list (compacted in place): no SIGBUS, which reading each page would have been."""
+    path = f"/dev/shm/numamove-test-populate-{os.getpid()}"
+    with open(path, "wb") as fh:
+        fh.write(os.urandom(3 * 4096))
+        fh.seek(5 * 4096)  # pages 3 and 4: a hole
+        fh.write(os.urandom(3 * 4096))
+    fd = os.open(path, os.O_RDWR)
+    m = mmap.mmap(fd, 8 * 4096, mmap.MAP_SHARED, mmap.PROT_READ)
+    keep, addr, _ = _native.buffer_address(m)
+    try:
+        listed = [0, 1, 2, 5, 6, 7]  # two runs
+        pages = _native.ffi.new("void *[]", [_native.ffi.cast("void *", addr + i * 4096) for i in listed])
+        os.ftruncate(fd, 6 * 4096)  # pages 6 and 7 are gone: the second run now fails as a whole
+        n = _native.lib.nm_populate_list(pages, len(listed), 4096)
+        assert n == 4
+        assert [(int(_native.ffi.cast("uintptr_t", pages[i])) - addr) // 4096 for i in range(n)] == [0, 1, 2, 5]
+        assert [_mapped_here(addr + i * 4096) for i in (0, 1, 2, 5)] == [True] * 4
+        assert os.fstat(fd).st_blocks * 512 == 4 * 4096  # the hole was not filled
+        assert _native.lib.nm_populate_list(pages, 1, 1000) == -errno.EINVAL
+    finally:
+        del keep
+        m.close()
+        os.close(fd)
+        os.unlink(path)
+
+
 @contextlib.contextmanager
 def _own_file_pages(npages: int) -> Iterator[tuple[Any, int, int]]:
     """(page list, count, mapping address) of a /dev/shm file of npages pages, mapped here, each page
