@@ -224,3 +224,19 @@ def test_a_dry_runs_text_says_where_each_plan_runs() -> None:
     text = "\n".join(render_migration(rep))
     assert "from node 0: 4096 pages, 1 thread, the caller's, not pinned" in text
     assert "from node 0: 4096 pages, pull on node 1's CPUs, 2 thread(s) on CPU(s) 16-17" in text
+
+
+def test_the_reports_text_counts_one_page_in_the_singular() -> None:
+    """'1 page', '2 pages': in every line of the text report that counts pages."""
+    from numamove.pagemove import TargetReport
+    from numamove.proc import Target
+    from numamove.report import render_migration
+
+    rep = TargetReport(Target(1234, "app", "app", (1234,)), 1)
+    rep.moved, rep.already = (1, 4096), (2, 8192)
+    rep.skipped = {"mapped by other processes (use --all)": (1, 4096)}
+    text = "\n".join(render_migration(rep))
+    assert "moved 1 page (4.00 KiB, 0 huge)" in text
+    assert "already on node 1: 2 pages (8.00 KiB)" in text
+    assert "skipped: 1 page (4.00 KiB): mapped by other processes" in text
+    assert "1 pages" not in text
