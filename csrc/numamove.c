@@ -536,7 +536,10 @@ struct nm_map_work {
 	int src_fd;
 	int uffd;             /* >= 0: fill with UFFDIO_COPY through it; -1: populate */
 	size_t len, chunk;
-	size_t *next;         /* shared cursor */
+	const size_t *pieces; /* the pieces' offsets (each chunk bytes, or less up to the extent's end) */
+	const size_t *ends;   /* where each piece's extent ends */
+	size_t n_pieces;
+	size_t *next;         /* shared cursor: the next piece */
 	int *err;             /* shared: the first error, 0 while none */
 	int *failed;          /* shared: what failed first (NM_COPY_FAILED_*) */
 	long long *mismatch;  /* shared: the first differing offset found, or where the source ended */
@@ -620,12 +623,13 @@ static void nm_map_do(void *p)
 	if (!check || (w->uffd >= 0 && !first))
 		nm_map_fail(w, -ENOMEM, NM_COPY_FAILED_READ);
 	while (!__atomic_load_n(w->err, __ATOMIC_RELAXED) && !nm_stop_sig) {
-		size_t off = __atomic_fetch_add(w->next, w->chunk, __ATOMIC_RELAXED), n;
+		size_t i = __atomic_fetch_add(w->next, 1, __ATOMIC_RELAXED), off, n;
 		ssize_t got;
 
-		if (off >= w->len)
+		if (i >= w->n_pieces)
 			break;
-		n = w->len - off < w->chunk ? w->len - off : w->chunk;
+		off = w->pieces[i];
+		n = w->ends[i] - off < w->chunk ? w->ends[i] - off : w->chunk;
 		if (w->uffd >= 0) {
 			/* the kernel reads the source (a source that shrinks is a short read, never a
 			 * SIGBUS); UFFDIO_COPY allocates each page on the file's node with its bytes */
@@ -715,28 +719,53 @@ static int nm_uffd_open(char *dst, size_t len, nm_copy_report *report)
 	return fd;
 }
 
-int nm_copy_into_map(void *dst, int src_fd, size_t len, size_t chunk, const int *cpus, int n_threads,
-		     int fill, nm_copy_report *report, long long *mismatch, int *failed)
+int nm_copy_into_map(void *dst, int src_fd, size_t len, const uint64_t *extents, size_t n_extents,
+		     size_t chunk, const int *cpus, int n_threads, int fill, nm_copy_report *report,
+		     long long *mismatch, int *failed)
 {
 	struct nm_map_work work[NM_MAX_THREADS];
-	size_t next = 0;
+	uint64_t whole[2] = { 0, len };
+	size_t next = 0, n_pieces = 0, k, e, *pieces, *ends;
 	uint64_t t0;
 	int i, err = 0, rc, uffd = -1;
 
 	if (!report || !mismatch || !failed || (len && (!dst || src_fd < 0)) || !chunk || chunk % 4096 ||
 	    n_threads < 1 || n_threads > NM_MAX_THREADS || (fill != NM_FILL_POPULATE && fill != NM_FILL_UFFD) ||
-	    ((uintptr_t)dst & 4095))
+	    ((uintptr_t)dst & 4095) || (n_extents && !extents))
 		return -EINVAL;
+	if (!extents)
+		extents = whole, n_extents = len ? 1 : 0;
+	for (e = 0; e < n_extents; e++) {
+		const uint64_t lo = extents[2 * e], hi = extents[2 * e + 1];
+
+		if (lo % 4096 || hi <= lo || hi > len || (hi % 4096 && hi != len) || (e && lo < extents[2 * e - 1]))
+			return -EINVAL;
+		n_pieces += (hi - lo + chunk - 1) / chunk;
+	}
 	memset(report, 0, sizeof(*report));
 	*mismatch = -1;
 	*failed = 0;
-	if (fill == NM_FILL_UFFD && len)
+	pieces = malloc((n_pieces ? n_pieces : 1) * sizeof(*pieces));
+	ends = malloc((n_pieces ? n_pieces : 1) * sizeof(*ends));
+	if (!pieces || !ends) {
+		free(pieces);
+		free(ends);
+		return -ENOMEM;
+	}
+	for (e = 0, k = 0; e < n_extents; e++) {
+		uint64_t off;
+
+		for (off = extents[2 * e]; off < extents[2 * e + 1]; off += chunk, k++)
+			pieces[k] = off, ends[k] = extents[2 * e + 1];
+	}
+	if (fill == NM_FILL_UFFD && n_pieces)
 		uffd = nm_uffd_open(dst, len, report);
 	report->fill = uffd >= 0 ? NM_FILL_UFFD : NM_FILL_POPULATE;
 	for (i = 0; i < n_threads; i++) {
 		nm_worker_result *r = &report->workers[i];
 
-		work[i] = (struct nm_map_work){ dst, src_fd, uffd, len, chunk, &next, &err, failed, mismatch, r };
+		work[i] = (struct nm_map_work){ dst, src_fd, uffd, len, chunk, pieces, ends, n_pieces, &next, &err,
+						failed, mismatch, r };
 		r->cpu = cpus ? cpus[i] : -1;
 		r->cpu_at_start = r->cpu_at_end = -1;
 	}
@@ -745,6 +774,8 @@ int nm_copy_into_map(void *dst, int src_fd, size_t len, size_t chunk, const int 
 	report->wall_ns = nm_now_ns() - t0;
 	if (uffd >= 0)
 		close(uffd);  /* unregisters dst: faults there are ordinary faults again */
+	free(pieces);
+	free(ends);
 	if (err)
 		return err;
 	return report->threads ? 0 : rc; /* started workers took every piece between them */

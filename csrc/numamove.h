@@ -107,7 +107,10 @@ int nm_copy(const nm_item *items, size_t n_items, const int *cpus, int n_threads
 /*
  * Copy the file src_fd[0..len) to dst[0..len), a shared mapping of the new file, on
  * n_threads threads pinned to cpus[] (NULL: unpinned), in pieces of `chunk` bytes
- * (a multiple of 4096) taken from a shared cursor.  The kernel reads the source
+ * (a multiple of 4096) taken from a shared cursor.  With extents (n_extents pairs
+ * [start, end) of byte offsets, sorted, not overlapping, both multiples of 4096
+ * but for an end at len), only those parts are copied: the source's data, its
+ * holes left holes in the copy (NULL: all of [0, len)).  The kernel reads the source
  * (pread: no source mapping, so a source that shrinks is a short read, never a
  * SIGBUS), then each piece's pages are allocated on the file's policy node by the
  * thread that fills them, in parallel, and a full node or file system is an
@@ -136,8 +139,9 @@ int nm_copy(const nm_item *items, size_t n_items, const int *cpus, int n_threads
  * found); -EINVAL for bad arguments; or -EAGAIN/-ENOMEM when no worker could
  * start (workers that did start take every piece between them).
  */
-int nm_copy_into_map(void *dst, int src_fd, size_t len, size_t chunk, const int *cpus, int n_threads,
-		     int fill, nm_copy_report *report, long long *mismatch, int *failed);
+int nm_copy_into_map(void *dst, int src_fd, size_t len, const uint64_t *extents, size_t n_extents,
+		     size_t chunk, const int *cpus, int n_threads, int fill, nm_copy_report *report,
+		     long long *mismatch, int *failed);
 
 /* Offset of the first byte where a and b differ, or -1 when equal. */
 long long nm_compare(const void *a, const void *b, size_t len);

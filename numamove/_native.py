@@ -116,11 +116,12 @@ class FillReport(CopyReport):
 
 
 def copy_into_map(dst: int, src_fd: int, length: int, chunk: int, cpus: tuple[int, ...] | None,
-                  threads: int, uffd: bool = True) -> FillReport:
+                  threads: int, uffd: bool = True, extents: list[tuple[int, int]] | None = None) -> FillReport:
     """nm_copy_into_map: fill the shared tmpfs mapping dst (page-aligned) with the file src_fd's bytes
-    [0..length), each piece read by the kernel, its pages allocated on the file's policy node
-    (userfaultfd's UFFDIO_COPY when uffd and available: no zeroing; else MADV_POPULATE_WRITE, then
-    pread), read again and compared, on pinned threads.
+    [0..length) (only its extents [start, end) when given, the rest left holes), each piece read by the
+    kernel, its pages allocated on the file's policy node (userfaultfd's UFFDIO_COPY when uffd and
+    available: no zeroing; else MADV_POPULATE_WRITE, then pread), read again and compared, on pinned
+    threads.
 
     Raises:
         NativeError: func "UFFDIO_COPY" or "madvise" (populating) when allocating failed (ENOMEM,
@@ -133,8 +134,9 @@ def copy_into_map(dst: int, src_fd: int, length: int, chunk: int, cpus: tuple[in
     mismatch = ffi.new("long long *")
     failed = ffi.new("int *")
     cpu_arr = ffi.new("int[]", list(cpus)) if cpus else ffi.NULL
-    rc = lib.nm_copy_into_map(ffi.cast("void *", dst), src_fd, length, chunk, cpu_arr, threads,
-                              lib.NM_FILL_UFFD if uffd else lib.NM_FILL_POPULATE, rep, mismatch, failed)
+    ext = ffi.new("uint64_t[]", [x for e in extents for x in e]) if extents is not None else ffi.NULL
+    rc = lib.nm_copy_into_map(ffi.cast("void *", dst), src_fd, length, ext, len(extents or ()), chunk, cpu_arr,
+                              threads, lib.NM_FILL_UFFD if uffd else lib.NM_FILL_POPULATE, rep, mismatch, failed)
     if rc == -_errno.EILSEQ and failed[0] == lib.NM_COPY_FAILED_COMPARE:
         raise NativeError(_errno.EILSEQ, "nm_copy_into_map", f"the copy differs from its source at byte {mismatch[0]}")
     if rc == -_errno.ENODATA and failed[0] == lib.NM_COPY_FAILED_READ:

@@ -422,7 +422,7 @@ def file_cmd(paths: tuple[str, ...], to_text: str, from_text: str | None, thread
     --copy instead makes a new copy on NODE with the pinned memcpy engine, checks
     it byte for byte and renames it over the file, for a file nobody has open;
     with --output it stages any file (say, a data set on disk) into node-local
-    shared memory in one parallel copy.
+    shared memory in one parallel copy. Holes stay holes, as with cp.
 
     With several files, one that cannot be moved (a link, in use, not on tmpfs)
     never stops the others: each is reported, and the exit code is 3.

@@ -227,8 +227,10 @@ def _copy_lines(copies: list[Any], dry_run: bool) -> list[str]:
     for c in copies:
         verb = "would copy" if dry_run else "copied"
         line = f"{verb} {printable(c.source)} -> {printable(c.output)} on node {c.node}: {format_bytes(c.bytes)}"
+        if c.data_bytes != c.bytes:
+            line += f" ({format_bytes(c.data_bytes)} of data, the rest holes)"
         if not dry_run and c.seconds:
-            line += f" in {c.seconds:.3f} s ({c.bytes / c.seconds / 1e9:.2f} GB/s), verified"
+            line += f" in {c.seconds:.3f} s ({c.data_bytes / c.seconds / 1e9:.2f} GB/s), verified"
         lines.append(line)
         if c.plan:
             lines.append("  " + "; ".join(c.plan.describe()[1:]))

@@ -33,7 +33,7 @@ import time
 
 from . import _native
 from .errors import Interrupted, NativeError, NodeUnavailableError, NumamoveError, UsageError, VerificationError
-from .files import CopyReport, open_file, users_of
+from .files import CopyReport, data_extents, open_file, users_of
 
 TYPE_CHECKING = False  # typing's own constant to mypy; importing typing costs start-up ~4 ms
 if TYPE_CHECKING:
@@ -152,28 +152,37 @@ def copy_file(path: str, output: str | None, node: int, topo: Topology, limit: i
             if _native.fs_type(ddir) != _native.TMPFS_MAGIC:
                 raise UsageError(f"--output {output} must be on tmpfs ({parent} is not)")
         size = st.st_size
+        # the source's data: its holes stay holes in the copy, as cp keeps them (a sparse file's size is
+        # neither copied nor asked of the node)
+        extents = data_extents(sfd, size)
+        data = sum(hi - lo for lo, hi in extents)
         free = topo.node(node).mem_free
-        if free and size > free:
+        if free and data > free:
             from .nodelist import format_bytes
 
-            raise NodeUnavailableError(f"node {node} has {format_bytes(free)} free, {path} needs {format_bytes(size)}")
+            raise NodeUnavailableError(f"node {node} has {format_bytes(free)} free, {path} needs {format_bytes(data)}")
         dest = path if replace else str(output)
-        plan = make_plan(topo, here, node, max(1, -(-size // HUGE_PAGE)), -(-size // BASE_PAGE), limit, policy,
-                         here, allowed, calibration) if size else None
+        plan = make_plan(topo, here, node, max(1, -(-data // HUGE_PAGE)), -(-data // BASE_PAGE), limit, policy,
+                         here, allowed, calibration) if data else None
         if replace:
             _take_lease(sfd, path)
         if dry_run:
-            return CopyReport(path, dest, node, size, 0.0, plan, False, True, {})
+            return CopyReport(path, dest, node, size, 0.0, plan, False, True, {}, data_bytes=data)
         t0 = time.perf_counter()
         try:
             dfd = os.open(".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600, dir_fd=ddir)
         except OSError as exc:
             raise NumamoveError(f"cannot create the copy in {os.path.dirname(os.path.abspath(dest))}: "
                                 f"{exc.strerror}") from None
-        fill: dict[str, str | None] = {"method": "none", "why": "the file is empty"}
+        fill: dict[str, str | None] = {"method": "none",
+                                       "why": "the file is all holes" if size else "the file is empty"}
         notes: list[str] = []
         try:
-            on_node = _fill(dfd, sfd, size, st, node, plan, path, fill, notes) if plan is not None else {}
+            if plan is not None:
+                on_node = _fill(dfd, sfd, size, extents, st, node, plan, path, fill, notes)
+            else:
+                os.ftruncate(dfd, size)  # all holes (or empty): the copy is as long, and as empty
+                on_node = {}
             notes += _keep_metadata(sfd, dfd, st, replace)
             if replace and not _lease_held(sfd):
                 raise NumamoveError(f"{path} was opened by another process during the copy: copy discarded, "
@@ -181,7 +190,8 @@ def copy_file(path: str, output: str | None, node: int, topo: Topology, limit: i
             _publish(dfd, ddir, dname, sfd if replace else -1, st, dest)
         finally:
             os.close(dfd)
-        rep = CopyReport(path, dest, node, size, time.perf_counter() - t0, plan, True, False, on_node)
+        rep = CopyReport(path, dest, node, size, time.perf_counter() - t0, plan, True, False, on_node,
+                         data_bytes=data)
         rep.notes, rep.fill = notes, fill
         return rep
     finally:
@@ -229,30 +239,32 @@ def huge_tmpfs(fd: int, mountinfo: str = "/proc/self/mountinfo", shmem_enabled: 
     return None
 
 
-def copy_into_mapping(plan: Plan, dst: int, src_fd: int, length: int,
-                      uffd: bool = True) -> tuple[_native.FillReport, str | None]:
-    """Fill the shared file mapping dst with the file src_fd[0..length), verified, on the plan's threads
-    (see _native.copy_into_map); when no worker can be created, retry on one thread, as engine.run_plan does."""
+def copy_into_mapping(plan: Plan, dst: int, src_fd: int, length: int, uffd: bool = True,
+                      extents: list[tuple[int, int]] | None = None) -> tuple[_native.FillReport, str | None]:
+    """Fill the shared file mapping dst with the file src_fd[0..length) (only extents, when given), verified,
+    on the plan's threads (see _native.copy_into_map); when no worker can be created, retry on one thread,
+    as engine.run_plan does."""
     try:
-        return _native.copy_into_map(dst, src_fd, length, FILE_CHUNK, plan.cpus, plan.threads, uffd), None
+        return _native.copy_into_map(dst, src_fd, length, FILE_CHUNK, plan.cpus, plan.threads, uffd, extents), None
     except NativeError as exc:
         if exc.func != "pthread_create" or plan.threads == 1:
             raise
         why = f"could not start {plan.threads} threads ({os.strerror(exc.errno or 0)}): retried on one thread"
-        return _native.copy_into_map(dst, src_fd, length, FILE_CHUNK, plan.cpus[:1], 1, uffd), why
+        return _native.copy_into_map(dst, src_fd, length, FILE_CHUNK, plan.cpus[:1], 1, uffd, extents), why
 
 
-def _fill(dfd: int, sfd: int, size: int, st: os.stat_result, node: int, plan: Plan, path: str,
-          fill: dict[str, str | None], notes: list[str]) -> dict[int, int]:
-    """Copy sfd into dfd with its pages on node, verified; where the new pages are. fill gets how the
-    pages were allocated ("method") and, where userfaultfd was not used, why ("why"); notes gets
-    what else the copy had to give up (its threads)."""
+def _fill(dfd: int, sfd: int, size: int, extents: list[tuple[int, int]], st: os.stat_result, node: int,
+          plan: Plan, path: str, fill: dict[str, str | None], notes: list[str]) -> dict[int, int]:
+    """Copy sfd's extents (its data) into dfd with their pages on node, verified, the rest left holes;
+    where the new pages are. fill gets how the pages were allocated ("method") and, where userfaultfd
+    was not used, why ("why"); notes gets what else the copy had to give up (its threads)."""
     from .scan import collect
 
+    data = sum(hi - lo for lo, hi in extents)
     os.ftruncate(dfd, size)
     room = os.fstatvfs(dfd)
-    if room.f_bavail * room.f_frsize < size:
-        raise NumamoveError(f"no space for {size} bytes on this tmpfs ({room.f_bavail * room.f_frsize} bytes free)")
+    if room.f_bavail * room.f_frsize < data:
+        raise NumamoveError(f"no space for {data} bytes on this tmpfs ({room.f_bavail * room.f_frsize} bytes free)")
     dst = mmap.mmap(dfd, size, mmap.MAP_SHARED)
     kd, daddr, _ = _native.buffer_address(dst, writable=True, what="the copy")
     try:
@@ -266,7 +278,7 @@ def _fill(dfd: int, sfd: int, size: int, st: os.stat_result, node: int, plan: Pl
         huge = huge_tmpfs(dfd)
         _native.stop_install()  # a signal stops the copy within one piece; the unnamed copy vanishes
         try:
-            rep, why = copy_into_mapping(plan, daddr, sfd, size, uffd=huge is None)
+            rep, why = copy_into_mapping(plan, daddr, sfd, size, uffd=huge is None, extents=extents)
             fill["method"], fill["why"] = rep.fill, huge or rep.fill_why
             if why:
                 notes.append(why)
@@ -282,7 +294,7 @@ def _fill(dfd: int, sfd: int, size: int, st: os.stat_result, node: int, plan: Pl
             if exc.func == "madvise" and exc.errno == errno.EINVAL:
                 raise NumamoveError("file --copy needs Linux 5.14 or later (MADV_POPULATE_WRITE)") from None
             if exc.func in ("madvise", "UFFDIO_COPY"):
-                raise NumamoveError(f"no room for {size} bytes on node {node}: {exc.strerror}") from None
+                raise NumamoveError(f"no room for {data} bytes on node {node}: {exc.strerror}") from None
             raise
         finally:
             _native.stop_restore()
@@ -292,7 +304,8 @@ def _fill(dfd: int, sfd: int, size: int, st: os.stat_result, node: int, plan: Pl
         if (after.st_mtime_ns, after.st_size) != (st.st_mtime_ns, st.st_size):
             raise NumamoveError(f"{path} changed during the copy: copy discarded, original untouched")
         on_node: dict[int, int] = {}  # where the new file's pages are, from their PFNs (no query as root)
-        for (where, _kind, _huge), (pages, _bytes) in collect(os.getpid(), [(daddr, daddr + size)]).tally().items():
+        ranges = [(daddr + lo, daddr + hi) for lo, hi in extents]
+        for (where, _kind, _huge), (pages, _bytes) in collect(os.getpid(), ranges).tally().items():
             on_node[where] = on_node.get(where, 0) + pages
         return on_node
     finally:

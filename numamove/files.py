@@ -21,7 +21,7 @@ from .errors import NativeError, NumamoveError, UsageError
 from .pagemove import MoveOptions, TargetReport, move_pageset
 from .planner import Plan
 from .proc import CAP_SYS_NICE, Target, has_capability
-from .scan import collect
+from .scan import PageSet, collect
 from .text import open_text, printable
 from .topology import Topology
 
@@ -42,6 +42,34 @@ def fs_type(path: str) -> tuple[str, str]:
         if inside and len(mnt) >= len(best[1]):
             best = (fstype, mnt)
     return best
+
+
+def data_extents(fd: int, size: int, align: int = mmap.PAGESIZE) -> list[tuple[int, int]]:
+    """[start, end) byte ranges of the open file's data (SEEK_DATA, SEEK_HOLE), widened to align and
+    merged, the last end clipped to size: what holds bytes, the rest being holes. A file system that
+    cannot tell reports the whole file as data (the kernel's generic lseek does so)."""
+    out: list[tuple[int, int]] = []
+    off = 0
+    while off < size:
+        try:
+            lo = os.lseek(fd, off, os.SEEK_DATA)
+            hi = os.lseek(fd, lo, os.SEEK_HOLE)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # no data past off (or the file shrank meanwhile)
+                break
+            if exc.errno == errno.EINVAL:  # no SEEK_DATA here: all of it
+                return [(0, size)] if size else []
+            raise
+        lo -= lo % align
+        hi = min(size, hi + (-hi) % align)
+        if lo >= hi:
+            break
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(hi, out[-1][1]))
+        else:
+            out.append((lo, hi))
+        off = hi
+    return out
 
 
 def open_file(path: str, link_hint: str, dir_fd: int | None = None, name: str | None = None,
@@ -90,6 +118,9 @@ def check_file(fd: int, path: str) -> tuple[os.stat_result, str]:
     return st, fstype
 
 
+_WINDOW = 1 << 30  # mincore's window over a file's data: its vector and the page list grow by at most this much
+
+
 def move_file(path: str, topo: Topology, opts: MoveOptions, here: int, allowed: frozenset[int],
               progress: Callable[[int, int], None] | None = None) -> TargetReport:
     """Move the resident pages of one tmpfs/hugetlbfs file to opts.to, in place.
@@ -128,11 +159,18 @@ def move_file(path: str, topo: Topology, opts: MoveOptions, here: int, allowed: 
                 raise UsageError(f"{path}: a hugetlbfs file with holes ({st.st_blocks * 512} of {length} "
                                  "bytes allocated) would get them filled; not moved")
             _map_every_page(mm, length, page, path)
+            ranges = [(addr, addr + length)]
         else:
-            # map the resident pages (mincore: holes stay holes); their scratch list is not needed
-            _native.resident_pages(_native.PageOut(page, length // page), addr, length, page)
+            # map the resident pages (mincore: holes stay holes) of the file's data only: a sparse file's
+            # size costs nothing (memory and time follow its data); the scratch list is not needed
+            extents = data_extents(fd, length)
+            out = _native.PageOut(page, 16)
+            for lo, hi in extents:
+                for w in range(lo, hi, _WINDOW):
+                    _native.resident_pages(out, addr + w, min(_WINDOW, hi - w), page)
+            ranges = [(addr + lo, addr + hi) for lo, hi in extents]
         # the pages now mapped here, each with its node from its PFN (a query only where unreadable)
-        ps = collect(os.getpid(), [(addr, addr + length)])
+        ps = collect(os.getpid(), ranges) if ranges else PageSet(os.getpid())
         # pages other processes map need MPOL_MF_MOVE_ALL, which CAP_SYS_NICE allows (root has it)
         move_all = opts.move_all or has_capability(CAP_SYS_NICE)
         run = opts.replace(move_all=move_all)
@@ -202,15 +240,17 @@ def users_of(path: str) -> list[tuple[int, str]]:
 class CopyReport:
     """What `file --copy` did."""
 
-    __slots__ = ("source", "output", "node", "bytes", "seconds", "plan", "verified", "dry_run", "pages_on_node",
-                 "notes", "fill")
+    __slots__ = ("source", "output", "node", "bytes", "data_bytes", "seconds", "plan", "verified", "dry_run",
+                 "pages_on_node", "notes", "fill")
 
     def __init__(self, source: str, output: str, node: int, bytes: int, seconds: float, plan: Plan | None,
-                 verified: bool, dry_run: bool, pages_on_node: dict[int, int], notes: list[str] | None = None) -> None:
+                 verified: bool, dry_run: bool, pages_on_node: dict[int, int], notes: list[str] | None = None,
+                 data_bytes: int | None = None) -> None:
         self.source = source
         self.output = output
         self.node = node
-        self.bytes = bytes
+        self.bytes = bytes  # the file's size
+        self.data_bytes = bytes if data_bytes is None else data_bytes  # what was copied: the size less its holes
         self.seconds = seconds
         self.plan = plan
         self.verified = verified
@@ -223,7 +263,8 @@ class CopyReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "output": self.output, "node": self.node, "bytes": self.bytes,
-                "seconds": self.seconds, "gbps": self.bytes / self.seconds / 1e9 if self.seconds else 0.0,
+                "data_bytes": self.data_bytes, "seconds": self.seconds,
+                "gbps": self.data_bytes / self.seconds / 1e9 if self.seconds else 0.0,
                 "plan": self.plan.to_json() if self.plan else None, "verified": self.verified,
                 "dry_run": self.dry_run, "pages_on_node": {str(k): v for k, v in self.pages_on_node.items()},
                 "notes": self.notes, "fill": self.fill}

@@ -387,3 +387,94 @@ def test_huge_tmpfs_reads_the_mount_options_and_shmem_enabled(tmp_path: Any) -> 
             "its mount options could not be read"
     finally:
         os.close(fd)
+
+
+def _sparse(path: str, size: int, data_at: list[tuple[int, int]]) -> None:
+    """A file of size bytes holding random bytes at data_at [(offset, length)], holes elsewhere."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.ftruncate(fd, size)
+        for off, n in data_at:
+            os.pwrite(fd, os.urandom(n), off)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("fill", ["userfaultfd", "populate"])
+def test_a_sparse_file_is_copied_with_its_holes(shm_file: str, fill: str) -> None:
+    """A sparse source (64 MiB long, 1 MiB + 3 pages + 5 bytes of data, then a 123-byte hole): the copy is
+    byte-exact and keeps the holes, as cp does (st_blocks equal), and the report tells the size from the data
+    copied; an all-hole file copies to an all-hole file. Before, every hole was filled with zeros, and a
+    sparse file larger than the node's free memory was refused."""
+    src, out = shm_file + "-sparse", shm_file + "-sparse-out"
+    _sparse(src, (64 << 20) + 123, [(8 << 20, 1 << 20), (40 << 20, 3 * 4096), (64 << 20, 5)])
+    with open(src, "rb") as fh:
+        want = fh.read()
+    prefix = [] if fill == "userfaultfd" else [sys.executable, seccomp_helper.__file__, "--"]
+    if fill == "populate" and not seccomp_helper.supported():
+        pytest.skip("the seccomp filter is written for x86-64")
+    copy, _ = _copy_json(prefix, src, out)
+    assert copy["fill"]["method"] == fill, copy["fill"]
+    with open(out, "rb") as fh:
+        assert fh.read() == want
+    blocks = (1 << 20) + 4 * 4096  # the 5 bytes take a page
+    assert os.stat(out).st_blocks * 512 == os.stat(src).st_blocks * 512 == blocks
+    data = (1 << 20) + 3 * 4096 + 123  # the last data runs to the end of the file
+    assert (copy["bytes"], copy["data_bytes"], copy["pages_on_node"]) == ((64 << 20) + 123, data, {"0": blocks // 4096})
+    code, text, err = run("file", src, "--to", "0", "--copy")  # in place of the original
+    assert code == 0 and "(1.01 MiB of data, the rest holes)" in text, text
+    with open(src, "rb") as fh:
+        assert fh.read() == want
+    assert os.stat(src).st_blocks * 512 == blocks
+    holes = shm_file + "-holes"
+    _sparse(holes, 1 << 30, [])
+    copy, _ = _copy_json(prefix, holes, holes + "-out")
+    assert (copy["bytes"], copy["data_bytes"], copy["fill"]["method"]) == (1 << 30, 0, "none")
+    assert os.stat(holes + "-out").st_size == 1 << 30 and os.stat(holes + "-out").st_blocks == 0
+
+
+def test_data_extents_are_the_files_data_page_aligned_and_merged(shm_file: str) -> None:
+    """files.data_extents: SEEK_DATA/SEEK_HOLE ranges, widened to pages, merged when they touch, the last one
+    clipped to the size; none for an all-hole file."""
+    from numamove.files import data_extents
+
+    path = shm_file + "-ext"
+    _sparse(path, (10 << 20) + 100, [(4096 + 10, 20), (3 * 4096, 4096), (5 << 20, 8192), (10 << 20, 50)])
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert data_extents(fd, os.fstat(fd).st_size) == [
+            (4096, 2 * 4096), (3 * 4096, 4 * 4096), (5 << 20, (5 << 20) + 8192), (10 << 20, (10 << 20) + 100)]
+        assert data_extents(fd, 2 * 4096) == [(4096, 2 * 4096)]
+    finally:
+        os.close(fd)
+    _sparse(path, 1 << 20, [])
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert data_extents(fd, 1 << 20) == []
+    finally:
+        os.close(fd)
+
+
+def test_in_place_a_sparse_files_size_costs_nothing(shm_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`file` in place looks for resident pages in the file's data only, a window at a time: a 1 TiB sparse file
+    holding two pages is read as two pages (before, mincore's vector and the page list were sized by the
+    file's length: 256 MiB and 3 GiB for this one)."""
+    from numamove import _native, files
+    from numamove.pagemove import MoveOptions
+    from numamove.topology import current_node, read_topology
+
+    path = shm_file + "-tera"
+    _sparse(path, 1 << 40, [(0, 4096), (700 << 30, 10)])
+    looked: list[int] = []
+    real = _native.resident_pages
+
+    def spy(out: Any, addr: int, length: int, page_size: int) -> int:
+        looked.append(length)
+        return real(out, addr, length, page_size)
+
+    monkeypatch.setattr(_native, "resident_pages", spy)
+    topo = read_topology()
+    node = topo.memory_nodes()[0]
+    rep = files.move_file(path, topo, MoveOptions(node), current_node(topo), frozenset(os.sched_getaffinity(0)))
+    assert sorted(looked) == [4096, 4096]
+    assert rep.already[0] == 2 and not rep.failed

@@ -228,6 +228,30 @@ def test_copy_into_map_is_byte_exact_and_fills_the_file(uffd: bool, size: int) -
             assert again[:] == src
 
 
+@pytest.mark.parametrize("uffd", [True, False])
+def test_copy_into_map_copies_only_its_extents(uffd: bool) -> None:
+    """With extents, only those byte ranges are copied, in pieces that never cross an extent's end; the rest
+    of the new file stays holes. Extents not page-aligned, unsorted, overlapping or past the length are
+    refused (EINVAL)."""
+    size = 3 * (1 << 20) + 100
+    with _copy_pair(size) as (fd, src, sfd, daddr):
+        ext = [(4096, 3 * 4096), (1 << 20, (2 << 20) + 4096), (3 << 20, size)]
+        rep = _native.copy_into_map(daddr, sfd, size, 1 << 20, None, 2, uffd=uffd, extents=ext)
+        assert sum(w.bytes for w in rep.workers) == sum(hi - lo for lo, hi in ext)
+        assert sum(w.pieces for w in rep.workers) == 1 + 2 + 1
+        got = os.pread(fd, size, 0)
+        for lo, hi in ext:
+            assert got[lo:hi] == src[lo:hi]
+        assert got[:4096] == bytes(4096) and got[3 * 4096:1 << 20] == bytes((1 << 20) - 3 * 4096)
+        # each extent's pages and the page its last byte is on: the holes were never allocated
+        assert os.fstat(fd).st_blocks * 512 == 2 * 4096 + 257 * 4096 + 4096
+        for bad in ([(100, 4096)], [(8192, 4096)], [(0, 8192), (4096, 12288)], [(0, size + 1)],
+                    [(8192, 12288), (0, 4096)], [(0, 100)]):
+            with pytest.raises(NativeError) as e:
+                _native.copy_into_map(daddr, sfd, size, 1 << 20, None, 1, uffd=uffd, extents=bad)
+            assert e.value.errno == errno.EINVAL
+
+
 def test_copy_into_map_of_a_source_that_shrank_is_an_error_not_a_sigbus() -> None:
     """The source is read, never mapped: one truncated under the copy (--output takes no lease) is a short
     read, reported with where it ended; a source mapping would have killed numamove with SIGBUS."""
