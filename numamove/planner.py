@@ -270,7 +270,7 @@ def make_plan(
 
     if base_pages <= MT_THRESHOLD_PAGES:
         threads = 1
-        reasons["threads"] = f"{base_pages} base pages <= {MT_THRESHOLD_PAGES}: one thread"
+        reasons["threads"] = f"{base_pages} base page(s) <= {MT_THRESHOLD_PAGES}: one thread"
     else:
         threads = min(limit, len(cpus), MAX_THREADS)
         bound = limit_why if threads == limit else f"node {node}'s {len(cpus)} usable CPU(s)"
@@ -284,8 +284,12 @@ def make_plan(
         reasons["split"] = f"{items} item(s) < {threads} threads: each item cut into {threads} chunks"
     else:
         split = SPLIT_GROUP
-        reasons["split"] = (f"{items} items dealt out in contiguous groups of "
-                            f"{items // threads}, the first {items % threads} one more")
+        if threads == 1:
+            reasons["split"] = f"{items} item(s) on one thread"
+        else:
+            extra = items % threads
+            reasons["split"] = (f"{items} items dealt out in contiguous groups of {items // threads}"
+                                + (f", the first {extra} thread(s) taking one more" if extra else ""))
     return Plan(src, dst, policy, direction, node, tuple(cpus[:threads]), split, items,
                 base_pages, limit, reasons)
 

@@ -240,3 +240,14 @@ def test_the_reports_text_counts_one_page_in_the_singular() -> None:
     assert "already on node 1: 2 pages (8.00 KiB)" in text
     assert "skipped: 1 page (4.00 KiB): mapped by other processes" in text
     assert "1 pages" not in text
+
+
+def test_the_split_reason_reads_right_for_one_thread_and_even_groups() -> None:
+    """The split's reason names what happens: one thread takes every item; groups of n/t, and only where
+    n%t is not 0, the first threads taking one more (it read "the first 0 one more")."""
+    one = make_plan(BIG, 0, 1, 3, 16, 4, "push", running_node=0, engine="move")
+    assert one.threads == 1 and one.reasons["split"] == "3 item(s) on one thread"
+    even = make_plan(BIG, 0, 1, 8, 4096, 2, "push", running_node=0, engine="move")
+    assert even.reasons["split"] == "8 items dealt out in contiguous groups of 4"
+    odd = make_plan(BIG, 0, 1, 9, 4096, 2, "push", running_node=0, engine="move")
+    assert odd.reasons["split"] == "9 items dealt out in contiguous groups of 4, the first 1 thread(s) taking one more"
