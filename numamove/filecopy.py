@@ -33,7 +33,7 @@ import time
 
 from . import _native
 from .errors import Interrupted, NativeError, NodeUnavailableError, NumamoveError, UsageError, VerificationError
-from .files import CopyReport, data_extents, open_file, users_of
+from .files import CopyReport, coarse, data_extents, open_file, users_of
 
 TYPE_CHECKING = False  # typing's own constant to mypy; importing typing costs start-up ~4 ms
 if TYPE_CHECKING:
@@ -304,7 +304,7 @@ def _fill(dfd: int, sfd: int, size: int, extents: list[tuple[int, int]], st: os.
         if (after.st_mtime_ns, after.st_size) != (st.st_mtime_ns, st.st_size):
             raise NumamoveError(f"{path} changed during the copy: copy discarded, original untouched")
         on_node: dict[int, int] = {}  # where the new file's pages are, from their PFNs (no query as root)
-        ranges = [(daddr + lo, daddr + hi) for lo, hi in extents]
+        ranges = [(daddr + lo, daddr + hi) for lo, hi in coarse(extents)]
         for (where, _kind, _huge), (pages, _bytes) in collect(os.getpid(), ranges).tally().items():
             on_node[where] = on_node.get(where, 0) + pages
         return on_node

@@ -44,13 +44,26 @@ def fs_type(path: str) -> tuple[str, str]:
     return best
 
 
-def data_extents(fd: int, size: int, align: int = mmap.PAGESIZE) -> list[tuple[int, int]]:
+def data_extents(fd: int, size: int, align: int = mmap.PAGESIZE, gap: int = 0,
+                 exact: bool = True) -> list[tuple[int, int]]:
     """[start, end) byte ranges of the open file's data (SEEK_DATA, SEEK_HOLE), widened to align and
-    merged, the last end clipped to size: what holds bytes, the rest being holes. A file system that
-    cannot tell reports the whole file as data (the kernel's generic lseek does so)."""
+    merged where they touch or a hole of at most gap bytes parts them, the last end clipped to size:
+    what holds bytes, the rest being holes. A file system that cannot tell reports the whole file as
+    data (the kernel's generic lseek does so).
+
+    Not exact: where the walk finds more than 64 extents plus one a MiB of the file walked (a file of
+    many small holes: two lseeks each, ~1 us), the rest of the file is one extent; a scan of its holes
+    costs less (mincore and pagemap: ~3 ms a GiB) than walking them."""
     out: list[tuple[int, int]] = []
-    off = 0
+    off = seen = 0
     while off < size:
+        if not exact and seen > 64 + (off >> 20):
+            lo = off - off % align
+            if out and lo <= out[-1][1] + gap:
+                lo = out.pop()[0]
+            out.append((lo, size))
+            break
+        seen += 1
         try:
             lo = os.lseek(fd, off, os.SEEK_DATA)
             hi = os.lseek(fd, lo, os.SEEK_HOLE)
@@ -64,11 +77,24 @@ def data_extents(fd: int, size: int, align: int = mmap.PAGESIZE) -> list[tuple[i
         hi = min(size, hi + (-hi) % align)
         if lo >= hi:
             break
-        if out and lo <= out[-1][1]:
+        if out and lo <= out[-1][1] + gap:
             out[-1] = (out[-1][0], max(hi, out[-1][1]))
         else:
             out.append((lo, hi))
         off = hi
+    return out
+
+
+def coarse(extents: list[tuple[int, int]], gap: int = 8 << 20) -> list[tuple[int, int]]:
+    """extents merged where a hole of at most gap bytes parts them: what a scan of holes should cover
+    (mincore and pagemap walk 8 MiB of hole in ~20 us, about what each range costs them in Python;
+    a file of alternating pages and holes would otherwise be 131,072 ranges a GiB)."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in extents:
+        if out and lo <= out[-1][1] + gap:
+            out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
     return out
 
 
@@ -119,6 +145,7 @@ def check_file(fd: int, path: str) -> tuple[os.stat_result, str]:
 
 
 _WINDOW = 1 << 30  # mincore's window over a file's data: its vector and the page list grow by at most this much
+_GAP = 8 << 20  # holes this short are scanned rather than skipped (see coarse)
 
 
 def move_file(path: str, topo: Topology, opts: MoveOptions, here: int, allowed: frozenset[int],
@@ -163,7 +190,7 @@ def move_file(path: str, topo: Topology, opts: MoveOptions, here: int, allowed: 
         else:
             # map the resident pages (mincore: holes stay holes) of the file's data only: a sparse file's
             # size costs nothing (memory and time follow its data); the scratch list is not needed
-            extents = data_extents(fd, length)
+            extents = data_extents(fd, length, gap=_GAP, exact=False)
             out = _native.PageOut(page, 16)
             for lo, hi in extents:
                 for w in range(lo, hi, _WINDOW):

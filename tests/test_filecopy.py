@@ -453,6 +453,18 @@ def test_data_extents_are_the_files_data_page_aligned_and_merged(shm_file: str) 
         assert data_extents(fd, 1 << 20) == []
     finally:
         os.close(fd)
+    # many small holes: the exact walk lists every page; the in-place scan's walk stops after its budget
+    # (64 extents and one a MiB walked) and takes the rest whole, holes and all
+    _sparse(path, 8 << 20, [(off, 4096) for off in range(0, 8 << 20, 8192)])
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        exact = data_extents(fd, 8 << 20)
+        assert exact == [(off, off + 4096) for off in range(0, 8 << 20, 8192)]
+        rough = data_extents(fd, 8 << 20, exact=False)
+        assert len(rough) == 65 and rough[:64] == exact[:64] and rough[-1] == (64 * 8192, 8 << 20)
+        assert data_extents(fd, 8 << 20, gap=4096) == [(0, (8 << 20) - 4096)]  # it ends with a hole
+    finally:
+        os.close(fd)
 
 
 def test_in_place_a_sparse_files_size_costs_nothing(shm_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -478,3 +490,13 @@ def test_in_place_a_sparse_files_size_costs_nothing(shm_file: str, monkeypatch: 
     rep = files.move_file(path, topo, MoveOptions(node), current_node(topo), frozenset(os.sched_getaffinity(0)))
     assert sorted(looked) == [4096, 4096]
     assert rep.already[0] == 2 and not rep.failed
+
+
+def test_coarse_merges_extents_parted_by_short_holes() -> None:
+    """files.coarse: the ranges a scan of holes should cover: extents parted by at most gap bytes merged."""
+    from numamove.files import coarse
+
+    ext = [(0, 4096), (8192, 12288), (1 << 30, (1 << 30) + 4096)]
+    assert coarse(ext) == [(0, 12288), (1 << 30, (1 << 30) + 4096)]
+    assert coarse(ext, gap=4095) == ext
+    assert coarse([]) == []
