@@ -189,11 +189,12 @@ def move_file(path: str, topo: Topology, opts: MoveOptions, here: int, allowed: 
             ranges = [(addr, addr + length)]
         else:
             # map the resident pages (mincore: holes stay holes) of the file's data only: a sparse file's
-            # size costs nothing (memory and time follow its data); the scratch list is not needed
+            # size costs nothing; the scratch list is not needed, so each window reuses it
             extents = data_extents(fd, length, gap=_GAP, exact=False)
             out = _native.PageOut(page, 16)
             for lo, hi in extents:
                 for w in range(lo, hi, _WINDOW):
+                    out.out.count = 0
                     _native.resident_pages(out, addr + w, min(_WINDOW, hi - w), page)
             ranges = [(addr + lo, addr + hi) for lo, hi in extents]
         # the pages now mapped here, each with its node from its PFN (a query only where unreadable)
