@@ -455,14 +455,28 @@ def test_data_extents_are_the_files_data_page_aligned_and_merged(shm_file: str) 
         os.close(fd)
     # many small holes: the exact walk lists every page; the in-place scan's walk stops after its budget
     # (64 extents and one a MiB walked) and takes the rest whole, holes and all
-    _sparse(path, 8 << 20, [(off, 4096) for off in range(0, 8 << 20, 8192)])
+    _sparse(path, 8 << 20, [(off, 4096) for off in range(0, 8 << 20, 16384)])
     fd = os.open(path, os.O_RDONLY)
     try:
         exact = data_extents(fd, 8 << 20)
-        assert exact == [(off, off + 4096) for off in range(0, 8 << 20, 8192)]
+        assert exact == [(off, off + 4096) for off in range(0, 8 << 20, 16384)]
         rough = data_extents(fd, 8 << 20, exact=False)
-        assert len(rough) == 65 and rough[:64] == exact[:64] and rough[-1] == (64 * 8192, 8 << 20)
-        assert data_extents(fd, 8 << 20, gap=4096) == [(0, (8 << 20) - 4096)]  # it ends with a hole
+        assert len(rough) == 66 and rough[:65] == exact[:65] and rough[-1] == (65 * 16384, 8 << 20)
+        assert data_extents(fd, 8 << 20, gap=12288) == [(0, (8 << 20) - 12288)]  # it ends with a hole
+    finally:
+        os.close(fd)
+    # at least half allocated: taken whole when not exact (no walk); all allocated: whole either way
+    _sparse(path, 8 << 20, [(off, 4096) for off in range(0, 8 << 20, 8192)])
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert data_extents(fd, 8 << 20, exact=False) == [(0, 8 << 20)]
+        assert len(data_extents(fd, 8 << 20)) == 1024
+    finally:
+        os.close(fd)
+    _sparse(path, (8 << 20) + 5, [(0, (8 << 20) + 5)])
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert data_extents(fd, (8 << 20) + 5) == [(0, (8 << 20) + 5)]
     finally:
         os.close(fd)
 
