@@ -1067,8 +1067,46 @@ static void nm_put(nm_page_out *o, unsigned long addr, int node)
 	o->count++;
 }
 
-int nm_scan_range(const nm_scan_ctx *ctx, unsigned long start, size_t len, size_t page_size,
-		  nm_page_out *out, nm_page_out *thp, unsigned long *next)
+/* What ctx->scratch holds: pagemap entries [start, start + n) (page indexes), read ahead for the ranges
+ * that follow (valid within one nm_scan_ranges call) */
+struct nm_pm_cache {
+	uint64_t start;
+	size_t n;
+};
+
+/*
+ * Up to want pagemap entries from page index idx: from the cache when it holds all of them, else read
+ * into ctx->scratch (ahead entries when more than want, at most NM_PAGEMAP_CHUNK), which the cache then
+ * describes.  *ent points at the first; returns how many (fewer than want at the end of the address
+ * space), or -errno.
+ */
+static ssize_t nm_pm_entries(const nm_scan_ctx *ctx, struct nm_pm_cache *cache, uint64_t idx, size_t want,
+			     size_t ahead, const uint64_t **ent)
+{
+	size_t n = ahead > want ? ahead : want;
+	ssize_t rd;
+
+	if (cache->n && idx >= cache->start && idx + want <= cache->start + cache->n) {
+		*ent = ctx->scratch + (idx - cache->start);
+		return (ssize_t)want;
+	}
+	if (n > NM_PAGEMAP_CHUNK)
+		n = NM_PAGEMAP_CHUNK;
+	cache->n = 0;
+	rd = pread(ctx->pagemap_fd, ctx->scratch, n * 8, (off_t)(idx * 8));
+	if (rd < 0)
+		return -errno;
+	cache->start = idx;
+	cache->n = (size_t)rd / 8;
+	*ent = ctx->scratch;
+	return (ssize_t)(cache->n < want ? cache->n : want);
+}
+
+/* nm_scan_range, reading pagemap ahead up to ahead_end (the end of the run of adjacent ranges this
+ * one starts) into cache */
+static int nm_scan_range_in(const nm_scan_ctx *ctx, unsigned long start, size_t len, size_t page_size,
+			    nm_page_out *out, nm_page_out *thp, unsigned long *next, struct nm_pm_cache *cache,
+			    unsigned long ahead_end)
 {
 	unsigned long end = start + len, addr = start;
 	size_t stride, hint = 0;
@@ -1099,21 +1137,23 @@ int nm_scan_range(const nm_scan_ctx *ctx, unsigned long start, size_t len, size_
 	while (addr < end) {
 		/* a chunk of whole pages (and, with thp, whole 2 MiB blocks) */
 		size_t want = (end - addr) / NM_BASE, got, i;
+		size_t ahead = ahead_end > addr ? (ahead_end - addr) / NM_BASE : 0;
+		const uint64_t *ent;
 		ssize_t rd;
 
 		if (want > NM_PAGEMAP_CHUNK)
 			want = NM_PAGEMAP_CHUNK;
-		rd = pread(ctx->pagemap_fd, ctx->scratch, want * 8, (off_t)(addr / NM_BASE * 8));
+		rd = nm_pm_entries(ctx, cache, addr / NM_BASE, want, ahead, &ent);
 		if (rd < 0) {
 			*next = addr;
-			return -errno;
+			return (int)rd;
 		}
-		got = (size_t)rd / 8;
+		got = (size_t)rd;
 		if (got == 0)
 			break;
 		for (i = 0; i < got;) {
 			unsigned long a = addr + i * NM_BASE;
-			uint64_t e = ctx->scratch[i];
+			uint64_t e = ent[i];
 
 			if (thp && a % NM_HUGE_SIZE == 0 && a + NM_HUGE_SIZE <= end && i + NM_THP_ENTRIES <= got &&
 			    (e & NM_PM_PRESENT) && nm_is_thp_head(ctx, e & NM_PM_PFN_MASK)) {
@@ -1145,11 +1185,21 @@ int nm_scan_range(const nm_scan_ctx *ctx, unsigned long start, size_t len, size_
 	return 0;
 }
 
+int nm_scan_range(const nm_scan_ctx *ctx, unsigned long start, size_t len, size_t page_size,
+		  nm_page_out *out, nm_page_out *thp, unsigned long *next)
+{
+	struct nm_pm_cache cache = { 0, 0 };
+
+	return nm_scan_range_in(ctx, start, len, page_size, out, thp, next, &cache, start + len);
+}
+
 int nm_scan_ranges(const nm_scan_ctx *ctx, size_t n, const unsigned long *starts, const unsigned long *ends,
 		   const size_t *sizes, nm_page_out *const *outs, nm_page_out *const *thps,
 		   size_t *got, size_t *got_thp, size_t *done, unsigned long *next)
 {
-	size_t i;
+	struct nm_pm_cache cache = { 0, 0 };
+	unsigned long ahead_end = 0;
+	size_t i, j = 0;
 
 	if (!done || !next || (n && (!starts || !ends || !sizes || !outs || !thps || !got || !got_thp)))
 		return -EINVAL;
@@ -1163,9 +1213,14 @@ int nm_scan_ranges(const nm_scan_ctx *ctx, size_t n, const unsigned long *starts
 			from = *next;
 		if (!out || ends[i] < from)
 			return -EINVAL;
+		if (j <= i) {  /* the run of adjacent ranges of base pages from i: one pagemap read can serve them */
+			for (j = i + 1; j < n && sizes[j] == sizes[i] && starts[j] == ends[j - 1]; j++)
+				;
+			ahead_end = ends[j - 1];
+		}
 		a = out->count;
 		b = thp ? thp->count : 0;
-		rc = nm_scan_range(ctx, from, ends[i] - from, sizes[i], out, thp, next);
+		rc = nm_scan_range_in(ctx, from, ends[i] - from, sizes[i], out, thp, next, &cache, ahead_end);
 		got[i] += out->count - a;
 		if (thp)
 			got_thp[i] += thp->count - b;
