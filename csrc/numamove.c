@@ -396,6 +396,16 @@ struct nm_own_shared {        /* in a MAP_SHARED region: numamove and its worker
 	int status[];         /* count entries */
 };
 
+/* the end of the run of entries page_size apart that starts at pages[i] (of n) */
+static size_t nm_run_end(void *const *pages, size_t i, size_t n, size_t page_size)
+{
+	size_t e;
+
+	for (e = i + 1; e < n && (char *)pages[e] == (char *)pages[e - 1] + page_size; e++)
+		;
+	return e;
+}
+
 /* madvise(advice) over pages[0..n), one call per run of entries page_size apart; errors ignored
  * (populating: the page's status says what became of it; unmapping: only slower) */
 static void nm_runs(void **pages, size_t n, size_t page_size, int advice)
@@ -403,8 +413,7 @@ static void nm_runs(void **pages, size_t n, size_t page_size, int advice)
 	size_t j, e;
 
 	for (j = 0; j < n; j = e) {
-		for (e = j + 1; e < n && (char *)pages[e] == (char *)pages[e - 1] + page_size; e++)
-			;
+		e = nm_run_end(pages, j, n, page_size);
 		madvise(pages[j], (e - j) * page_size, advice);
 	}
 }
@@ -952,8 +961,7 @@ long nm_populate_list(void **pages, size_t count, size_t page_size)
 	if (!page_size || page_size % 4096)
 		return -EINVAL;
 	for (i = 0; i < count; i = j) {
-		for (j = i + 1; j < count && (char *)pages[j] == (char *)pages[j - 1] + page_size; j++)
-			;
+		j = nm_run_end(pages, i, count, page_size);
 		if (madvise(pages[i], (j - i) * page_size, MADV_POPULATE_READ) == 0) {
 			memmove(pages + k, pages + i, (j - i) * sizeof(*pages));
 			k += j - i;

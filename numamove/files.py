@@ -63,10 +63,7 @@ def data_extents(fd: int, size: int, align: int = mmap.PAGESIZE, gap: int = 0,
     off = seen = 0
     while off < size:
         if not exact and seen > 64 + (off >> 20):
-            lo = off - off % align
-            if out and lo <= out[-1][1] + gap:
-                lo = out.pop()[0]
-            out.append((lo, size))
+            out.append((off - off % align, size))
             break
         seen += 1
         try:
@@ -82,22 +79,20 @@ def data_extents(fd: int, size: int, align: int = mmap.PAGESIZE, gap: int = 0,
         hi = min(size, hi + (-hi) % align)
         if lo >= hi:
             break
-        if out and lo <= out[-1][1] + gap:
-            out[-1] = (out[-1][0], max(hi, out[-1][1]))
-        else:
-            out.append((lo, hi))
+        out.append((lo, hi))
         off = hi
-    return out
+    return coarse(out, gap)
 
 
 def coarse(extents: list[tuple[int, int]], gap: int = 8 << 20) -> list[tuple[int, int]]:
-    """extents merged where a hole of at most gap bytes parts them: what a scan of holes should cover
-    (mincore and pagemap walk 8 MiB of hole in ~20 us, about what each range costs them in Python;
-    a file of alternating pages and holes would otherwise be 131,072 ranges a GiB)."""
+    """Sorted extents merged where they overlap, touch or a hole of at most gap bytes parts them: with the
+    default, what a scan of holes should cover (mincore and pagemap walk 8 MiB of hole in ~20 us, about
+    what each range costs them in Python; a file of alternating pages and holes would otherwise be
+    131,072 ranges a GiB)."""
     out: list[tuple[int, int]] = []
     for lo, hi in extents:
         if out and lo <= out[-1][1] + gap:
-            out[-1] = (out[-1][0], hi)
+            out[-1] = (out[-1][0], max(hi, out[-1][1]))
         else:
             out.append((lo, hi))
     return out
