@@ -535,6 +535,62 @@ def test_file_copy_without_userfaultfd_populates_on_the_node() -> None:
     os.unlink(out_path)
 
 
+def _data_page_nodes(path: str, offsets: list[int]) -> set[int]:
+    """Nodes of a file's data pages at offsets (mapped and read here: only data pages, so no hole is filled)."""
+    import mmap
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        m = mmap.mmap(fd, os.fstat(fd).st_size, mmap.MAP_SHARED, mmap.PROT_READ)
+        keep, addr, _ = _native.buffer_address(m)
+        try:
+            for off in offsets:
+                _ = m[off]
+            return {n for off in offsets for n in _native.page_nodes(addr + off, 4096)}
+        finally:
+            del keep
+            m.close()
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.numa(nodes=2)
+def test_a_sparse_file_moves_and_copies_its_data_only() -> None:
+    """A sparse /dev/shm file (64 GiB long, three runs of data far apart, written on node 0): in place, its
+    data pages move to node 1 and its holes stay holes; --copy --output keeps the holes and puts the data on
+    node 1. Before, the in-place scan walked the whole length, and the copy asked the node for 64 GiB."""
+    path, out_path = "/dev/shm/numamove-test-sparse", "/dev/shm/numamove-test-sparse-out"
+    runs = [(0, 2 * MIB), (5 << 30, 64 << 10), ((64 << 30) - MIB, MIB)]
+    subprocess.run(["numactl", "--membind=0", sys.executable, "-c",
+                    "import os, sys\n"
+                    "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)\n"
+                    "os.ftruncate(fd, 64 << 30)\n"
+                    f"for off, n in {runs!r}: os.pwrite(fd, os.urandom(n), off)\n", path], check=True)
+    offsets = [off for start, n in runs for off in range(start, start + n, 4096)]
+    data = sum(n for _, n in runs)
+    try:
+        with open(path, "rb") as fh:
+            want = [(fh.seek(start), fh.read(n))[1] for start, n in runs]
+        assert _data_page_nodes(path, offsets) == {0}
+        code, out, err = run("file", path, "--to", "1", "--json", "-q")
+        assert code == 0, err
+        f = json.loads(out)["files"][0]
+        assert f["moved"] == {"pages": data // 4096, "bytes": data} and f["failed"] == {}, json.dumps(f)
+        assert _data_page_nodes(path, offsets) == {1}
+        assert os.stat(path).st_blocks * 512 == data
+        code, out, err = run("file", path, "--to", "1", "--copy", "--output", out_path, "--json", "-q")
+        assert code == 0, err
+        c = json.loads(out)["copies"][0]
+        assert (c["bytes"], c["data_bytes"], c["pages_on_node"]) == (64 << 30, data, {"1": data // 4096})
+        assert os.stat(out_path).st_blocks * 512 == data
+        with open(out_path, "rb") as fh:
+            assert [(fh.seek(start), fh.read(n))[1] for start, n in runs] == want
+    finally:
+        for p in (path, out_path):
+            if os.path.exists(p):
+                os.unlink(p)
+
+
 @pytest.mark.numa(nodes=2)
 def test_file_copy_stages_a_file_from_another_file_system() -> None:
     """--copy --output: a file on another file system is staged into /dev/shm on node 1."""
