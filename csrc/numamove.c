@@ -1110,38 +1110,12 @@ static ssize_t nm_pm_entries(const nm_scan_ctx *ctx, struct nm_pm_cache *cache, 
 	return (ssize_t)(cache->n < want ? cache->n : want);
 }
 
-/* nm_scan_range, reading pagemap ahead up to ahead_end (the end of the run of adjacent ranges this
- * one starts) into cache */
-static int nm_scan_range_in(const nm_scan_ctx *ctx, unsigned long start, size_t len, size_t page_size,
-			    nm_page_out *out, nm_page_out *thp, unsigned long *next, struct nm_pm_cache *cache,
-			    unsigned long ahead_end)
+/* Base pages of [addr, end) from pagemap, in chunks, reading ahead up to ahead_end (the end of the run
+ * of adjacent ranges this one starts) into cache: nm_scan_range's loop */
+static int nm_scan_chunks(const nm_scan_ctx *ctx, unsigned long addr, unsigned long end, nm_page_out *out,
+			  nm_page_out *thp, unsigned long *next, struct nm_pm_cache *cache, unsigned long ahead_end,
+			  size_t *hint)
 {
-	unsigned long end = start + len, addr = start;
-	size_t stride, hint = 0;
-
-	if (!ctx || !out || !next || !ctx->scratch || !page_size || page_size % NM_BASE ||
-	    start % NM_BASE)
-		return -EINVAL;
-	stride = page_size / NM_BASE;
-	if (stride > 1) { /* hugetlb: one entry per page tells whether it is present */
-		for (; addr + page_size <= end; addr += page_size) {
-			uint64_t e;
-
-			if (pread(ctx->pagemap_fd, &e, sizeof(e), (off_t)(addr / NM_BASE * 8)) != sizeof(e)) {
-				*next = addr;
-				return -EIO;
-			}
-			if (!(e & NM_PM_PRESENT))
-				continue;
-			if (out->count >= out->cap) {
-				*next = addr;
-				return 0;
-			}
-			nm_put(out, addr, nm_pfn_node(ctx, e & NM_PM_PFN_MASK, &hint));
-		}
-		*next = end;
-		return 0;
-	}
 	while (addr < end) {
 		/* a chunk of whole pages (and, with thp, whole 2 MiB blocks) */
 		size_t want = (end - addr) / NM_BASE, got, i;
@@ -1169,7 +1143,7 @@ static int nm_scan_range_in(const nm_scan_ctx *ctx, unsigned long start, size_t 
 					*next = a;
 					return 0;
 				}
-				nm_put(thp, a, nm_pfn_node(ctx, e & NM_PM_PFN_MASK, &hint));
+				nm_put(thp, a, nm_pfn_node(ctx, e & NM_PM_PFN_MASK, hint));
 				i += NM_THP_ENTRIES;
 				continue;
 			}
@@ -1183,7 +1157,7 @@ static int nm_scan_range_in(const nm_scan_ctx *ctx, unsigned long start, size_t 
 					*next = a;
 					return 0;
 				}
-				nm_put(out, a, nm_pfn_node(ctx, e & NM_PM_PFN_MASK, &hint));
+				nm_put(out, a, nm_pfn_node(ctx, e & NM_PM_PFN_MASK, hint));
 			}
 			i++;
 		}
@@ -1193,17 +1167,139 @@ static int nm_scan_range_in(const nm_scan_ctx *ctx, unsigned long start, size_t 
 	return 0;
 }
 
+/* PAGEMAP_SCAN (Linux 6.7): where a range has present pages, its page table walk skipping empty tables
+ * whole; defined here, as the build's headers may predate it */
+struct nm_page_region {
+	uint64_t start, end, categories;
+};
+
+struct nm_pm_scan_arg {
+	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+	uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+
+#define NM_PAGEMAP_SCAN _IOWR('f', 16, struct nm_pm_scan_arg)
+#define NM_PAGE_IS_PRESENT (1ULL << 3)
+#define NM_SCAN_REGIONS 256
+
+static int nm_pmscan_missing;  /* set once the kernel refused PAGEMAP_SCAN (before 6.7): not asked again */
+static long nm_pmscan_calls;   /* PAGEMAP_SCAN calls that answered (nm_pagemap_scan_calls) */
+
+long nm_pagemap_scan_calls(void)
+{
+	return __atomic_load_n(&nm_pmscan_calls, __ATOMIC_RELAXED);
+}
+
+void nm_pagemap_scan_refuse(int refuse)
+{
+	nm_pmscan_missing = refuse;
+}
+
+/*
+ * The base pages of the sparse range [addr, end): PAGEMAP_SCAN finds where present pages are, and only
+ * there (each region widened to whole 2 MiB blocks, so a THP is seen whole, as a plain scan sees it) is
+ * pagemap read.  Returns 1 where the kernel has no PAGEMAP_SCAN (the caller scans plainly from *next),
+ * else nm_scan_chunks' result.
+ */
+static int nm_scan_sparse(const nm_scan_ctx *ctx, unsigned long addr, unsigned long end, nm_page_out *out,
+			  nm_page_out *thp, unsigned long *next, struct nm_pm_cache *cache, size_t *hint)
+{
+	struct nm_page_region reg[NM_SCAN_REGIONS];
+
+	while (addr < end) {
+		struct nm_pm_scan_arg a = { .size = sizeof(a), .start = addr, .end = end, .vec = (uintptr_t)reg,
+					    .vec_len = NM_SCAN_REGIONS, .category_mask = NM_PAGE_IS_PRESENT,
+					    .return_mask = NM_PAGE_IS_PRESENT };
+		unsigned long upto = end, done = addr;
+		long n = ioctl(ctx->pagemap_fd, NM_PAGEMAP_SCAN, &a), k;
+
+		if (n < 0) {
+			*next = addr;
+			if (errno == ENOTTY || errno == EINVAL || errno == EOPNOTSUPP) {
+				nm_pmscan_missing = 1;
+				return 1;
+			}
+			return -errno;
+		}
+		__atomic_fetch_add(&nm_pmscan_calls, 1, __ATOMIC_RELAXED);
+		if (n == NM_SCAN_REGIONS && a.walk_end > addr && a.walk_end < end) {
+			/* stopped with the regions full: go on from the last whole 2 MiB block it finished */
+			upto = a.walk_end & ~(NM_HUGE_SIZE - 1);
+			if (upto <= addr)
+				upto = a.walk_end;
+		}
+		for (k = 0; k < n; k++) {
+			unsigned long lo = reg[k].start & ~(NM_HUGE_SIZE - 1);
+			unsigned long hi = (reg[k].end + NM_HUGE_SIZE - 1) & ~(NM_HUGE_SIZE - 1);
+			int rc;
+
+			lo = lo < done ? done : lo;
+			hi = hi > upto ? upto : hi;
+			if (lo >= hi)
+				continue;
+			rc = nm_scan_chunks(ctx, lo, hi, out, thp, next, cache, hi, hint);
+			if (rc || *next < hi)  /* failed, or an output is full */
+				return rc;
+			done = hi;
+		}
+		addr = upto;
+	}
+	*next = end;
+	return 0;
+}
+
+/* nm_scan_range, reading pagemap ahead up to ahead_end into cache; sparse: few of its pages are present */
+static int nm_scan_range_in(const nm_scan_ctx *ctx, unsigned long start, size_t len, size_t page_size,
+			    nm_page_out *out, nm_page_out *thp, unsigned long *next, struct nm_pm_cache *cache,
+			    unsigned long ahead_end, int sparse)
+{
+	unsigned long end = start + len, addr = start;
+	size_t stride, hint = 0;
+
+	if (!ctx || !out || !next || !ctx->scratch || !page_size || page_size % NM_BASE ||
+	    start % NM_BASE)
+		return -EINVAL;
+	stride = page_size / NM_BASE;
+	if (stride > 1) { /* hugetlb: one entry per page tells whether it is present */
+		for (; addr + page_size <= end; addr += page_size) {
+			uint64_t e;
+
+			if (pread(ctx->pagemap_fd, &e, sizeof(e), (off_t)(addr / NM_BASE * 8)) != sizeof(e)) {
+				*next = addr;
+				return -EIO;
+			}
+			if (!(e & NM_PM_PRESENT))
+				continue;
+			if (out->count >= out->cap) {
+				*next = addr;
+				return 0;
+			}
+			nm_put(out, addr, nm_pfn_node(ctx, e & NM_PM_PFN_MASK, &hint));
+		}
+		*next = end;
+		return 0;
+	}
+	if (sparse && !nm_pmscan_missing) {
+		int rc = nm_scan_sparse(ctx, addr, end, out, thp, next, cache, &hint);
+
+		if (rc != 1)
+			return rc;
+		addr = *next;
+	}
+	return nm_scan_chunks(ctx, addr, end, out, thp, next, cache, ahead_end, &hint);
+}
+
 int nm_scan_range(const nm_scan_ctx *ctx, unsigned long start, size_t len, size_t page_size,
 		  nm_page_out *out, nm_page_out *thp, unsigned long *next)
 {
 	struct nm_pm_cache cache = { 0, 0 };
 
-	return nm_scan_range_in(ctx, start, len, page_size, out, thp, next, &cache, start + len);
+	return nm_scan_range_in(ctx, start, len, page_size, out, thp, next, &cache, start + len, 0);
 }
 
 int nm_scan_ranges(const nm_scan_ctx *ctx, size_t n, const unsigned long *starts, const unsigned long *ends,
-		   const size_t *sizes, nm_page_out *const *outs, nm_page_out *const *thps,
-		   size_t *got, size_t *got_thp, size_t *done, unsigned long *next)
+		   const size_t *sizes, const unsigned char *sparse, nm_page_out *const *outs,
+		   nm_page_out *const *thps, size_t *got, size_t *got_thp, size_t *done, unsigned long *next)
 {
 	struct nm_pm_cache cache = { 0, 0 };
 	unsigned long ahead_end = 0;
@@ -1228,7 +1324,8 @@ int nm_scan_ranges(const nm_scan_ctx *ctx, size_t n, const unsigned long *starts
 		}
 		a = out->count;
 		b = thp ? thp->count : 0;
-		rc = nm_scan_range_in(ctx, from, ends[i] - from, sizes[i], out, thp, next, &cache, ahead_end);
+		rc = nm_scan_range_in(ctx, from, ends[i] - from, sizes[i], out, thp, next, &cache, ahead_end,
+				      sparse && sparse[i]);
 		got[i] += out->count - a;
 		if (thp)
 			got_thp[i] += thp->count - b;

@@ -332,10 +332,23 @@ int nm_scan_range(const nm_scan_ctx *ctx, unsigned long start, size_t len, size_
  * Returns 0 with *done == n when every range is scanned; 0 with *done < n
  * when an output is full (grow it and call again: *next says where range
  * *done resumes); -errno (of pread) with *done at the range that failed.
+ * Adjacent ranges of one page size share their pagemap reads.  Where
+ * sparse[i] (sparse may be NULL) says few of range i's pages are present,
+ * PAGEMAP_SCAN (Linux 6.7) finds where they are and pagemap is read only
+ * there, a 2 MiB block at least (a sanitizer's or an allocator's reserved
+ * gigabytes cost a page table walk that skips empty tables, not 8 bytes of
+ * pagemap a page); without it, the range is read whole.
  */
 int nm_scan_ranges(const nm_scan_ctx *ctx, size_t n, const unsigned long *starts, const unsigned long *ends,
-		   const size_t *sizes, nm_page_out *const *outs, nm_page_out *const *thps,
-		   size_t *got, size_t *got_thp, size_t *done, unsigned long *next);
+		   const size_t *sizes, const unsigned char *sparse, nm_page_out *const *outs,
+		   nm_page_out *const *thps, size_t *got, size_t *got_thp, size_t *done, unsigned long *next);
+
+/* How many PAGEMAP_SCAN calls nm_scan_ranges has made that the kernel answered (0 before Linux 6.7). */
+long nm_pagemap_scan_calls(void);
+
+/* Test hook: refuse != 0 scans sparse ranges as a kernel without PAGEMAP_SCAN makes them (read whole);
+ * 0 asks the kernel again. */
+void nm_pagemap_scan_refuse(int refuse);
 
 /*
  * Histogram of values[0..n): up to NM_HIST_MAX distinct values into keys[] and

@@ -30,6 +30,7 @@ from .maps import clip as _clip
 
 CAP_SYS_ADMIN = 21
 MAPS_SCAN_LIMIT = 64 << 30  # address space scanned whole from maps; beyond it smaps' Rss skips empty mappings
+SPARSE_MIN = 64 << 20  # a mapping this large with at most an eighth of it resident is scanned as sparse
 
 
 class PageSet:
@@ -138,14 +139,18 @@ def collect(pid: int, ranges: list[tuple[int, int]] | None = None,
             if only is not None and kind not in only:
                 continue
             size = m.kernel_page_size if m.hugetlb else BASE
+            # sparse: at most an eighth of a large mapping is resident (smaps' Rss, or from maps the whole
+            # process's): where its pages are is asked of the page tables, not read from all its pagemap
+            sparse = m.length >= SPARSE_MIN and (m.rss if m.rss is not None else resident[BASE]) * 8 < m.length
             if m.rss is None:  # from maps: any anonymous mapping may hold THPs (kpageflags finds their heads)
-                todo.append((kind, clips, size, kpf >= 0 and kind in ("anon", "heap", "stack") and m.length >= HUGE))
+                todo.append((kind, clips, size, kpf >= 0 and kind in ("anon", "heap", "stack") and m.length >= HUGE,
+                             sparse))
                 continue
             thp = not m.hugetlb and m.anon_huge > 0 and kpf >= 0
             resident[size] = resident.get(size, 0) + m.rss - (m.anon_huge if thp else 0)
             if thp:
                 resident[HUGE] = resident.get(HUGE, 0) + m.anon_huge
-            todo.append((kind, clips, size, thp))
+            todo.append((kind, clips, size, thp, sparse))
         # every range in one C call: a process may have tens of thousands of mappings
         starts: list[int] = []
         ends: list[int] = []
@@ -153,7 +158,8 @@ def collect(pid: int, ranges: list[tuple[int, int]] | None = None,
         outs: list[_native.PageOut] = []
         thps: list[_native.PageOut | None] = []
         kinds_of: list[str] = []
-        for kind, clips, size, thp in todo:
+        sparse_of: list[bool] = []
+        for kind, clips, size, thp, sparse in todo:
             out = ps.output(size, resident[size] // size + 16)
             huge = ps.output(HUGE, resident[HUGE] // HUGE + 16) if thp else None
             for lo, hi in clips:
@@ -163,8 +169,9 @@ def collect(pid: int, ranges: list[tuple[int, int]] | None = None,
                 outs.append(out)
                 thps.append(huge)
                 kinds_of.append(kind)
+                sparse_of.append(sparse)
         try:
-            got, got_thp = ctx.scan_all(starts, ends, sizes, outs, thps)
+            got, got_thp = ctx.scan_all(starts, ends, sizes, outs, thps, sparse_of if any(sparse_of) else None)
         except OSError as exc:
             if exc.errno == errno.ESRCH:
                 raise NoSuchProcessError(f"PID {pid} exited") from None

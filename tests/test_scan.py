@@ -122,6 +122,75 @@ def test_adjacent_ranges_share_pagemap_reads_and_find_what_one_by_one_finds() ->
     m.close()
 
 
+@root_only
+@pytest.mark.parametrize("refused", [False, True])
+@pytest.mark.parametrize("cap", [16, 1 << 16])
+def test_a_sparse_range_finds_what_a_whole_scan_finds(cap: int, refused: bool) -> None:
+    """A large mapping with few present pages, scanned as sparse (PAGEMAP_SCAN finds where its pages are, then
+    only there is pagemap read): the same pages and THP heads as reading its whole pagemap, with more regions
+    than one PAGEMAP_SCAN call returns, pages on both sides of 2 MiB boundaries, a THP, and outputs that fill
+    and resume (cap 16). Where the kernel has PAGEMAP_SCAN (6.7), it is used; where it refuses it (refused:
+    as before 6.7), the range is read whole."""
+    size = 8 << 30
+    m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x4000)  # MAP_NORESERVE
+    a = _addr(m)
+    huge = (-a) % (2 << 20) + (1 << 30)  # a 2 MiB-aligned block 1 GiB in: a THP where THPs can be had
+    m.madvise(mmap.MADV_HUGEPAGE, huge, 2 << 20)
+    m[huge:huge + (2 << 20)] = b"t" * (2 << 20)
+    offsets = [off for off in range(0, 600 * (64 << 10), 64 << 10)]  # 600 regions: more than one call holds
+    offsets += [(3 << 30) - 4096, 3 << 30, (5 << 30) + 4096 * 7, size - 4096]  # either side of a 2 MiB boundary
+    m.madvise(mmap.MADV_NOHUGEPAGE, 0, 600 * (64 << 10))
+    for off in offsets:
+        m[off] = 1
+    ctx = _native.ScanContext(os.open("/proc/self/pagemap", os.O_RDONLY), os.open("/proc/kpageflags", os.O_RDONLY),
+                              pfn_ranges(), _native.zero_pfns())
+
+    def scan(sparse: bool) -> tuple[list[int], list[int]]:
+        out, thp = _native.PageOut(4096, cap), _native.PageOut(2 << 20, cap)
+        ctx.scan_all([a], [a + size], [4096], [out], [thp], [sparse])
+        return ([int(_native.ffi.cast("uintptr_t", out.pages[i])) for i in range(out.count)],
+                [int(_native.ffi.cast("uintptr_t", thp.pages[i])) for i in range(thp.count)])
+
+    _native.lib.nm_pagemap_scan_refuse(int(refused))
+    calls = _native.lib.nm_pagemap_scan_calls()
+    try:
+        whole, sparse = scan(False), scan(True)
+    finally:
+        _native.lib.nm_pagemap_scan_refuse(0)
+    assert sparse == whole
+    assert set(whole[0]) >= {a + off for off in offsets}
+    assert whole[1] in ([a + huge], [])  # the THP, unless this machine gave base pages
+    assert len(whole[0]) + 512 * len(whole[1]) == len(offsets) + 512
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    if refused:
+        assert _native.lib.nm_pagemap_scan_calls() == calls
+    elif (major, minor) >= (6, 7):
+        assert _native.lib.nm_pagemap_scan_calls() > calls
+    os.close(ctx.ctx.pagemap_fd)
+    os.close(ctx.ctx.kpageflags_fd)
+    m.close()
+
+
+@root_only
+def test_collect_scans_a_large_mostly_empty_mapping_as_sparse() -> None:
+    """collect() marks a mapping of 64 MiB or more with at most an eighth of it resident (here a 16 GiB
+    reservation holding 3 pages) as sparse, and still finds each of its pages on its node."""
+    m = mmap.mmap(-1, 16 << 30, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x4000)  # MAP_NORESERVE
+    a = _addr(m)
+    m.madvise(mmap.MADV_NOHUGEPAGE)
+    for off in (0, 7 << 30, (16 << 30) - 4096):
+        m[off] = 1
+    calls = _native.lib.nm_pagemap_scan_calls()
+    ps = collect(os.getpid(), [(a, a + (16 << 30))])
+    out = ps.classes[4096]
+    assert sorted(int(_native.ffi.cast("uintptr_t", out.pages[i])) for i in range(out.count)) == [
+        a, a + (7 << 30), a + (16 << 30) - 4096]
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    if (major, minor) >= (6, 7):
+        assert _native.lib.nm_pagemap_scan_calls() > calls
+    m.close()
+
+
 def test_tally_select_and_scatter_in_c() -> None:
     """tally counts every value (past 64 distinct ones too), select picks by value, scatter puts back."""
     vals = _native.ffi.new("int[]", [3, 3, -14, 1, 3, 1])
