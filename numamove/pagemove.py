@@ -20,7 +20,7 @@ import time
 from . import _native
 from .errors import Interrupted, InvalidNodeError, NativeError, NodeUnavailableError
 from .planner import BASE_PAGE, Plan, make_plan
-from .proc import AccessError, NoSuchProcessError, ProcessError, Target, exiting
+from .proc import AccessError, NoSuchProcessError, ProcessError, Target, access_hint, exiting
 from .scan import PageSet, collect
 
 TYPE_CHECKING = False  # typing's own constant to mypy; importing typing costs start-up ~4 ms
@@ -482,8 +482,7 @@ def _raise_call_error(pid: int, err: int, node: int, flags: int) -> None:
         if flags & _native.MPOL_MF_MOVE_ALL:
             raise AccessError("--all needs CAP_SYS_NICE: run as root or grant it "
                               "(setcap cap_sys_nice+ep, or AmbientCapabilities=CAP_SYS_NICE in systemd)")
-        raise AccessError(f"not allowed to move the pages of PID {pid}: run as its owner or root, "
-                          "or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH")
+        raise AccessError(f"not allowed to move the pages of PID {pid}: {access_hint()}")
     if err == errno.EACCES:
         raise NodeUnavailableError(f"node {node} is outside the cpuset of PID {pid} (its Mems_allowed)")
     if err == errno.ENODEV:

@@ -180,6 +180,15 @@ CAP_SYS_PTRACE = 19
 CAP_SYS_NICE = 23
 
 
+def access_hint() -> str:
+    """What to do about the kernel's ptrace check refusing a process: as root, say why root was not enough."""
+    if os.geteuid() == 0:
+        return ("even as root: the process holds capabilities numamove lacks (numamove may be running in a "
+                "container or under a reduced bounding set), or a security module (YAMA, SELinux, AppArmor) "
+                "refuses it")
+    return "run as its owner or root, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
+
+
 def has_capability(cap: int) -> bool:
     """Whether this process holds capability number cap in its effective set (root holds them all)."""
     try:

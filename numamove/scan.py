@@ -96,10 +96,8 @@ def collect(pid: int, ranges: list[tuple[int, int]] | None = None,
     Raises:
         NoSuchProcessError, AccessError.
     """
-    from .proc import AccessError, NoSuchProcessError
+    from .proc import AccessError, NoSuchProcessError, access_hint
 
-    denied = ("not allowed to read the memory map of PID {}: run as its owner or root, "
-              "or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH")
     ps = PageSet(pid)
     try:
         maps = read_maps(pid) if smaps is False else None
@@ -116,7 +114,7 @@ def collect(pid: int, ranges: list[tuple[int, int]] | None = None,
     except FileNotFoundError:
         raise NoSuchProcessError(f"no process with PID {pid} (it may have exited)") from None
     except PermissionError:
-        raise AccessError(denied.format(pid)) from None
+        raise AccessError(f"not allowed to read the memory map of PID {pid}: {access_hint()}") from None
     try:
         kpf = os.open("/proc/kpageflags", os.O_RDONLY)
     except OSError:
@@ -242,6 +240,7 @@ def _query(pid: int, pages: object, n: int, into: object) -> None:
         if exc.errno == errno.ESRCH or (exc.errno == errno.EINVAL and exiting(pid)):
             raise NoSuchProcessError(f"PID {pid} exited") from None
         if exc.errno == errno.EPERM:
-            raise AccessError(f"not allowed to query the pages of PID {pid}: run as its owner "
-                              "or root, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH") from None
+            from .proc import access_hint
+
+            raise AccessError(f"not allowed to query the pages of PID {pid}: {access_hint()}") from None
         raise

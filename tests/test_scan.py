@@ -342,3 +342,15 @@ def test_consecutive_mappings_of_one_kind_fill_one_segment() -> None:
     for kind, size, _first, n in segs:
         got[(kind, size)] = got.get((kind, size), 0) + n
     assert got == want
+
+
+def test_a_refused_process_is_explained_for_root_and_for_a_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ptrace check refusing a process: a user is told what would allow it; root, that root was not
+    enough and why that happens (it read "run as its owner or root" to root)."""
+    from numamove.proc import access_hint
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert access_hint() == "run as its owner or root, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    hint = access_hint()
+    assert hint.startswith("even as root: ") and "capabilities numamove lacks" in hint and "root," not in hint
