@@ -72,6 +72,9 @@ class Cgroup:
         self.mount = mount
         # kernel threads found in the group (the root group holds them): no user memory, nothing to move
         self.kernel_threads: set[int] = set()
+        # numamove's own PID when it runs inside the group it moves (a service's ExecStartPost, `--cgroup /`):
+        # its pages are the tool's own, briefly; not a target
+        self.myself: int | None = None
 
     @property
     def path(self) -> str:

@@ -343,7 +343,7 @@ def _stat_from_processes(pids: list[int]) -> dict[str, dict[int, int]]:
 @click.option("--cgroup", metavar="PATH",
               help="Also every process in this cgroup v2 group and its subgroups (a path under the cgroup2 "
                    "mount, or relative to it as /proc/PID/cgroup and docker inspect give it; / is the root "
-                   "group: every process).")
+                   "group: every process; numamove itself is left out).")
 @click.option("--unit", metavar="NAME", help="Also every process of this systemd unit (service, scope, slice).")
 @click.option("--set-mems", is_flag=True,
               help="With --cgroup/--unit: after the move, set the group's cpuset.mems to the destination "

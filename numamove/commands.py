@@ -387,7 +387,8 @@ def _proc_run(pid_list: list[int], name: str | None, group: Any, unit: str | Non
                     handover.undo()
                 from .proc import NoSuchProcessError
 
-                raise NoSuchProcessError(f"cgroup {group.rel} has no processes")
+                raise NoSuchProcessError(f"cgroup {group.rel} has no processes"
+                                         + (" but numamove itself" if group.myself else ""))
         _proc_move(targets, outcomes, group, unit, handover, pacer, topo, fixed_to, from_nodes, range_list, kinds,
                    move_all, limit, policy, batch, max_pause, wait, dry_run, verbose, quiet, as_json,
                    environment_warnings, resolve_targets, current_node)
@@ -487,10 +488,15 @@ def _add_group_targets(group: Any, targets: list[Any], outcomes: list[Outcome], 
     """Append the group's processes not in targets (or in seen) to targets; one that exited between
     the listing and the look is skipped, not failed. A kernel thread (the root group holds them) has
     no user memory: it is counted in group.kernel_threads, not failed. A process that failed once is
-    not looked at again by a rescan (nor reported twice)."""
+    not looked at again by a rescan (nor reported twice). numamove itself, when it runs inside the group,
+    is left out and named in group.myself."""
     failed = {o.pid for o in outcomes if o.outcome == "failed"}
     have = {t.pid for t in targets} | failed | group.kernel_threads
+    me = os.getpid()
     pids = [pid for pid in group.processes() if pid not in have]
+    if me in pids:
+        group.myself = me
+        pids.remove(me)
     found, bad = resolve_targets(pids)
     from .proc import KernelThreadError, NoSuchProcessError
 
@@ -529,6 +535,7 @@ def _group_json(group: Any, unit: str | None, handover: Any, rescans: int, appea
             "exited": sum(1 for o in outcomes if o.outcome == "skipped"),
             "failed": sum(1 for o in outcomes if o.outcome == "failed"),
             "kernel_threads": len(group.kernel_threads),
+            "numamove_pid": group.myself,
             "rescans": rescans, "appeared_not_moved": appeared,
             "moved_bytes": moved, "move_seconds": secs,
             "achieved_bytes_per_second": rate,
@@ -546,6 +553,8 @@ def _group_lines(g: dict[str, Any], handover: Any) -> list[str]:
              f"({format_bytes(g['achieved_bytes_per_second'])}/s), longest move_pages call {g['max_call_ms']:.1f} ms"
              + (f"; {g['rescans']} rescan(s) for new processes" if g["rescans"] else "")
              + (f"; {g['kernel_threads']} kernel thread(s) left alone (no user memory)" if g["kernel_threads"]
+                else "")
+             + (f"; numamove itself (PID {g['numamove_pid']}) is in the group: not moved" if g["numamove_pid"]
                 else "")]
     if g["rate"] is not None:
         lines.append(f"  rate: {format_bytes(g['rate']['achieved_bytes_per_second'])}/s achieved "

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -262,6 +264,35 @@ def test_set_mems_without_a_v2_cpuset_says_why(group: tuple[str, str]) -> None:
     assert code == 1 and "--set-mems: the cpuset controller" in err and err.count("\n") == 1
 
 
+def test_numamove_inside_the_group_it_moves_leaves_itself_out(group: tuple[str, str]) -> None:
+    """numamove run inside the group it moves (a service's ExecStartPost, `--cgroup /`) is no target of its
+    own: the JSON names its PID apart, the text line says so, and a group holding only numamove has
+    nothing to move (exit 1, one line)."""
+    rel, path = group
+    # sh joins the group, prints its PID and becomes numamove (exec keeps the PID)
+    script = ('echo $$ > "$1/cgroup.procs" && echo $$ >&2 && g=$2 && shift 2 && '
+              'exec "$0" -m numamove proc --cgroup "$g" --to 0 "$@"')
+
+    def numamove_in_group(*args: str) -> tuple[int, str, int, str]:
+        p = subprocess.run(["sh", "-c", script, sys.executable, path, rel, *args], capture_output=True,
+                           text=True, timeout=120)
+        first, _, rest = p.stderr.partition("\n")
+        return p.returncode, p.stdout, int(first), rest
+
+    with Workload("--size", "4M", cgroup=path) as w:
+        code, out, me, err = numamove_in_group("--json", "-q")
+        assert code == 0, err
+        doc = json.loads(out)
+        validate(doc, "proc")
+        assert [t["pid"] for t in doc["targets"]] == [w.pid] and doc["cgroup"]["processes"] == 1
+        assert doc["cgroup"]["numamove_pid"] == me and me != w.pid
+        code, out, me, err = numamove_in_group("-q")
+        assert code == 0, err
+        assert f"numamove itself (PID {me}) is in the group: not moved" in out
+    code, out, me, err = numamove_in_group()
+    assert code == 1 and err.count("\n") == 1 and "has no processes but numamove itself" in err, err
+
+
 def test_root_group_is_named_by_a_slash_and_its_kernel_threads_are_left_alone() -> None:
     """`--cgroup /` names the root group, as /proc/PID/cgroup's "0::/" does (not the file system's root,
     which is no group); the kernel threads it holds have no user memory: counted in `kernel_threads`,
@@ -280,7 +311,9 @@ def test_root_group_is_named_by_a_slash_and_its_kernel_threads_are_left_alone() 
     assert g["path"] == "/" and g["kernel_threads"] > 0
     assert "kernel thread" not in err
     assert all("kernel thread" not in (t.get("error") or "") for t in doc["targets"])
-    assert g["processes"] >= 1 and os.getpid() in {t["pid"] for t in doc["targets"]}
+    # every process but this one, which runs numamove (in-process) and is named apart
+    assert g["processes"] >= 1 and os.getpid() not in {t["pid"] for t in doc["targets"]}
+    assert g["numamove_pid"] == os.getpid()
 
 
 class _FakeGroup:
@@ -289,6 +322,7 @@ class _FakeGroup:
     def __init__(self, pids: list[int]) -> None:
         self.pids = pids
         self.kernel_threads: set[int] = set()
+        self.myself: int | None = None
 
     def processes(self) -> list[int]:
         return list(self.pids)
