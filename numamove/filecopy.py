@@ -79,7 +79,7 @@ def _take_lease(fd: int, path: str) -> None:
         fcntl.fcntl(fd, F_SETLEASE, fcntl.F_WRLCK)
     except OSError as exc:
         if exc.errno in (errno.EAGAIN, errno.EBUSY):
-            busy = users_of(path)
+            busy = users_of(fd)
             who = ", ".join(f"PID {p} ({n})" for p, n in busy[:5]) or \
                 "a process numamove cannot see (another user's; run as root to see which)"
             raise NumamoveError(f"{path} is open or mapped by {who}: --copy would detach them; "

@@ -233,10 +233,14 @@ def _map_every_page(mm: mmap.mmap, length: int, page: int, path: str) -> None:
             _ = mm[off]
 
 
-def users_of(path: str) -> list[tuple[int, str]]:
-    """(PID, name) of every other process that has path open or mapped (scans /proc)."""
-    real = os.path.realpath(path)
-    st = os.stat(real)
+def users_of(fd: int) -> list[tuple[int, str]]:
+    """(PID, name) of every other process that has the open file fd names open or mapped (scans /proc).
+
+    The file is known by its device and inode, from the descriptor: never by a path, which a link or a
+    rename in a shared directory could point elsewhere meanwhile, and which misses a process that opened
+    it under another name (a hard link)."""
+    st = os.fstat(fd)
+    dev, ino = st.st_dev, st.st_ino
     me = os.getpid()
     found: list[tuple[int, str]] = []
     for entry in os.listdir("/proc"):
@@ -245,24 +249,35 @@ def users_of(path: str) -> list[tuple[int, str]]:
         pid = int(entry)
         try:
             hit = False
-            for fd in os.listdir(f"/proc/{pid}/fd"):
+            for n in os.listdir(f"/proc/{pid}/fd"):
                 try:
-                    s = os.stat(f"/proc/{pid}/fd/{fd}")
+                    s = os.stat(f"/proc/{pid}/fd/{n}")
                 except OSError:
                     continue
-                if (s.st_dev, s.st_ino) == (st.st_dev, st.st_ino):
+                if (s.st_dev, s.st_ino) == (dev, ino):
                     hit = True
                     break
             if not hit:
                 with open_text(f"/proc/{pid}/maps") as fh:
-                    hit = any(line.rstrip("\n").endswith(" " + real) or line.rstrip("\n").endswith(
-                        " " + real + " (deleted)") for line in fh)
+                    hit = any(_maps_file(line) == (dev, ino) for line in fh)
             if hit:
                 with open_text(f"/proc/{pid}/comm") as fh:
                     found.append((pid, printable(fh.read().rstrip("\n"))))
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
     return found
+
+
+def _maps_file(line: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the file a /proc/PID/maps line maps ("... 00:1a 12345 /path"), or None."""
+    f = line.split(None, 5)
+    if len(f) < 5 or f[4] == "0":
+        return None
+    major, _, minor = f[3].partition(":")
+    try:
+        return os.makedev(int(major, 16), int(minor, 16)), int(f[4])
+    except ValueError:
+        return None
 
 
 class CopyReport:

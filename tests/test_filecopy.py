@@ -145,6 +145,28 @@ def test_a_file_someone_holds_open_is_refused(shm_file: str) -> None:
     assert not leftovers(shm_file)
 
 
+def test_a_process_mapping_the_file_under_another_name_is_named(shm_file: str) -> None:
+    """The refusal names a process that mapped the file through a hard link and closed it: the file is
+    known by its inode, not by the path given (a path in a shared directory proves nothing)."""
+    alias = shm_file + ".alias"
+    os.link(shm_file, alias)
+    # libc's mmap: Python's mmap module would keep a descriptor of its own open
+    holder = subprocess.Popen([sys.executable, "-c", "import ctypes, os, sys; libc = ctypes.CDLL(None); "
+                               "libc.mmap.restype = ctypes.c_void_p; "
+                               f"fd = os.open({alias!r}, os.O_RDONLY); assert libc.mmap(None, 4096, 1, 1, fd, 0) != "
+                               "ctypes.c_void_p(-1).value; os.close(fd); print(flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"\n"
+        code, _, err = run("file", shm_file, "--to", "0", "--copy")
+        assert code == 1 and "open or mapped by" in err and f"PID {holder.pid}" in err, err
+    finally:
+        holder.kill()
+        holder.wait()
+        os.unlink(alias)
+    assert not leftovers(shm_file)
+
+
 def test_an_open_during_the_copy_aborts_it_and_loses_nothing(shm_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A process that opens the file mid-copy breaks the lease: the copy is discarded, the original (and
     that process's view of it) untouched, nothing left behind."""
