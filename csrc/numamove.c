@@ -110,6 +110,13 @@ int nm_current_cpu(void)
 	return cpu < 0 ? -errno : cpu;
 }
 
+int nm_die_with_parent(int parent)
+{
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
+		return -errno;
+	return getppid() == parent ? 0 : -ESRCH;  /* the parent died before the line above */
+}
+
 struct nm_work {
 	const nm_item *items;
 	size_t n_items;

@@ -279,6 +279,13 @@ void nm_fault_inject_thread_create(int count, int err, int skip);
 
 /* CPU the calling thread runs on, or -errno. */
 int nm_current_cpu(void);
+
+/*
+ * In a process forked to help numamove (a scanner of numamove file's own
+ * mapping): be killed (SIGKILL) when the parent dies.  Returns 0, -ESRCH when
+ * the parent has already gone (the caller exits), or -errno.
+ */
+int nm_die_with_parent(int parent);
 /*
  * Page scanning: present pages of a range from /proc/PID/pagemap, each with
  * the node its PFN belongs to (no move_pages query), counted in C.

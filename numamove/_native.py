@@ -247,6 +247,11 @@ def current_cpu() -> int:
     return _check(lib.nm_current_cpu(), "sched_getcpu")
 
 
+def die_with_parent(parent: int) -> int:
+    """In a forked helper: SIGKILL when parent dies; 0, or -ESRCH when it already has."""
+    return int(lib.nm_die_with_parent(parent))
+
+
 def fault_inject_thread_create(count: int, err: int = _errno.EAGAIN, skip: int = 0) -> None:
     """Test hook: after ``skip`` more successful worker creations, the next ``count`` fail with ``err``."""
     lib.nm_fault_inject_thread_create(count, err, skip)
@@ -426,6 +431,34 @@ class PageOut:
     @property
     def nodes(self) -> Any:
         return self.out.nodes
+
+
+PAGE_ENTRY_BYTES = 12  # an address and a node: what pack_pages writes an entry
+
+
+def pack_pages(out: PageOut, buf: Any, at: int) -> int:
+    """Write out's addresses, then its nodes, into the writable buffer buf (a shared mapping another
+    process of the same address space reads) from byte at. Returns the bytes written."""
+    n = out.count
+    p, q = n * int(ffi.sizeof("void *")), n * int(ffi.sizeof("int"))
+    if at + p + q > len(buf):
+        raise ValueError("page arrays larger than their room")
+    dst = ffi.from_buffer(buf) + at
+    ffi.memmove(dst, out.pages, p)
+    ffi.memmove(dst + p, out.nodes, q)
+    return p + q
+
+
+def unpack_pages(out: PageOut, at: int, data: bytes | memoryview, count: int) -> int:
+    """Put count entries that pack_pages wrote (at the start of data) at index at of out, which has room;
+    out's count becomes at + count. Returns the bytes taken from data."""
+    p, q = count * int(ffi.sizeof("void *")), count * int(ffi.sizeof("int"))
+    if len(data) < p + q or at + count > out.out.cap:
+        raise ValueError("page arrays cut short or larger than their room")
+    ffi.memmove(out.pages + at, data[:p], p)
+    ffi.memmove(out.nodes + at, data[p:p + q], q)
+    out.out.count = at + count
+    return p + q
 
 
 class ScanContext:

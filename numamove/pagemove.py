@@ -51,6 +51,9 @@ def reason(status: int) -> str:
     return REASONS.get(status, f"{errno.errorcode.get(-status, status)}")
 
 
+OWN_MAPPED, OWN_UNMAPPED = 1, 2  # numamove's own file mapping: its pages mapped here, or mapped nowhere
+
+
 class MoveOptions:
     """What to move where, and how (see `numamove proc --help`)."""
 
@@ -218,7 +221,7 @@ def migrate(target: Target, topo: Topology, opts: MoveOptions, ranges: list[tupl
 
 def move_pageset(target: Target, ps: PageSet, topo: Topology, opts: MoveOptions, here: int,
                  allowed: frozenset[int], progress: Callable[[int, int], None] | None = None,
-                 own_file: bool = False) -> TargetReport:
+                 own_file: bool = False, mapped_here: bool = True) -> TargetReport:
     """Move the pages of ps (in target's address space) to opts.to and report what happened.
 
     Where each page is comes from ps (its PFN's node, or a query); where it went, from the
@@ -226,7 +229,8 @@ def move_pageset(target: Target, ps: PageSet, topo: Topology, opts: MoveOptions,
     cut short), so no page is looked up twice.
 
     own_file: ps is numamove's own mapping of a shared file (`numamove file`, in place): several
-    workers are then processes, not threads (_native.move_own).
+    workers are then processes, not threads (_native.move_own). mapped_here: its pages are mapped in
+    numamove now (else processes that scanned them did, and a move on the calling thread maps them first).
     """
     t0 = time.perf_counter()
     rep = TargetReport(target, opts.to, dry_run=opts.dry_run)
@@ -272,7 +276,7 @@ def move_pageset(target: Target, ps: PageSet, topo: Topology, opts: MoveOptions,
             status = _native.raw_new("int[]", n)
             tm = time.perf_counter()
             _run_batches(target.pid, pages, n, size, plan, flags, opts, rep, progress, status,
-                         size if own_file else 0)
+                         (OWN_MAPPED if mapped_here else OWN_UNMAPPED) if own_file else 0)
             rep.seconds += time.perf_counter() - tm
             _account(rep, status, n, size, opts, src)
             if _native.stop_signal():
@@ -341,8 +345,8 @@ def _run_batches(pid: int, pages: Any, n: int, page_size: int, plan: Plan, flags
                  own: int = 0) -> None:
     """Move pages[0..n) in rounds of threads x batch entries, statuses into status[0..n);
     retry busy pages, and pages a cut-short call left on their node, on one thread.
-    With --rate, rounds are the pacer's and each is followed by its wait. own: the page size of
-    numamove's own file mapping that pages are in (worker processes), else 0."""
+    With --rate, rounds are the pacer's and each is followed by its wait. own: OWN_MAPPED or
+    OWN_UNMAPPED when pages are in numamove's own file mapping (worker processes), else 0."""
     batch = _batch_size(n, plan.threads, opts, progress)
     target = _native.raw_new("int[]", n)
     _native.fill_int(target, n, plan.dst)
@@ -357,7 +361,7 @@ def _run_batches(pid: int, pages: Any, n: int, page_size: int, plan: Plan, flags
         sizes = [m for m in (a, 4 * a) if m <= n] or [n]
         took = []
         for m in sizes:
-            res = _call(pid, pages, k, m, plan, flags, m, rep, status, target, own)
+            res = _call(pid, pages, k, m, plan, flags, m, rep, status, target, own, page_size)
             took.append(max(w.max_call_ns for w in res.workers) / 1e6)
             k += m
         budget = opts.max_pause_ms * 0.8
@@ -377,7 +381,7 @@ def _run_batches(pid: int, pages: Any, n: int, page_size: int, plan: Plan, flags
         if pacer is not None:
             m = min(m, pacer.round_entries(page_size))
             b = min(batch, -(-m // plan.threads))
-        res = _call(pid, pages, k, m, plan, flags, b, rep, status, target, own)
+        res = _call(pid, pages, k, m, plan, flags, b, rep, status, target, own, page_size)
         if pacer is not None:
             pacer.account(_moved(status, k, m, plan.dst) * page_size)
         k += m
@@ -398,7 +402,7 @@ def _run_batches(pid: int, pages: Any, n: int, page_size: int, plan: Plan, flags
         if not m:
             break
         res_status = _native.raw_new("int[]", m)
-        _call(pid, sub, 0, m, one, flags, batch, rep, res_status, target, own)
+        _call(pid, sub, 0, m, one, flags, batch, rep, res_status, target, own, page_size)
         _native.scatter(status, idx, res_status, m)
         if pacer is not None:
             pacer.account(_moved(res_status, 0, m, plan.dst) * page_size)
@@ -444,13 +448,13 @@ def _call_cost(sizes: list[int], took_ms: list[float], budget_ms: float) -> tupl
 
 
 def _call(pid: int, pages: Any, k: int, m: int, plan: Plan, flags: int, batch: int,
-          rep: TargetReport, status: Any, target: Any, own: int = 0) -> _native.MoveBatch:
+          rep: TargetReport, status: Any, target: Any, own: int = 0, page_size: int = 4096) -> _native.MoveBatch:
     ptr, st = _native.offset(pages, k), _native.offset(status, k)
 
     def move(cpus: tuple[int, ...], workers: int) -> _native.MoveBatch:
         if own:  # with several workers planned, every call after the first finds these pages dropped here
-            return _native.move_own(ptr, m, plan.dst, flags, cpus, workers, batch, st, target, own,
-                                    remap=plan.threads > 1)
+            return _native.move_own(ptr, m, plan.dst, flags, cpus, workers, batch, st, target, page_size,
+                                    remap=plan.threads > 1 or own == OWN_UNMAPPED)
         return _native.move(pid, ptr, m, plan.dst, flags, cpus, workers, batch, st, target)
 
     try:

@@ -413,8 +413,18 @@ def test_node_outside_the_process_cpuset() -> None:
 
 
 @pytest.mark.numa(nodes=2)
-def test_file_moved_in_place_while_another_process_maps_it() -> None:
-    """A /dev/shm file mapped by a running process: moved to node 1 in place; that process reads the same bytes."""
+@pytest.mark.parametrize("scan", ["here", "scanners"])
+def test_file_moved_in_place_while_another_process_maps_it(scan: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A /dev/shm file mapped by a running process: moved to node 1 in place; that process reads the same bytes.
+    Its resident pages found by numamove itself, or by three scanner processes (as for files of 128 MiB of
+    data and more), which leave numamove mapping none of them: the move's workers map their own."""
+    from numamove import files
+
+    if scan == "scanners":
+        real = files._scanners
+        monkeypatch.setattr(files, "SCAN_SPLIT_MIN", 0)
+        monkeypatch.setattr(files, "SCAN_SHARE", MIB)
+        monkeypatch.setattr(files, "_scanners", lambda data, limit, cpus: real(data, limit, 3))
     path = "/dev/shm/numamove-test-file"
     with shm_holder(path) as (w, start):
         assert where_range(w.pid, start, 8 * MIB) == {0}
