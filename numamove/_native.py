@@ -437,8 +437,8 @@ PAGE_ENTRY_BYTES = 12  # an address and a node: what pack_pages writes an entry
 
 
 def pack_pages(out: PageOut, buf: Any, at: int) -> int:
-    """Write out's addresses, then its nodes, into the writable buffer buf (a shared mapping another
-    process of the same address space reads) from byte at. Returns the bytes written."""
+    """Write out's addresses, then its nodes, into the writable buffer buf (a shared mapping that the
+    process this one was forked from reads) from byte at. Returns the bytes written."""
     n = out.count
     p, q = n * int(ffi.sizeof("void *")), n * int(ffi.sizeof("int"))
     if at + p + q > len(buf):

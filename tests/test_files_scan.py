@@ -71,7 +71,7 @@ def _arrays(ps: PageSet) -> dict[int, tuple[list[int], list[int]]]:
 
 
 def test_shares_cut_the_extents_into_equal_runs_in_file_order() -> None:
-    """_shares: n runs of about equal bytes, cut at page boundaries, covering the extents exactly, in order."""
+    """filescan.shares: n runs of about equal bytes, cut at page boundaries, covering the extents exactly, in order."""
     ext = [(0, 10 * 4096), (20 * 4096, 21 * 4096), (30 * 4096, 60 * 4096)]
     for n in (1, 2, 3, 5, 41):
         shares = filescan.shares(ext, n, 4096)
