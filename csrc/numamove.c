@@ -1127,7 +1127,7 @@ static int nm_scan_chunks(const nm_scan_ctx *ctx, unsigned long addr, unsigned l
 		/* a chunk of whole pages (and, with thp, whole 2 MiB blocks) */
 		size_t want = (end - addr) / NM_BASE, got, i;
 		size_t ahead = ahead_end > addr ? (ahead_end - addr) / NM_BASE : 0;
-		const uint64_t *ent;
+		const uint64_t *ent = NULL;  /* set whenever rd >= 0; gcc -O2 cannot tell */
 		ssize_t rd;
 
 		if (want > NM_PAGEMAP_CHUNK)

@@ -661,3 +661,23 @@ def test_move_own_workers_die_with_numamove() -> None:
         p.wait()
         if os.path.exists(path):
             os.unlink(path)
+
+
+def test_the_c_core_builds_without_a_warning_at_O2(tmp_path: Any) -> None:
+    """The C core and nmbench build with the Makefile's -O2 -Wall -Wextra -Werror (CI runs `make test`, not
+    `make lint`): the warnings that need the optimizer, such as maybe-uninitialized, fail here. nmbench,
+    the engine without Python, then runs and verifies a copy on one and two threads."""
+    import re
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    flags = re.search(r"^CFLAGS_CHECK := (.*)$", (root / "Makefile").read_text(), re.M)
+    assert flags is not None
+    exe = tmp_path / "nmbench"
+    cc = subprocess.run(["gcc", *flags.group(1).split(), "-Icsrc", "-o", str(exe), "csrc/nmbench.c",
+                         "csrc/numamove.c"], cwd=root, capture_output=True, text=True)
+    assert cc.returncode == 0, cc.stderr
+    run = subprocess.run([str(exe), "16", "1", "2"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "engine  2 threads:" in run.stdout
