@@ -159,3 +159,49 @@ def test_the_guest_kernel_boots_without_address_space_randomization() -> None:
     for topo in harness.TOPOLOGIES.values():
         cmd = harness.qemu_command(topo, Path("/k"), Path("/i"), Path("/r"))
         assert "norandmaps" in cmd[cmd.index("-append") + 1].split()
+
+
+def test_wide_shape_is_two_nodes_of_n_vcpus_and_kvm_asks_for_the_host_cpu() -> None:
+    """bench-whole --shape wide: two nodes of N vCPUs each (item 7's KVM guest); kvm=True swaps TCG for KVM."""
+    t = harness.wide(8, 3072)
+    cmd = harness.qemu_command(t, Path("/k"), Path("/i"), Path("/r"), kvm=True)
+    numa = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-numa"]
+    assert numa[0] == "node,nodeid=0,memdev=m0," + ",".join(f"cpus={c}" for c in range(8))
+    assert numa[1] == "node,nodeid=1,memdev=m1," + ",".join(f"cpus={c}" for c in range(8, 16))
+    assert cmd[cmd.index("-smp") + 1] == "16" and cmd[cmd.index("-m") + 1] == "6144M"
+    assert cmd[cmd.index("-accel") + 1] == "kvm" and cmd[cmd.index("-cpu") + 1] == "host"
+    tcg = harness.qemu_command(t, Path("/k"), Path("/i"), Path("/r"))
+    assert tcg[tcg.index("-accel") + 1] == "tcg,thread=multi" and tcg[tcg.index("-cpu") + 1] == "max"
+
+
+def test_kvm_problem_names_why_kvm_cannot_be_used(tmp_path: Path) -> None:
+    """No device, a device that is not KVM's, or PVM's KVM (the development VM's) is a reason in words; never
+    an exception."""
+    sysfs = tmp_path / "sys"
+    (sysfs / "module" / "kvm").mkdir(parents=True)
+    assert harness.kvm_problem(str(tmp_path / "kvm"), str(sysfs)) == f"{tmp_path / 'kvm'}: No such file or directory"
+    why = harness.kvm_problem("/dev/null", str(sysfs))
+    assert why is not None and why.startswith("/dev/null: KVM_GET_API_VERSION: ")
+    (sysfs / "module" / "kvm_pvm").mkdir()
+    assert "kvm-pvm" in (harness.kvm_problem("/dev/null", str(sysfs)) or "")
+
+
+def test_bench_whole_arms_come_at_every_place_and_both_ways() -> None:
+    """bench_whole's order: two arms ABBA; five arms each at every place, and each moving each way equally
+    often over ten rounds (moves alternate direction)."""
+    import bench_whole
+
+    assert [bench_whole.arm_order(["mp", "nm"], r) for r in range(4)] == [["mp", "nm"], ["nm", "mp"]] * 2
+    arms = ["mp", "nm1", "nm2", "nm4", "nm8"]
+    places: dict[str, set[int]] = {a: set() for a in arms}
+    ways: dict[str, list[int]] = {a: [0, 0] for a in arms}
+    move = 0
+    for r in range(10):
+        order = bench_whole.arm_order(arms, r)
+        assert sorted(order) == sorted(arms)
+        for i, a in enumerate(order):
+            places[a].add(i)
+            ways[a][move % 2] += 1
+            move += 1
+    assert all(p == set(range(5)) for p in places.values())
+    assert all(w == [5, 5] for w in ways.values()), ways

@@ -12,6 +12,7 @@ Usage:
     python3 tests/vm/harness.py shell --topology two     # interactive guest shell
     python3 tests/vm/harness.py prepare                  # fetch and cache only
     python3 tests/vm/harness.py bench|bench-auto|bench-whole|bench-cgroup   # benchmarks (make bench)
+    python3 tests/vm/harness.py bench-whole --shape wide --vcpus 8 --accel kvm -- --threads 1,2,4,8
 
 Everything fetched is cached under .cache/vm/ (git-ignored); a second run reuses it.
 """
@@ -113,6 +114,39 @@ BENCH = Topology("bench", (GuestNode(0, (0, 1), 1536), GuestNode(1, (), 1536)), 
 # the CI guest's shape (one CPU a node) with the bench's memory: in 512 MiB nodes a 256 MiB workload moved
 # into node 0, which also holds the kernel and every Python process, measured reclaim more than either tool
 BENCH_TWO = Topology("two-bench", (GuestNode(0, (0,), 1536), GuestNode(1, (1,), 1536)), {(0, 1): 20})
+
+
+def wide(vcpus: int, mem_mib: int) -> Topology:
+    """Two nodes of vcpus vCPUs and mem_mib each: `bench-whole --shape wide`, for a machine with more cores
+    than the development VM (issue #10's item 7: two nodes of 8 vCPUs in a KVM guest)."""
+    return Topology(f"wide{vcpus}", (GuestNode(0, tuple(range(vcpus)), mem_mib),
+                                     GuestNode(1, tuple(range(vcpus, 2 * vcpus)), mem_mib)), {(0, 1): 20})
+
+
+KVM_GET_API_VERSION = 0xAE00
+
+
+def kvm_problem(dev: str = "/dev/kvm", sysfs: str = "/sys") -> str | None:
+    """Why QEMU could not use KVM here (None: it can): no device, no access, an API other than 12, or a KVM
+    that is kvm-pvm. The development VM (a Firecracker guest, Linux 6.18-fc) has /dev/kvm from the kvm_pvm
+    module: PVM runs guest kernels built for it, and Debian's stopped early in boot (2026-12-05, 2 of 2
+    tries) with "KVM internal error. Suberror: 1 ... emulation failure" at a cmpxchg16b, then, with -cx16,
+    at an xrstor, after 56 s of boot that TCG does in 10."""
+    import fcntl
+
+    if os.path.isdir(os.path.join(sysfs, "module", "kvm_pvm")):
+        return f"{dev} is kvm-pvm's, which cannot run Debian's kernel: it stops with an emulation failure"
+    try:
+        fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as exc:
+        return f"{dev}: {exc.strerror}"
+    try:
+        version = fcntl.ioctl(fd, KVM_GET_API_VERSION)
+    except OSError as exc:
+        return f"{dev}: KVM_GET_API_VERSION: {exc.strerror}"
+    finally:
+        os.close(fd)
+    return None if version == 12 else f"{dev}: KVM API version {version}, not 12"
 
 
 # --------------------------------------------------------------------------- fetching
@@ -320,9 +354,11 @@ def prepare() -> tuple[Path, Path]:
 # --------------------------------------------------------------------------- running
 
 
-def qemu_command(topo: Topology, vmlinux: Path, initrd: Path, results: Path) -> list[str]:
+def qemu_command(topo: Topology, vmlinux: Path, initrd: Path, results: Path, kvm: bool = False) -> list[str]:
+    """kvm: hardware virtualization (-accel kvm, the host's CPU model), else TCG on every host thread."""
+    accel = ["-accel", "kvm", "-cpu", "host"] if kvm else ["-accel", "tcg,thread=multi", "-cpu", "max"]
     cmd = [
-        "qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max", "-machine", "q35",
+        "qemu-system-x86_64", *accel, "-machine", "q35",
         "-m", f"{topo.mem_mib}M", "-smp", str(topo.ncpus),
         "-display", "none", "-no-reboot", "-monitor", "none",
         "-kernel", str(vmlinux), "-initrd", str(initrd),
@@ -431,7 +467,7 @@ def pytest_command(pytest_args: list[str]) -> list[str]:
 
 
 def run_guest(topo: Topology, pytest_args: list[str], interactive: bool = False,
-              keep: Path | None = None, python_args: list[str] | None = None) -> GuestResult:
+              keep: Path | None = None, python_args: list[str] | None = None, kvm: bool = False) -> GuestResult:
     """Boot topo and run the project's Python with python_args (default: the numa tests) in it."""
     vmlinux, initrd = prepare()
     out_root = keep or (CACHE / "runs")
@@ -459,7 +495,7 @@ def run_guest(topo: Topology, pytest_args: list[str], interactive: bool = False,
         (results / "interactive").write_text("1")
         (results / "profile.sh").write_text(exports + f"cd {_shq(str(ROOT))}\n")
     console = results / "console.log"
-    cmd = qemu_command(topo, vmlinux, initrd, results)
+    cmd = qemu_command(topo, vmlinux, initrd, results, kvm)
     t0 = time.monotonic()
     if interactive:
         cmd = [c for c in cmd if c not in ("-display", "none")]
@@ -656,7 +692,13 @@ def main(argv: list[str] | None = None) -> int:
                                             "guest (node 0 with two vCPUs, node 1 memory-only), and run "
                                             "tests/vm/bench_whole.py "
                                             "in each: the numamove CLI vs the migratepages CLI, whole processes")
-    bw.add_argument("--shape", choices=["two", "bench", "all"], default="all")
+    bw.add_argument("--shape", choices=["two", "bench", "all", "wide"], default="all",
+                    help="wide: two nodes of --vcpus vCPUs each (a machine with cores to spare)")
+    bw.add_argument("--vcpus", type=int, default=8, help="--shape wide: vCPUs a node (default 8)")
+    bw.add_argument("--node-mib", type=int, default=3072, help="--shape wide: memory a node, MiB (default 3072)")
+    bw.add_argument("--accel", choices=["tcg", "kvm", "auto"], default="tcg",
+                    help="kvm: hardware virtualization (fails with the reason when /dev/kvm cannot be used); "
+                         "auto: kvm where it can be used, else tcg (default tcg: the figures of docs/benchmarks.md)")
     bw.add_argument("bench_args", nargs="*")
     ns = ap.parse_args(argv)
     try:
@@ -676,11 +718,20 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if ns.cmd == "bench-whole":
             rc = 0
+            kvm = False
+            if ns.accel != "tcg":
+                why = kvm_problem()
+                if why is not None and ns.accel == "kvm":
+                    raise HarnessError(f"--accel kvm: {why}")
+                kvm = why is None
+                print(f"== accelerator: {'KVM' if kvm else f'TCG ({why})'}", flush=True)
+            if ns.shape == "wide" and not 1 <= ns.vcpus <= 128:
+                raise HarnessError(f"--vcpus {ns.vcpus}: 1 to 128")
             for shape in (["two", "bench"] if ns.shape == "all" else [ns.shape]):
-                topo = BENCH if shape == "bench" else BENCH_TWO
+                topo = {"bench": BENCH, "two": BENCH_TWO}.get(shape) or wide(ns.vcpus, ns.node_mib)
                 print(f"== guest shape '{shape}': " + ", ".join(
                     f"node {n.node}: {len(n.cpus)} vCPU(s), {n.mem_mib} MiB" for n in topo.nodes), flush=True)
-                res = run_guest(topo, [], python_args=["tests/vm/bench_whole.py", *ns.bench_args])
+                res = run_guest(topo, [], python_args=["tests/vm/bench_whole.py", *ns.bench_args], kvm=kvm)
                 print(_tail(res.log, 400), flush=True)
                 if res.rc != 0:
                     print(f"guest benchmark failed (rc={res.rc}); console tail:\n{_tail(res.console)}", file=sys.stderr)
