@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 RETRIES = 3
 RETRYABLE = [-errno.EBUSY, -errno.EAGAIN, -errno.ENOMEM]
+# statuses of pages the kernel found and left where they were: the report's "after" keeps them on their node
+# (-EFAULT and -ENOENT: the page was gone, or never movable, by the time of the call)
+LEFT_IN_PLACE = frozenset((-errno.EBUSY, -errno.EAGAIN, -errno.ENOMEM, -errno.EACCES))
 # what a status means, for reports
 REASONS = {
     -errno.EACCES: "shared with other processes (use --all)",
@@ -303,6 +306,8 @@ def _account(rep: TargetReport, status: Any, n: int, page_size: int, opts: MoveO
     for st, c in _native.tally(status, n):
         if st >= 0:
             _add(rep.after, st, c * page_size, c)
+        elif st in LEFT_IN_PLACE:  # shared without --all, busy, or no room on the destination: on src still
+            _add(rep.after, src, c * page_size, c)
         if st == -errno.EINPROGRESS:  # never handed to the kernel: still where it was
             _add(rep.after, src, c * page_size, c)
             if interrupted:
