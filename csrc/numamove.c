@@ -321,7 +321,10 @@ struct nm_move_work {
 /*
  * One move_pages call of n entries, timed into r: 0, or -1 when the call failed whole (r->err).
  * A call that returns a positive count left the entries after the failed page unreached: they
- * are asked where they are, so that status always says.
+ * are asked where they are, so that status always says.  So does a call that fails with ENOMEM:
+ * the destination filled up part way (the kernel's do_pages_move gives up at the first page it
+ * cannot place, and stores no status for the group it was moving), so the pages it moved are
+ * on the destination and every other page still present says -ENOMEM.
  */
 static int nm_move_batch(int pid, void **pages, const int *nodes, int *status, size_t n, int flags,
 			 nm_move_worker *r)
@@ -334,12 +337,21 @@ static int nm_move_batch(int pid, void **pages, const int *nodes, int *status, s
 	if (dt > r->max_call_ns)
 		r->max_call_ns = dt;
 	r->calls++;
-	if (rc < 0) {
+	if (rc < 0 && errno == ENOMEM &&
+	    syscall(SYS_move_pages, pid, (unsigned long)n, pages, NULL, status, 0) == 0) {
+		size_t i;
+
+		for (i = 0, rc = 0; i < n; i++)
+			if (status[i] >= 0 && status[i] != nodes[i]) {
+				status[i] = -ENOMEM;
+				rc++;
+			}
+	} else if (rc < 0) {
 		r->err = -errno;
 		return -1;
-	}
-	if (rc > 0)
+	} else if (rc > 0) {
 		syscall(SYS_move_pages, pid, (unsigned long)n, pages, NULL, status, 0);
+	}
 	r->not_migrated += rc;
 	r->done += n;
 	return 0;

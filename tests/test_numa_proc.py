@@ -712,6 +712,72 @@ def test_a_signal_mid_move_stops_within_a_batch_and_reports_what_moved(sig: int,
         assert w.check()[0]
 
 
+# a process bound to node 1 that, told "go", takes node 1's free memory 8 MiB at a time (populated at once)
+# until less than FLOOR is left, says how much it took, and holds it. The move then takes the rest of the
+# node and fails: the kernel never OOM-kills for a migration's page (__GFP_THISNODE: the allocation fails).
+# The filler's own faults must not meet the move's at the bottom of the node (the first version, with a
+# 16 MiB floor, was OOM-killed there): it stops while the move still needs more than FLOOR, and then
+# allocates nothing
+_FILL_CODE = """import mmap, numa, sys
+numa.memory.set_membind_nodes(1)
+FLOOR, STEP = {floor}, 8 << 20
+def free():
+    with open('/sys/devices/system/node/node1/meminfo') as fh:
+        return int(next(l for l in fh if 'MemFree' in l).split()[3]) * 1024
+print('ready', flush=True)
+sys.stdin.readline()
+held = []
+while free() > FLOOR + STEP:
+    m = mmap.mmap(-1, STEP, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    m.madvise(23)  # MADV_POPULATE_WRITE
+    held.append(m)
+print(len(held) * STEP, flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.numa(nodes=2, guest="two")
+def test_a_node_that_fills_up_mid_move_is_reported_page_by_page() -> None:
+    """Node 1 fills up while numamove moves a workload there (another process takes its memory once the
+    free-memory check has passed and the paced move is under way): the pages the kernel could not place
+    are reported as "no memory on the destination", exit 3 (partly done), every page is on the node the
+    report says, and no byte changed. No process is OOM-killed."""
+    filler = subprocess.Popen([sys.executable, "-c", _FILL_CODE.format(floor=40 << 20)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert filler.stdout is not None and filler.stdin is not None
+        assert filler.stdout.readline().strip() == "ready"
+        with Workload("--size", "96M", "--node", "0") as w:
+            # --rate: the 96 MiB take ~6 s, so node 1 fills while most pages are still to move
+            p = subprocess.Popen([sys.executable, "-m", "numamove", "proc", str(w.pid), "--to", "1", "--rate", "16M",
+                                  "--json", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            deadline = time.monotonic() + 120
+            while 1 not in where_range(w.pid, *w.anon) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            filler.stdin.write("go\n")
+            filler.stdin.flush()
+            line = filler.stdout.readline()
+            assert line.strip().isdigit(), filler.stderr.read() if filler.stderr else line
+            took = int(line)
+            out, err = p.communicate(timeout=300)
+            assert took > 0 and p.returncode == 3, (took, p.returncode, err)
+            rep = json.loads(out)["processes"][0]
+            short = rep["failed"]["no memory on the destination"]["pages"]
+            assert short > 0 and rep["moved"]["pages"] > 0, rep
+            nodes = _native.page_nodes(w.anon[0], w.anon[1], 4096, w.pid)
+            assert set(nodes) == {0, 1}
+            # the report's after-counts are what the kernel says: node 0 holds at least the pages reported
+            # not moved (the workload's other mappings count too)
+            assert rep["after"]["0"]["pages"] >= short
+            assert nodes.count(0) <= short
+            assert w.check()[0]
+            assert w.p.poll() is None  # not OOM-killed
+    finally:
+        filler.kill()
+        filler.wait()
+    assert filler.returncode == -9  # it lived until killed here: not OOM-killed either
+
+
 @pytest.mark.numa(nodes=2, guest="two")
 def test_a_move_whose_threads_cannot_start_is_retried_on_one_thread() -> None:
     """When no migration thread can be created (EAGAIN), the move runs again on one thread, every page lands,
