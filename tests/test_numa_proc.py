@@ -688,17 +688,24 @@ def test_good_targets_move_when_another_fails() -> None:
         assert w.check()[0]
 
 
+def _move_under_way(w: Workload, *options: str) -> subprocess.Popen[str]:
+    """`numamove proc` of w's pages to node 1 (--json -q, with options), returned once a page of w's
+    anonymous region is on node 1."""
+    p = subprocess.Popen([sys.executable, "-m", "numamove", "proc", str(w.pid), "--to", "1", *options,
+                          "--json", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while 1 not in where_range(w.pid, *w.anon) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return p
+
+
 @pytest.mark.numa(nodes=2, guest="two")
 @pytest.mark.parametrize("sig, code", [(2, 130), (15, 143)])
 def test_a_signal_mid_move_stops_within_a_batch_and_reports_what_moved(sig: int, code: int) -> None:
     """SIGINT/SIGTERM during a move: numamove stops within one batch, prints what moved as JSON, exits
     128+signal; every page is on its old or its new node, as the report says, and no byte changed."""
     with Workload("--size", "96M", "--node", "0") as w:
-        p = subprocess.Popen([sys.executable, "-m", "numamove", "proc", str(w.pid), "--to", "1", "--batch", "64",
-                              "--json", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 120
-        while 1 not in where_range(w.pid, *w.anon) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        p = _move_under_way(w, "--batch", "64")
         p.send_signal(sig)
         out, err = p.communicate(timeout=300)
         assert p.returncode == code, err
@@ -748,12 +755,7 @@ def test_a_node_that_fills_up_mid_move_is_reported_page_by_page() -> None:
         assert filler.stdout is not None and filler.stdin is not None
         assert filler.stdout.readline().strip() == "ready"
         with Workload("--size", "96M", "--node", "0") as w:
-            # --rate: the 96 MiB take ~6 s, so node 1 fills while most pages are still to move
-            p = subprocess.Popen([sys.executable, "-m", "numamove", "proc", str(w.pid), "--to", "1", "--rate", "16M",
-                                  "--json", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            deadline = time.monotonic() + 120
-            while 1 not in where_range(w.pid, *w.anon) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            p = _move_under_way(w, "--rate", "16M")  # the 96 MiB take ~6 s: most are still to move
             filler.stdin.write("go\n")
             filler.stdin.flush()
             line = filler.stdout.readline()
