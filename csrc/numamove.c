@@ -39,6 +39,13 @@ void nm_fault_inject_thread_create(int count, int err, int skip)
 	__atomic_store_n(&nm_fault_count, count, __ATOMIC_SEQ_CST);
 }
 
+static int nm_fault_worker_kill;
+
+void nm_fault_inject_worker_kill(int on)
+{
+	__atomic_store_n(&nm_fault_worker_kill, on, __ATOMIC_SEQ_CST);
+}
+
 static volatile sig_atomic_t nm_stop_sig;
 static const int nm_stop_sigs[] = { SIGINT, SIGTERM, SIGHUP };
 static struct sigaction nm_stop_saved[3];
@@ -469,6 +476,8 @@ static void nm_own_worker(struct nm_own_shared *sh, int i, void **pages, const i
 		if (!r->count)
 			r->first = off;
 		r->count += n;
+		if (i == 0 && __atomic_load_n(&nm_fault_worker_kill, __ATOMIC_SEQ_CST))
+			raise(SIGKILL);  /* test hook: killed holding a batch it has not begun */
 		nm_runs(pages + off, n, page_size, MADV_POPULATE_READ);  /* map them here: failures, status says */
 		if (nm_move_batch(0, pages + off, nodes + off, sh->status + off, n, flags, r))
 			break;

@@ -277,6 +277,10 @@ void nm_stop_clear(void);
  * (count 0 clears). */
 void nm_fault_inject_thread_create(int count, int err, int skip);
 
+/* Test hook: while on, the first worker process of nm_move_own kills itself (SIGKILL) once it has taken
+ * its first batch, before it maps or moves any of it. */
+void nm_fault_inject_worker_kill(int on);
+
 /* CPU the calling thread runs on, or -errno. */
 int nm_current_cpu(void);
 

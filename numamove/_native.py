@@ -257,6 +257,11 @@ def fault_inject_thread_create(count: int, err: int = _errno.EAGAIN, skip: int =
     lib.nm_fault_inject_thread_create(count, err, skip)
 
 
+def fault_inject_worker_kill(on: bool) -> None:
+    """Test hook: while on, move_own's first worker process is SIGKILLed holding a batch it has not begun."""
+    lib.nm_fault_inject_worker_kill(int(on))
+
+
 def resident_pages(out: PageOut, addr: int, length: int, page_size: int) -> int:
     """Append the resident pages of our own mapping [addr, addr+length) to out, mapping each (pages cut
     off by a truncation meanwhile are left out)."""

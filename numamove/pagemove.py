@@ -400,10 +400,13 @@ def _run_batches(pid: int, pages: Any, n: int, page_size: int, plan: Plan, flags
         rep.notes.append(f"{first}, {batch} at the end (re-sized after each round by its longest call)")
     one = Plan(plan.src, plan.dst, plan.policy, plan.direction, plan.cpu_node, plan.cpus[:1], plan.split,
                n, n, 1, dict(plan.reasons))
+    if own and plan.threads > 1:  # the worker processes' calls dropped numamove's own mapping of the pages
+        own = OWN_UNMAPPED
     for _ in range(RETRIES):
         if _native.stop_signal():
             return
-        sub, idx, m = _native.select_values(pages, status, n, [*RETRYABLE, plan.src])
+        # busy or no room, left on the source by a call cut short, or not reached (a killed worker's batch)
+        sub, idx, m = _native.select_values(pages, status, n, [*RETRYABLE, plan.src, -errno.EINPROGRESS])
         if not m:
             break
         res_status = _native.raw_new("int[]", m)
@@ -477,6 +480,13 @@ def _call(pid: int, pages: Any, k: int, m: int, plan: Plan, flags: int, batch: i
         rep.workers.append({"cpu": w.cpu, "cpu_at_start": w.cpu_at_start, "cpu_at_end": w.cpu_at_end,
                             "pinned": w.cpu >= 0 and w.pin_err == 0, "entries": w.done, "calls": w.calls,
                             "seconds": w.ns / 1e9, "error": os.strerror(-w.err) if w.err else None})
+        if w.err == -errno.ECHILD:  # a worker process killed (SIGKILL, the OOM killer): the others took its
+            # batches; the pages of the one it was in say where they went, or EINPROGRESS (retried)
+            note = ("a migration worker process was killed mid-move: the other workers took its batches, and "
+                    "the pages it had not reached were retried on one thread")
+            if note not in rep.notes:
+                rep.notes.append(note)
+            continue
         if w.err:
             _raise_call_error(pid, -w.err, plan.dst, flags)
     return res
@@ -496,9 +506,6 @@ def _raise_call_error(pid: int, err: int, node: int, flags: int) -> None:
         raise NodeUnavailableError(f"node {node} is outside the cpuset of PID {pid} (its Mems_allowed)")
     if err == errno.ENODEV:
         raise InvalidNodeError(f"node {node} is not online")
-    if err == errno.ECHILD:
-        raise ProcessError("a migration worker process was killed: the pages it had not reached are where "
-                           "they were")
     raise ProcessError(f"move_pages failed for PID {pid}: {os.strerror(err)}")
 
 
