@@ -33,9 +33,10 @@ if TYPE_CHECKING:
 
 RETRIES = 3
 RETRYABLE = [-errno.EBUSY, -errno.EAGAIN, -errno.ENOMEM]
-# statuses of pages the kernel found and left where they were: the report's "after" keeps them on their node
-# (-EFAULT and -ENOENT: the page was gone, or never movable, by the time of the call)
-LEFT_IN_PLACE = frozenset((-errno.EBUSY, -errno.EAGAIN, -errno.ENOMEM, -errno.EACCES))
+# statuses of pages left where they were (found and not moved by the kernel, or never handed to it): the
+# report's "after" keeps them on their node (-EFAULT and -ENOENT: the page was gone, or never movable, by
+# the time of the call)
+LEFT_IN_PLACE = frozenset((-errno.EBUSY, -errno.EAGAIN, -errno.ENOMEM, -errno.EACCES, -errno.EINPROGRESS))
 # what a status means, for reports
 REASONS = {
     -errno.EACCES: "shared with other processes (use --all)",
@@ -306,13 +307,11 @@ def _account(rep: TargetReport, status: Any, n: int, page_size: int, opts: MoveO
     for st, c in _native.tally(status, n):
         if st >= 0:
             _add(rep.after, st, c * page_size, c)
-        elif st in LEFT_IN_PLACE:  # shared without --all, busy, or no room on the destination: on src still
+        elif st in LEFT_IN_PLACE:  # shared without --all, busy, no room on the destination, not reached
             _add(rep.after, src, c * page_size, c)
-        if st == -errno.EINPROGRESS:  # never handed to the kernel: still where it was
-            _add(rep.after, src, c * page_size, c)
-            if interrupted:
-                _add(rep.skipped, "not moved: interrupted", c * page_size, c)
-                continue
+        if st == -errno.EINPROGRESS and interrupted:
+            _add(rep.skipped, "not moved: interrupted", c * page_size, c)
+            continue
         if st == opts.to:
             _add_to(rep.moved, c, c * page_size)
             if page_size > BASE_PAGE:

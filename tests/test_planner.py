@@ -255,9 +255,9 @@ def test_the_split_reason_reads_right_for_one_thread_and_even_groups() -> None:
 
 def test_after_keeps_pages_the_kernel_left_in_place_on_their_node() -> None:
     """_account: "after" is where the pages are. Moved pages count on the destination; pages the kernel found
-    and left (shared without --all, busy, no memory on the destination) still count on their source; pages
-    gone by the time of the call (not present, zero page) count nowhere. It dropped the left ones: a move
-    with shared pages skipped read "after: node 1" alone."""
+    and left (shared without --all, busy, no memory on the destination), or never handed to it, still count on
+    their source; pages gone by the time of the call (not present, zero page) count nowhere. It dropped the
+    left ones: a move with shared pages skipped read "after: node 1" alone."""
     import errno
 
     from numamove import _native
@@ -265,15 +265,17 @@ def test_after_keeps_pages_the_kernel_left_in_place_on_their_node() -> None:
     from numamove.proc import Target
 
     rep = TargetReport(Target(1234, "app", "app", (1234,)), 1)
-    rep.before = {0: [10, 10 * 4096]}
-    rep.after = {0: [10, 10 * 4096]}
-    codes = [1, 1, 1, -errno.EACCES, -errno.EBUSY, -errno.ENOMEM, -errno.ENOMEM, -errno.ENOENT, -errno.EFAULT, 0]
+    rep.before = {0: [11, 11 * 4096]}
+    rep.after = {0: [11, 11 * 4096]}
+    codes = [1, 1, 1, -errno.EACCES, -errno.EBUSY, -errno.ENOMEM, -errno.ENOMEM, -errno.ENOENT, -errno.EFAULT, 0,
+             -errno.EINPROGRESS]
     status = _native.raw_new("int[]", len(codes))
     for i, c in enumerate(codes):
         status[i] = c
     _account(rep, status, len(codes), 4096, MoveOptions(to=1), 0)
     assert rep.moved == [3, 3 * 4096]
-    assert rep.after == {1: [3, 3 * 4096], 0: [5, 5 * 4096]}  # 4 left in place and 1 "still on node 0"
+    assert rep.after == {1: [3, 3 * 4096], 0: [6, 6 * 4096]}  # 4 left in place, 1 not reached, 1 "still on node 0"
     assert rep.failed["no memory on the destination"] == [2, 2 * 4096]
     assert rep.failed["still on node 0"] == [1, 4096]
+    assert rep.failed["not reached (the call failed before it)"] == [1, 4096]
     assert rep.skipped["shared with other processes (use --all)"] == [1, 4096]

@@ -727,6 +727,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"== accelerator: {'KVM' if kvm else f'TCG ({why})'}", flush=True)
             if ns.shape == "wide" and not 1 <= ns.vcpus <= 128:
                 raise HarnessError(f"--vcpus {ns.vcpus}: 1 to 128")
+            if ns.shape == "wide" and ns.node_mib < 512:
+                raise HarnessError(f"--node-mib {ns.node_mib}: at least 512 (the workloads and the launderer)")
             for shape in (["two", "bench"] if ns.shape == "all" else [ns.shape]):
                 topo = {"bench": BENCH, "two": BENCH_TWO}.get(shape) or wide(ns.vcpus, ns.node_mib)
                 print(f"== guest shape '{shape}': " + ", ".join(
